@@ -1,0 +1,26 @@
+"""autotune: measure, don't guess, the memory/speed settings of a diffusers pipeline.
+
+Light on import (no torch, no diffusers, no CUDA init); the public API loads on first use.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["AppliedProfile", "Profile", "apply_profile", "find_profile", "load_pipeline", "__version__"]
+
+if TYPE_CHECKING:
+    from autotune.apply import AppliedProfile, apply_profile, find_profile, load_pipeline
+    from autotune.profile import Profile
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("AppliedProfile", "apply_profile", "find_profile", "load_pipeline"):
+        from autotune import apply
+
+        return getattr(apply, name)
+    if name == "Profile":
+        from autotune.profile import Profile
+
+        return Profile
+    raise AttributeError(f"module 'autotune' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Command line: parse, call the library, format. No logic of its own."""

@@ -1,0 +1,45 @@
+"""`autotune apply PROFILE`: build the profile's pipeline, apply it, generate, write PNG(s)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("apply", help="generate images with a profile applied, write PNG",
+                       description="Load the pipeline a profile was tuned for, apply the profile and "
+                                   "generate at its size, batch and steps. Same code path as "
+                                   "load_pipeline() + apply_profile() in Python.")
+    p.add_argument("profile", help="path to a profile YAML")
+    p.add_argument("--out", type=Path, default=Path("autotune.png"), help="output PNG (batch > 1 adds -1, -2...; default: autotune.png)")
+    p.add_argument("--prompt", help="prompt (default: the one the profile was measured with)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--device", help="override the profile's device (cuda, cpu)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from autotune.apply import apply_profile, load_pipeline
+    from autotune.errors import InvalidTargetError
+    from autotune.profile import Profile
+
+    if args.out.suffix.lower() != ".png":
+        raise InvalidTargetError(f"--out must end in .png, got {str(args.out)!r}")
+    profile = Profile.load(args.profile)
+    pipe = load_pipeline(profile)
+    handle = apply_profile(pipe, profile, device=args.device)
+    t = profile.target
+    images = pipe(prompt=args.prompt or t.prompt, height=t.height, width=t.width,
+                  num_images_per_prompt=t.batch, num_inference_steps=t.steps,
+                  generator=torch.Generator("cpu").manual_seed(args.seed)).images
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [args.out] if len(images) == 1 else [
+        args.out.with_name(f"{args.out.stem}-{i + 1}{args.out.suffix}") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        image.save(path)
+    print(handle)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

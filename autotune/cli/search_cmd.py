@@ -1,0 +1,140 @@
+"""`autotune search`: measure candidate settings under a ceiling and write the winning profile."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from autotune.cli.format import print_json, seconds, settings_diff, size, table
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "search", help="measure settings under a memory ceiling, write the fastest as a profile",
+        description="Search the memory/speed settings valid for this model and device, measuring "
+                    "each trial in its own process, and write the fastest one that fits under "
+                    "--max-vram as a profile YAML. Finished trials are kept in --run-dir: an "
+                    "interrupted search continues with --resume.",
+        epilog="examples:\n  autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.yaml\n"
+               "  autotune search --model builtin:sd15 --max-vram 8GB --batch 4 --trials 30\n"
+               "  autotune search --model ./my-sd-folder --max-vram 12GB --resume\n\n"
+               "sizes: '8GB' and '8GiB' both mean 8 * 2**30 bytes, as GPUs are labelled.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help="builtin:tiny-sd | builtin:sd15 | builtin:sdxl, a hub id or a diffusers "
+                                   "folder (default: builtin:sd15 on a GPU, builtin:tiny-sd on CPU)")
+    p.add_argument("--height", type=int, help="image height in pixels, a multiple of 8 (default: the model's native size)")
+    p.add_argument("--width", type=int, help="image width in pixels, a multiple of 8 (default: the model's native size)")
+    p.add_argument("--batch", type=int, default=1, help="images per prompt (default: 1)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps per image (default: 20)")
+    p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
+    p.add_argument("--trials", type=int, default=20, help="distinct settings to measure (default: 20)")
+    p.add_argument("--out", type=Path, help="profile path (default: profiles/<model>-<W>x<H>-b<batch>-<ceiling>-<device>.yaml)")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: auto = cuda when present)")
+    p.add_argument("--resume", action="store_true", help="continue the latest search of this same target")
+    p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
+    p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
+    p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
+    p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
+                   help="search a value left out by default (e.g. --include compile)")
+    p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",
+                   help="do not search this knob or value (e.g. --exclude dtype=fp16)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per trial, after one warm-up (default: 3)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def build_target(args: argparse.Namespace) -> Any:
+    from autotune import hardware
+    from autotune.errors import InvalidTargetError
+    from autotune.pipelines import model_info
+    from autotune.target import Target
+    from autotune.units import parse_size
+
+    max_vram = parse_size(args.max_vram)
+    if args.trials < 1:
+        raise InvalidTargetError(f"--trials must be 1 or more, got {args.trials}")
+    if args.runs < 1:
+        raise InvalidTargetError(f"--runs must be 1 or more, got {args.runs}")
+    device = hardware.default_device() if args.device == "auto" else args.device
+    model = args.model or ("builtin:sd15" if device == "cuda" else "builtin:tiny-sd")
+    info = model_info(model)
+    return Target(model=model, height=args.height if args.height is not None else info.native_height,
+                  width=args.width if args.width is not None else info.native_width,
+                  batch=args.batch, steps=args.steps, max_vram=max_vram, device=device,
+                  pipeline_class=info.pipeline_class)
+
+
+def default_out(target: Any) -> Path:
+    model = target.model.replace("builtin:", "").replace("/", "-")
+    gib = target.max_vram / 2**30
+    return Path("profiles") / f"{model}-{target.width}x{target.height}-b{target.batch}-{gib:g}GB-{target.device}.yaml"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from autotune.tune import space_for, tune
+
+    target = build_target(args)
+    out = args.out or default_out(target)
+    space = space_for(target, args.include, args.exclude)
+    _print_header(target, space)
+    bar = tqdm(total=args.trials, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def on_trial(record: Any, done: int, best: Any) -> None:
+        bar.update(1)
+        best_text = seconds(best.measurement.latency_median_s) if best else "none feasible yet"
+        bar.set_postfix_str(f"last: {record.outcome}, best: {best_text}")
+
+    try:
+        result = tune(target, space=space, trials=args.trials, run_dir=args.run_dir, storage=args.storage,
+                      resume=args.resume, seed=args.seed,
+                      trial_timeout_s=args.timeout, runs=args.runs, on_trial=on_trial)
+    finally:
+        bar.close()
+    search = result.search
+    if args.json:
+        print_json({"study": search.study_name, "trials": [_record_json(r) for r in search.records],
+                    "profile": result.profile.to_dict() if result.profile else None})
+    else:
+        _print_trials(search, space.default())
+    if result.profile is None:
+        from autotune.tune import profile_from
+
+        profile_from(search)  # raises NoFeasibleTrialError with the counts and the fix
+    result.profile.save(out)
+    if not args.json:
+        best = result.profile.best
+        print(f"\nbest: {settings_diff(best.settings, space.default())}  "
+              f"{seconds(best.latency_median_s)} median, {size(best.peak_bytes)} peak ({best.peak_metric})")
+        print(f"profile written to {out}  (show it: autotune show {out})")
+    return 0
+
+
+def _print_header(target: Any, space: Any) -> None:
+    print(f"target: {target.model} {target.width}x{target.height} batch {target.batch}, "
+          f"{target.steps} steps, ceiling {size(target.max_vram)} ({target.max_vram} bytes) on {target.device}",
+          file=sys.stderr)
+    print(f"space: {space.size()} valid combinations of {', '.join(space.searched_knobs)}", file=sys.stderr)
+    for status in space.statuses:
+        if status.state == "excluded":
+            print(f"  not searched: {status.knob}={status.value}: {status.reason}", file=sys.stderr)
+    if target.device == "cpu":
+        print("note: on CPU, memory is the peak of live tensors in RAM, not VRAM", file=sys.stderr)
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    m = record.measurement
+    return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
+            "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
+            "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric, "memory": m.memory,
+            "error": m.error}
+
+
+def _print_trials(search: Any, defaults: dict[str, Any]) -> None:
+    rows = [(r.number, r.outcome, seconds(r.measurement.latency_median_s), size(r.measurement.peak_bytes),
+             r.measurement.error or settings_diff(r.assignment, defaults)) for r in search.records]
+    print(table(["trial", "outcome", "latency", "peak", "settings (vs defaults)"], rows))

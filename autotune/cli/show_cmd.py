@@ -1,0 +1,48 @@
+"""`autotune show PROFILE`: what a profile says, readable."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autotune.cli.format import print_json, seconds, settings_diff, size, table
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("show", help="print a profile: target, winner, measurements, alternatives",
+                       description="Print a profile written by `autotune search`.")
+    p.add_argument("profile", help="path to a profile YAML")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autotune.knobs import all_knobs
+    from autotune.profile import Profile
+
+    profile = Profile.load(args.profile)
+    if args.json:
+        print_json(profile.to_dict())
+        return 0
+    t, fp, best = profile.target, profile.fingerprint, profile.best
+    defaults = {k.name: k.default for k in all_knobs()}
+    print(f"profile  {args.profile} (schema {profile.schema_version}, created {profile.created})")
+    print(f"target   {t.model} ({t.pipeline_class}) {t.width}x{t.height} batch {t.batch}, {t.steps} steps, "
+          f"ceiling {size(t.max_vram)} on {t.device}")
+    versions = fp.get("versions", {})
+    print(f"measured on {fp.get('device_name')} ({fp.get('device')}), torch {versions.get('torch')}, "
+          f"diffusers {versions.get('diffusers')}, autotune {versions.get('autotune')}")
+    print("\nsettings")
+    for name, value in best.settings.items():
+        print(f"  {name:<14} {value}{'' if defaults.get(name) == value else '   (changed)'}")
+    print(f"\nlatency  {seconds(best.latency_median_s)} median, {seconds(best.latency_p90_s)} p90 over {best.runs} runs")
+    print(f"peak     {size(best.peak_bytes)} ({best.peak_metric})")
+    search = profile.search
+    if search:
+        print(f"search   {search.get('trials_measured')} trials measured, {search.get('feasible')} feasible, "
+              f"{search.get('sampler')} seed {search.get('seed')}, {search.get('duration_s')} s")
+    if profile.alternatives:
+        print("\nalternatives (feasible, Pareto-optimal: each uses less memory than every faster one)")
+        rows = [(seconds(a.latency_median_s), size(a.peak_bytes), settings_diff(a.settings, defaults))
+                for a in profile.alternatives]
+        print(table(["latency", "peak", "settings (vs defaults)"], rows))
+    return 0

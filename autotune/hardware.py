@@ -1,0 +1,125 @@
+"""What machine this is: GPUs via NVML (torch as fallback), and the fingerprint a profile keeps."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int | None
+    compute_capability: str | None
+    driver: str | None
+    source: str  # "nvml" or "torch"
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def probe_gpus_nvml() -> list[GpuInfo]:
+    """GPUs as NVML sees them; [] when NVML is missing (no driver), never raises for that."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        log.debug("NVML unavailable: %s", exc)
+        return []
+    try:
+        driver = _decode(pynvml.nvmlSystemGetDriverVersion())
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+                capability: str | None = f"{major}.{minor}"
+            except pynvml.NVMLError:
+                capability = None
+            gpus.append(GpuInfo(index, _decode(pynvml.nvmlDeviceGetName(handle)), int(mem.total),
+                                int(mem.free), capability, driver, "nvml"))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def probe_gpus_torch() -> list[GpuInfo]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        free, _total = torch.cuda.mem_get_info(index)
+        gpus.append(GpuInfo(index, props.name, int(props.total_memory), int(free),
+                            f"{props.major}.{props.minor}", None, "torch"))
+    return gpus
+
+
+def probe_gpus() -> list[GpuInfo]:
+    return probe_gpus_nvml() or probe_gpus_torch()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def total_ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_device() -> str:
+    """cuda when a GPU is usable, else cpu (NVML first: it does not initialise CUDA)."""
+    if probe_gpus_nvml():
+        return "cuda"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "diffusers", "transformers", "accelerate", "optuna", "diffusers-autotune"):
+        try:
+            out[dist.replace("diffusers-autotune", "autotune")] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def fingerprint(device: str) -> dict[str, Any]:
+    """Where a profile was measured. A profile's numbers only hold on a matching fingerprint."""
+    info: dict[str, Any] = {"device": device}
+    if device == "cuda":
+        gpu = probe_gpus()[0]
+        info.update(device_name=gpu.name, total_memory_bytes=gpu.total_bytes,
+                    compute_capability=gpu.compute_capability, driver=gpu.driver)
+    else:
+        info.update(device_name=cpu_name(), total_memory_bytes=total_ram_bytes(),
+                    compute_capability=None, driver=None)
+    info["versions"] = versions()
+    return info

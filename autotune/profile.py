@@ -1,0 +1,160 @@
+"""The profile: a search's answer, saved as versioned YAML and read back strictly.
+
+Read with `yaml.safe_load` only; knob names and values are checked against the registry, so a
+profile from a newer autotune or a hand edit gone wrong fails loudly instead of half-applying.
+Written atomically (temp file, fsync, os.replace): a crash never leaves a torn profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotune.errors import AutotuneError, ProfileError
+from autotune.space import check_values
+from autotune.target import Target
+
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass
+class ProfileEntry:
+    """One measured configuration: its settings and what it cost."""
+
+    settings: dict[str, Any]
+    latency_median_s: float
+    latency_p90_s: float
+    peak_bytes: int
+    peak_metric: str
+    runs: int
+    memory: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
+        _require(data, ("settings", "latency_median_s", "latency_p90_s", "peak_bytes", "peak_metric", "runs"))
+        entry = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        entry.settings = check_values(dict(entry.settings))
+        return entry
+
+
+@dataclasses.dataclass
+class Profile:
+    target: Target
+    fingerprint: dict[str, Any]
+    best: ProfileEntry
+    search: dict[str, Any] = dataclasses.field(default_factory=dict)
+    alternatives: list[ProfileEntry] = dataclasses.field(default_factory=list)
+    created: str = dataclasses.field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    )
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.best.settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "created": self.created,
+            "target": self.target.to_dict(),
+            "fingerprint": self.fingerprint,
+            "settings": self.best.settings,
+            "measurements": _entry_measurements(self.best),
+            "search": self.search,
+            "alternatives": [
+                {"settings": alt.settings, "measurements": _entry_measurements(alt)}
+                for alt in self.alternatives
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "profile") -> Profile:
+        try:
+            if not isinstance(data, dict):
+                raise ProfileError("expected a YAML mapping at the top level")
+            version = data.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise ProfileError(
+                    f"schema_version {version!r} is not supported (this autotune reads version "
+                    f"{SCHEMA_VERSION}); re-run `autotune search` or upgrade autotune"
+                )
+            _require(data, ("target", "fingerprint", "settings", "measurements"))
+            return cls(
+                target=Target.from_dict(dict(data["target"])),
+                fingerprint=dict(data["fingerprint"]),
+                best=_entry(data),
+                search=dict(data.get("search") or {}),
+                alternatives=[_entry(alt) for alt in data.get("alternatives") or []],
+                created=str(data.get("created", "")),
+                schema_version=version,
+            )
+        except AutotuneError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
+        except (TypeError, AttributeError) as exc:
+            raise ProfileError(f"{source}: malformed profile ({exc})") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_text(Path(path), self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Profile:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ProfileError(f"profile {str(path)!r} does not exist") from None
+        except (IsADirectoryError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"cannot read profile {str(path)!r}: {exc}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ProfileError(f"{path} is not valid YAML{where}; re-run `autotune search` to rewrite it") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _entry_measurements(entry: ProfileEntry) -> dict[str, Any]:
+    data = dataclasses.asdict(entry)
+    data.pop("settings")
+    return data
+
+
+def _entry(data: dict[str, Any]) -> ProfileEntry:
+    measurements = data.get("measurements")
+    if not isinstance(measurements, dict):
+        raise ProfileError("'measurements' must be a mapping")
+    return ProfileEntry.from_dict({"settings": data.get("settings"), **measurements})
+
+
+def _require(data: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ProfileError(f"missing field(s): {', '.join(missing)}")
+    if "settings" in keys and not isinstance(data["settings"], dict):
+        raise ProfileError("'settings' must be a mapping of knob: value")
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,275 @@
+"""The search: Optuna ask/tell over the knob space, one measurement per distinct assignment.
+
+Two objectives, latency and peak memory, both minimised, with the ceiling as a constraint
+(`trial.set_constraint`, <= 0 feasible). The winner is the fastest feasible trial; the feasible
+Pareto front (Optuna's `best_trials`) gives the alternatives, so one search also answers lower
+ceilings. Over the ceiling and out-of-memory are COMPLETE trials with a violated constraint
+(Optuna learns constraints from COMPLETE trials only); crashes and timeouts are FAIL.
+Storage is any Optuna storage: a journal file in the run directory by default, or a database URL.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+
+from autotune.errors import StudyError
+from autotune.measure import Measurement, Measurer, TrialJob
+from autotune.space import Assignment, SearchSpace, assignment_key
+from autotune.target import Target
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["feasible", "over_ceiling", "oom", "failed"]
+OBJECTIVES = ("latency_median_s", "peak_bytes")
+_ATTR_MEASUREMENT = "measurement"
+_ATTR_ASSIGNMENT = "assignment"
+_ATTR_DUPLICATE = "duplicate_of"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    assignment: Assignment
+    measurement: Measurement
+    outcome: Outcome
+    constraint: float
+
+    @property
+    def feasible(self) -> bool:
+        return self.outcome == "feasible"
+
+
+@dataclasses.dataclass
+class SearchResult:
+    target: Target
+    records: list[TrialRecord]
+    pareto: list[TrialRecord]
+    study_name: str
+    storage: str
+    sampler: str
+    seed: int
+    duration_s: float
+    proposals: int
+
+    @property
+    def best(self) -> TrialRecord | None:
+        feasible = [r for r in self.records if r.feasible]
+        return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+
+    @property
+    def alternatives(self) -> list[TrialRecord]:
+        best = self.best
+        return [r for r in self.pareto if best is None or r.number != best.number]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(r.outcome == outcome for r in self.records)
+
+
+ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
+
+
+def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
+    """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible)."""
+    if measurement.status == "failed":
+        return "failed", math.nan
+    if measurement.status == "oom":
+        excess = measurement.memory.get("oom_excess_bytes")
+        return "oom", (excess / ceiling) if excess else 1.0
+    if measurement.peak_bytes is None or measurement.latency_median_s is None:
+        return "failed", math.nan
+    constraint = (measurement.peak_bytes - ceiling) / ceiling
+    return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
+
+
+def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
+    """A database URL (sqlite:///..., postgresql://...) or a journal file path."""
+    text = str(storage)
+    if "://" in text:
+        return optuna.storages.RDBStorage(text)
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def _latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)
+             if s.user_attrs.get("target_key") == target_key]
+    return sorted(names)[-1] if names else None
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces its per-trial INFO lines
+
+
+class Search:
+    """One study for one target. Build, then `run(n)`; `run` may be called again to add trials."""
+
+    def __init__(self, target: Target, space: SearchSpace, measurer: Measurer, *,
+                 storage: str | Path, seed: int = 0, resume: bool = False,
+                 warmup: int = 1, runs: int = 3) -> None:
+        self.target, self.space, self.measurer = target, space, measurer
+        self.seed, self.warmup, self.runs = seed, warmup, runs
+        self.storage_name = str(storage)
+        self._storage = open_storage(storage)
+        self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+        name = _latest_study(self._storage, target.key()) if resume else None
+        if resume and name is None:
+            raise StudyError(
+                f"nothing to resume for this target in {self.storage_name}; run without --resume to start"
+            )
+        if name is None:
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            name = f"{target.key()}-{stamp}"
+        self.study_name = name
+        self.study = optuna.create_study(
+            study_name=name, storage=self._storage, sampler=self.sampler,
+            directions=["minimize", "minimize"], load_if_exists=True,
+        )
+        with warnings.catch_warnings():  # stable in practice; Optuna still flags it experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names(list(OBJECTIVES))
+        self.study.set_user_attr("target_key", target.key())
+        self.study.set_user_attr("target", target.to_dict())
+        self._fail_interrupted()
+        self._seen: dict[str, TrialRecord] = {}
+        for record in self._records_from_storage():
+            self._seen.setdefault(assignment_key(record.assignment), record)
+        self.proposals = 0
+        self.duration_s = 0.0
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _fail_interrupted(self) -> None:
+        """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume."""
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            log.warning("trial %d was interrupted; recorded as failed", trial.number)
+
+    def _records_from_storage(self) -> list[TrialRecord]:
+        records = []
+        for trial in self.study.get_trials(deepcopy=False):
+            if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
+                continue
+            measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
+            outcome, constraint = classify(measurement, self.target.max_vram)
+            records.append(TrialRecord(trial.number, trial.user_attrs[_ATTR_ASSIGNMENT],
+                                       measurement, outcome, constraint))
+        return records
+
+    @property
+    def measured(self) -> list[TrialRecord]:
+        return sorted(self._seen.values(), key=lambda r: r.number)
+
+    def best(self) -> TrialRecord | None:
+        feasible = [r for r in self._seen.values() if r.feasible]
+        return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def enqueue(self, assignment: Assignment) -> None:
+        if assignment_key(self.space.complete(assignment)) not in self._seen:
+            params = {k: v for k, v in assignment.items() if k in self.space.searched_knobs}
+            self.study.enqueue_trial(params, skip_if_exists=True)
+
+    def _propose(self, trial: optuna.trial.Trial) -> Assignment:
+        params = {name: trial.suggest_categorical(name, list(self.space.choices[name]))
+                  for name in self.space.searched_knobs}
+        fixed = {name: values[0] for name, values in self.space.choices.items() if len(values) == 1}
+        return {**fixed, **params}
+
+    def run(self, n_trials: int, on_trial: ProgressFn | None = None) -> SearchResult:
+        """Measure up to `n_trials` new distinct assignments (fewer if the space runs out)."""
+        start = time.monotonic()
+        if not self._seen:
+            self.enqueue(self.space.default())
+        space_size = self.space.size()
+        measured_now, asks = 0, 0
+        max_asks = max(50, 20 * n_trials)
+        while measured_now < n_trials and len(self._seen) < space_size and asks < max_asks:
+            asks += 1
+            trial = self.study.ask()
+            assignment = self._propose(trial)
+            if not self.space.is_valid(assignment):
+                trial.set_user_attr("invalid", True)
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            key = assignment_key(assignment)
+            if key in self._seen:
+                self._tell_duplicate(trial, self._seen[key])
+                continue
+            record = self._measure(trial, assignment)
+            self._seen[key] = record
+            measured_now += 1
+            if on_trial:
+                on_trial(record, measured_now, self.best())
+        self.proposals += asks
+        self.duration_s += time.monotonic() - start
+        return self.result()
+
+    def _measure(self, trial: optuna.trial.Trial, assignment: Assignment) -> TrialRecord:
+        job = TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed)
+        log.info("trial %d: %s", trial.number, assignment)
+        measurement = self.measurer(job)
+        outcome, constraint = classify(measurement, self.target.max_vram)
+        trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
+        trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
+        trial.set_user_attr("outcome", outcome)
+        if outcome == "failed":
+            trial.set_user_attr("error", measurement.error)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            trial.set_constraint("memory_over_ceiling", constraint)
+            self.study.tell(trial, self._values(measurement))
+        return TrialRecord(trial.number, assignment, measurement, outcome, constraint)
+
+    def _tell_duplicate(self, trial: optuna.trial.Trial, original: TrialRecord) -> None:
+        """Tell the sampler what it proposed again, without measuring it again."""
+        trial.set_user_attr(_ATTR_DUPLICATE, original.number)
+        if original.outcome == "failed":
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        trial.set_constraint("memory_over_ceiling", original.constraint)
+        self.study.tell(trial, self._values(original.measurement))
+
+    @staticmethod
+    def _values(measurement: Measurement) -> list[float]:
+        latency = measurement.latency_median_s
+        peak = measurement.peak_bytes
+        return [math.inf if latency is None else latency, math.inf if peak is None else float(peak)]
+
+    def result(self) -> SearchResult:
+        by_number = {r.number: r for r in self._seen.values()}
+        pareto = sorted(
+            (by_number[t.number] for t in self.study.best_trials if t.number in by_number),
+            key=lambda r: r.measurement.latency_median_s or math.inf,
+        )
+        return SearchResult(
+            target=self.target, records=self.measured, pareto=[r for r in pareto if r.feasible],
+            study_name=self.study_name, storage=self.storage_name,
+            sampler=type(self.sampler).__name__, seed=self.seed,
+            duration_s=self.duration_s, proposals=self.proposals,
+        )
+
+
+def search_summary(result: SearchResult) -> dict[str, Any]:
+    return {
+        "trials_measured": len(result.records),
+        "feasible": result.count("feasible"),
+        "over_ceiling": result.count("over_ceiling"),
+        "oom": result.count("oom"),
+        "failed": result.count("failed"),
+        "proposals": result.proposals,
+        "sampler": result.sampler,
+        "seed": result.seed,
+        "duration_s": round(result.duration_s, 2),
+        "study_name": result.study_name,
+        "storage": result.storage,
+    }

@@ -1,0 +1,89 @@
+"""The whole job in one call: target -> space -> search -> profile. The CLI is a thin shell over it."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from autotune import hardware
+from autotune.errors import NoFeasibleTrialError
+from autotune.knobs import Context
+from autotune.measure import Measurer, SubprocessMeasurer
+from autotune.pipelines import model_info
+from autotune.profile import Profile, ProfileEntry
+from autotune.space import SearchSpace
+from autotune.study import ProgressFn, Search, SearchResult, TrialRecord, search_summary
+from autotune.target import Target
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_DIR = Path(".autotune")
+
+
+@dataclasses.dataclass
+class TuneResult:
+    search: SearchResult
+    profile: Profile | None
+
+
+def space_for(target: Target, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> SearchSpace:
+    info = model_info(target.model)
+    return SearchSpace(Context(device=target.device, components=info.components), include, exclude)
+
+
+def entry_from(record: TrialRecord) -> ProfileEntry:
+    m = record.measurement
+    if m.latency_median_s is None or m.latency_p90_s is None or m.peak_bytes is None:
+        raise ValueError(f"trial {record.number} has no complete measurement")
+    return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
+                        latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
+                        peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory))
+
+
+def profile_from(result: SearchResult) -> Profile:
+    """The profile for a finished search; raises when no trial was feasible."""
+    best = result.best
+    if best is None:
+        raise NoFeasibleTrialError(
+            f"none of {len(result.records)} measured trials fit under the ceiling "
+            f"({result.count('over_ceiling')} over it, {result.count('oom')} out of memory, "
+            f"{result.count('failed')} failed); raise --max-vram, lower --batch or the size, "
+            "or add trials"
+        )
+    return Profile(
+        target=result.target,
+        fingerprint=hardware.fingerprint(result.target.device),
+        best=entry_from(best),
+        search=search_summary(result),
+        alternatives=[entry_from(r) for r in result.alternatives],
+    )
+
+
+def tune(
+    target: Target,
+    *,
+    trials: int,
+    space: SearchSpace | None = None,
+    run_dir: Path = DEFAULT_RUN_DIR,
+    storage: str | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    measurer: Measurer | None = None,
+    trial_timeout_s: float = 600.0,
+    warmup: int = 1,
+    runs: int = 3,
+    on_trial: ProgressFn | None = None,
+) -> TuneResult:
+    """Search `trials` new assignments for `target` and build the profile (None if none fit)."""
+    space = space or space_for(target, include, exclude)
+    search = Search(target, space, measurer or SubprocessMeasurer(timeout_s=trial_timeout_s),
+                    storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
+                    warmup=warmup, runs=runs)
+    if measurer is None and isinstance(search.measurer, SubprocessMeasurer):
+        search.measurer.log_dir = run_dir / "logs" / search.study_name
+    result = search.run(trials, on_trial=on_trial)
+    profile = profile_from(result) if result.best is not None else None
+    return TuneResult(search=result, profile=profile)
