@@ -23,7 +23,7 @@ import optuna
 
 from autotune.errors import StudyError
 from autotune.measure import Measurement, Measurer, TrialJob
-from autotune.space import Assignment, SearchSpace, assignment_key
+from autotune.space import Assignment, SearchSpace, assignment_key, canonical
 from autotune.target import Target
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Search:
         params = {name: trial.suggest_categorical(name, list(self.space.choices[name]))
                   for name in self.space.searched_knobs}
         fixed = {name: values[0] for name, values in self.space.choices.items() if len(values) == 1}
-        return {**fixed, **params}
+        return canonical({**fixed, **params})
 
     def run(self, n_trials: int, on_trial: ProgressFn | None = None) -> SearchResult:
         """Measure up to `n_trials` new distinct assignments (fewer if the space runs out)."""
