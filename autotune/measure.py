@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -88,8 +89,10 @@ class SubprocessMeasurer:
     """Runs `python -m autotune._worker` once per trial; a crash or hang is that trial's FAIL."""
 
     def __init__(self, timeout_s: float = 600.0, log_dir: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 worker_command: Sequence[str] = (sys.executable, "-m", "autotune._worker")) -> None:
         self.timeout_s = timeout_s
+        self.worker_command = list(worker_command)
         self.log_dir = log_dir
         self.env = env
         self._count = 0
@@ -101,7 +104,7 @@ class SubprocessMeasurer:
             job_path.write_text(json.dumps(job.to_dict()))
             log_path = (self.log_dir / f"trial-{self._count:04d}.log") if self.log_dir else Path(tmp) / "log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "autotune._worker", str(job_path), str(result_path)]
+            cmd = [*self.worker_command, str(job_path), str(result_path)]
             env = {**os.environ, **(self.env or {})}
             with open(log_path, "w") as log_file:
                 try:

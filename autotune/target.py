@@ -33,7 +33,7 @@ class Target:
             if not isinstance(value, int) or value <= 0 or value % PIXEL_MULTIPLE:
                 raise InvalidTargetError(
                     f"--{name} must be a positive multiple of {PIXEL_MULTIPLE} (the VAE works on "
-                    f"8x8 pixel blocks), got {value!r}; try {_nearest_multiple(value)}"
+                    f"8x8 pixel blocks), got {value!r}; try {_nearest_multiples(value)}"
                 )
         if not isinstance(self.batch, int) or self.batch < 1:
             raise InvalidTargetError(f"--batch must be 1 or more, got {self.batch!r}")
@@ -64,9 +64,11 @@ class Target:
         return f"{slug}-{self.width}x{self.height}-b{self.batch}-{hashlib.sha1(blob).hexdigest()[:8]}"
 
 
-def _nearest_multiple(value: object) -> int:
+def _nearest_multiples(value: object) -> str:
     try:
         number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
-        return 512
-    return max(PIXEL_MULTIPLE, round(number / PIXEL_MULTIPLE) * PIXEL_MULTIPLE)
+        return "512"
+    below = number // PIXEL_MULTIPLE * PIXEL_MULTIPLE
+    above = below + PIXEL_MULTIPLE
+    return f"{below} or {above}" if below >= PIXEL_MULTIPLE else str(above)

@@ -1,0 +1,105 @@
+"""The CLI as a user meets it: one-line errors with exit 2, and the whole loop end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autotune.profile import Profile
+
+
+def autotune(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "autotune.cli.main", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("autotune: error: ")
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--max-vram", "8"], ["'8GB'", "got '8'"]),
+    (["--max-vram", "-1GB"], ["--max-vram", "got '-1GB'"]),
+    (["--max-vram", "0GB"], ["larger than zero"]),
+    (["--max-vram", "2GB", "--height", "100"], ["multiple of 8", "got 100", "try 96 or 104"]),
+    (["--max-vram", "2GB", "--batch", "0"], ["--batch must be 1 or more"]),
+    (["--max-vram", "2GB", "--model", "no-such-org/no-such-model"], ["cannot find model", "builtin:tiny-sd"]),
+    (["--max-vram", "2GB", "--model", "builtin:sd3"], ["unknown built-in model"]),
+    (["--max-vram", "2GB", "--device", "tpu"], ["--device must be one of"]),
+    (["--max-vram", "2GB", "--exclude", "dtype=fp64"], ["dtype takes one of"]),
+    (["--max-vram", "2GB", "--height", "abc"], ["invalid int value"]),
+    (["--trials", "3"], ["--max-vram"]),
+])
+def test_search_input_errors_are_one_line(tmp_path, args, fragments):
+    proc = autotune("search", *args, "--out", str(tmp_path / "p.yaml"), "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_corrupt_profile_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nsettings: [unclosed\n")
+    assert_one_line_error(autotune("show", str(bad)), "not valid YAML")
+    assert_one_line_error(autotune("apply", str(bad), "--out", str(tmp_path / "x.png")), "not valid YAML")
+    assert_one_line_error(autotune("show", str(tmp_path / "missing.yaml")), "does not exist")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = autotune("--debug", "show", str(tmp_path / "missing.yaml"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_search_show_apply_end_to_end(tmp_path):
+    out = tmp_path / "profiles" / "tiny.yaml"
+    common = ["--height", "64", "--width", "64", "--steps", "2", "--run-dir", str(tmp_path / "run"),
+              "--runs", "1"]
+    proc = autotune("search", "--max-vram", "2GB", "--trials", "2", "--out", str(out), *common)
+    assert proc.returncode == 0, proc.stderr
+    assert "profile written to" in proc.stdout and "trial" in proc.stdout
+    assert "ceiling 2.00 GiB (2147483648 bytes)" in proc.stderr
+    profile = Profile.load(out)
+    assert profile.target.max_vram == 2 * 2**30 and profile.search["trials_measured"] == 2
+    assert profile.best.peak_metric == "cpu_live_tensor_peak"
+
+    shown = autotune("show", str(out))
+    assert shown.returncode == 0 and "cpu_live_tensor_peak" in shown.stdout
+    as_json = json.loads(autotune("show", str(out), "--json").stdout)
+    assert as_json["settings"] == profile.settings
+
+    resumed = autotune("search", "--max-vram", "2GB", "--trials", "1", "--out", str(out), "--resume", *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert Profile.load(out).search["trials_measured"] == 3
+
+    png = tmp_path / "img.png"
+    applied = autotune("apply", str(out), "--out", str(png))
+    assert applied.returncode == 0, applied.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ceiling_too_low_writes_no_profile(tmp_path):
+    out = tmp_path / "p.yaml"
+    proc = autotune("search", "--max-vram", "1MB", "--trials", "1", "--height", "64", "--width", "64",
+                    "--steps", "1", "--runs", "1", "--out", str(out), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "none of 1 measured trials fit under the ceiling" in proc.stderr
+    assert "raise --max-vram" in proc.stderr
+    assert not out.exists()
+
+
+def test_knobs_and_probe_without_gpu():
+    proc = autotune("knobs", "--device", "cpu", "--json")
+    rows = json.loads(proc.stdout)
+    offload = [r for r in rows if r["knob"] == "offload" and r["value"] == "model"][0]
+    assert offload["state"] == "unavailable" and "accelerator" in offload["reason"]
+    probe = autotune("probe")
+    assert probe.returncode == 0 and "no GPU found" in probe.stdout
