@@ -1,4 +1,4 @@
-"""One trial in one fresh process: build -> apply -> warm up -> timed runs -> memory run.
+"""One trial in one fresh process: build -> apply -> warm up -> timed runs -> peak memory.
 
 Run as `python -m autotune._worker JOB.json RESULT.json`. It catches only the device's
 out-of-memory error (a measured outcome); any other exception ends the process with a traceback,
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,41 +31,56 @@ def run_pipeline(pipe: Any, job: TrialJob) -> Any:
     )
 
 
-def measure(job: TrialJob) -> Measurement:
+def _timed_runs(pipe: Any, job: TrialJob, backend: Any, result: Measurement) -> None:
+    for _ in range(job.runs):
+        start = time.perf_counter()
+        run_pipeline(pipe, job)
+        backend.synchronize()
+        result.latencies_s.append(time.perf_counter() - start)
+
+
+def measure(job: TrialJob, backend: Any = None) -> Measurement:
     from autotune.apply import apply_settings
     from autotune.backends import get_backend
     from autotune.knobs.builtin import torch_dtype
     from autotune.pipelines import build_pipeline
 
-    backend = get_backend(job.target.device)
+    backend = backend or get_backend(job.target.device, job.target.max_vram)
+    backend.setup()
     result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
-                         peak_metric=backend.peak_metric)
+                         peak_metric=backend.peak_metric, device_info=dict(backend.info))
     start = time.perf_counter()
-    pipe = build_pipeline(job.target.model, torch_dtype=torch_dtype(job.assignment.get("dtype", "fp32")))
-    apply_settings(pipe, job.assignment, device=job.target.device)
-    backend.prepare(pipe)
-    result.timings["load_s"] = time.perf_counter() - start
     try:
+        pipe = build_pipeline(job.target.model, torch_dtype=torch_dtype(job.assignment.get("dtype", "fp32")))
+        apply_settings(pipe, job.assignment, device=job.target.device)
+        backend.prepare(pipe)
+        result.timings["load_s"] = time.perf_counter() - start
         for i in range(job.warmup):
             t0 = time.perf_counter()
             run_pipeline(pipe, job)
             backend.synchronize()
-            result.timings[f"warmup_{i}_s"] = time.perf_counter() - t0
-        for _ in range(job.runs):
-            t0 = time.perf_counter()
-            run_pipeline(pipe, job)
-            backend.synchronize()
-            result.latencies_s.append(time.perf_counter() - t0)
-        with backend.track(pipe) as reading:
-            run_pipeline(pipe, job)
-            backend.synchronize()
+            # The first run holds compile and autotuning time: reported, never mixed into latency.
+            result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - t0
+        if backend.track_timed_runs:
+            with backend.track(pipe) as reading:
+                _timed_runs(pipe, job, backend, result)
+        else:
+            _timed_runs(pipe, job, backend, result)
+            with backend.track(pipe) as reading:
+                run_pipeline(pipe, job)
+                backend.synchronize()
         result.peak_bytes = reading.peak_bytes
         result.memory = dict(reading.memory)
+        if job.assignment.get("compile", "none") != "none" and result.latencies_s:
+            result.timings["compile_s"] = max(
+                0.0, result.timings["first_run_s"] - statistics.median(result.latencies_s))
     except BaseException as exc:
         if not backend.is_oom(exc):
             raise
         result.status = "oom"
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        result.memory = backend.oom_details(exc)
+        result.latencies_s = []
     return result
 
 

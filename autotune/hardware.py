@@ -102,12 +102,15 @@ def default_device() -> str:
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from autotune import __version__
+
     out = {"python": platform.python_version()}
-    for dist in ("torch", "diffusers", "transformers", "accelerate", "optuna", "diffusers-autotune"):
+    for dist in ("torch", "diffusers", "transformers", "accelerate", "optuna", "xformers"):
         try:
-            out[dist.replace("diffusers-autotune", "autotune")] = version(dist)
+            out[dist] = version(dist)
         except PackageNotFoundError:
             out[dist] = "not installed"
+    out["autotune"] = __version__
     return out
 
 

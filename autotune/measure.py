@@ -55,6 +55,8 @@ class Measurement:
     peak_bytes: int | None = None
     memory: dict[str, int] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Facts about the measurement setup (ceiling native or emulated, context size, alloc conf).
+    device_info: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
 
     @property

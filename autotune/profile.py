@@ -96,7 +96,7 @@ class Profile:
             )
         except AutotuneError as exc:
             raise ProfileError(f"{source}: {exc}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise ProfileError(f"{source}: malformed profile ({exc})") from None
 
     def to_yaml(self) -> str:

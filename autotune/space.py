@@ -133,7 +133,7 @@ class SearchSpace:
     def is_valid(self, assignment: Assignment) -> bool:
         try:
             self.validate(assignment)
-        except InvalidAssignmentError:
+        except (InvalidAssignmentError, UnknownKnobError):
             return False
         return all(assignment[n] in self.choices[n] for n in assignment)
 

@@ -185,15 +185,19 @@ class Search:
         fixed = {name: values[0] for name, values in self.space.choices.items() if len(values) == 1}
         return canonical({**fixed, **params})
 
-    def run(self, n_trials: int, on_trial: ProgressFn | None = None) -> SearchResult:
-        """Measure up to `n_trials` new distinct assignments (fewer if the space runs out)."""
+    def run(self, n_trials: int, on_trial: ProgressFn | None = None,
+            time_budget_s: float | None = None) -> SearchResult:
+        """Measure up to `n_trials` new distinct assignments; fewer if the space runs out or, with
+        a time budget, once it is spent (a trial already started finishes)."""
         start = time.monotonic()
+        deadline = math.inf if time_budget_s is None else start + time_budget_s
         if not self._seen:
             self.enqueue(self.space.default())
         space_size = self.space.size()
         measured_now, asks = 0, 0
         max_asks = max(50, 20 * n_trials)
-        while measured_now < n_trials and len(self._seen) < space_size and asks < max_asks:
+        while (measured_now < n_trials and len(self._seen) < space_size and asks < max_asks
+               and time.monotonic() < deadline):
             asks += 1
             trial = self.study.ask()
             assignment = self._propose(trial)

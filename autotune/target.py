@@ -30,16 +30,16 @@ class Target:
     def __post_init__(self) -> None:
         for name in ("height", "width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0 or value % PIXEL_MULTIPLE:
+            if not _is_int(value) or value <= 0 or value % PIXEL_MULTIPLE:
                 raise InvalidTargetError(
                     f"--{name} must be a positive multiple of {PIXEL_MULTIPLE} (the VAE works on "
                     f"8x8 pixel blocks), got {value!r}; try {_nearest_multiples(value)}"
                 )
-        if not isinstance(self.batch, int) or self.batch < 1:
+        if not _is_int(self.batch) or self.batch < 1:
             raise InvalidTargetError(f"--batch must be 1 or more, got {self.batch!r}")
-        if not isinstance(self.steps, int) or self.steps < 1:
+        if not _is_int(self.steps) or self.steps < 1:
             raise InvalidTargetError(f"--steps must be 1 or more, got {self.steps!r}")
-        if not isinstance(self.max_vram, int) or self.max_vram <= 0:
+        if not _is_int(self.max_vram) or self.max_vram <= 0:
             raise InvalidTargetError(f"--max-vram must be a positive size, got {self.max_vram!r}")
         if self.device not in SUPPORTED_DEVICES:
             raise InvalidTargetError(
@@ -62,6 +62,10 @@ class Target:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         slug = self.model.replace("/", "-").replace(":", "-")
         return f"{slug}-{self.width}x{self.height}-b{self.batch}-{hashlib.sha1(blob).hexdigest()[:8]}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _nearest_multiples(value: object) -> str:

@@ -51,9 +51,12 @@ def profile_from(result: SearchResult) -> Profile:
             f"{result.count('failed')} failed); raise --max-vram, lower --batch or the size, "
             "or add trials"
         )
+    fingerprint = hardware.fingerprint(result.target.device)
+    # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.
+    fingerprint.update(best.measurement.device_info)
     return Profile(
         target=result.target,
-        fingerprint=hardware.fingerprint(result.target.device),
+        fingerprint=fingerprint,
         best=entry_from(best),
         search=search_summary(result),
         alternatives=[entry_from(r) for r in result.alternatives],
@@ -76,6 +79,7 @@ def tune(
     warmup: int = 1,
     runs: int = 3,
     on_trial: ProgressFn | None = None,
+    time_budget_s: float | None = None,
 ) -> TuneResult:
     """Search `trials` new assignments for `target` and build the profile (None if none fit)."""
     space = space or space_for(target, include, exclude)
@@ -84,6 +88,6 @@ def tune(
                     warmup=warmup, runs=runs)
     if measurer is None and isinstance(search.measurer, SubprocessMeasurer):
         search.measurer.log_dir = run_dir / "logs" / search.study_name
-    result = search.run(trials, on_trial=on_trial)
+    result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)
     profile = profile_from(result) if result.best is not None else None
     return TuneResult(search=result, profile=profile)

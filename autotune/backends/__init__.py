@@ -19,6 +19,14 @@ class MemoryReading(Protocol):
 class DeviceBackend(Protocol):
     name: str
     peak_metric: str
+    #: True when reading peaks is free, so the timed runs are also the memory runs; False when
+    #: tracking slows the run (CPU tracker) and memory gets a run of its own.
+    track_timed_runs: bool
+    #: Facts about the device and the measurement setup, saved with each measurement.
+    info: dict[str, Any]
+
+    def setup(self) -> None:
+        """Called once at the start of the worker, before the pipeline is built."""
 
     def device_name(self) -> str: ...
 
@@ -32,11 +40,18 @@ class DeviceBackend(Protocol):
 
     def is_oom(self, exc: BaseException) -> bool: ...
 
+    def oom_details(self, exc: BaseException) -> dict[str, int]:
+        """Memory facts known at an out-of-memory error (requested bytes, excess)."""
 
-def get_backend(device: str) -> DeviceBackend:
+
+def get_backend(device: str, ceiling: int | None = None) -> DeviceBackend:
     if device == "cpu":
         from autotune.backends.cpu import CpuBackend
 
         return CpuBackend()
-    raise NotImplementedError(f"no measurement backend for device {device!r} yet")
+    if device == "cuda":
+        from autotune.backends.cuda import CudaBackend
+
+        return CudaBackend(ceiling)
+    raise ValueError(f"no measurement backend for device {device!r}")
 

@@ -76,6 +76,13 @@ class CpuReading:
 class CpuBackend:
     name = "cpu"
     peak_metric = "cpu_live_tensor_peak"
+    track_timed_runs = False  # the tracker slows every op: memory gets its own run
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        return None
 
     def device_name(self) -> str:
         return platform.processor() or platform.machine() or "cpu"
@@ -103,3 +110,6 @@ class CpuBackend:
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, MemoryError)
+
+    def oom_details(self, exc: BaseException) -> dict[str, int]:
+        return {}

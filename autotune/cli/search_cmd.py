@@ -42,6 +42,8 @@ def add_parser(sub: Any) -> None:
                    help="do not search this knob or value (e.g. --exclude dtype=fp16)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per trial, after one warm-up (default: 3)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="start no new trial after this many seconds (default: no limit)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = tune(target, space=space, trials=args.trials, run_dir=args.run_dir, storage=args.storage,
                       resume=args.resume, seed=args.seed,
-                      trial_timeout_s=args.timeout, runs=args.runs, on_trial=on_trial)
+                      trial_timeout_s=args.timeout, runs=args.runs, on_trial=on_trial,
+                      time_budget_s=args.time_budget)
     finally:
         bar.close()
     search = result.search
@@ -111,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nbest: {settings_diff(best.settings, space.default())}  "
               f"{seconds(best.latency_median_s)} median, {size(best.peak_bytes)} peak ({best.peak_metric})")
         print(f"profile written to {out}  (show it: autotune show {out})")
+        fp = result.profile.fingerprint
+        if fp.get("ceiling_mode") == "emulated":
+            print(f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.get('device_name')} "
+                  f"({size(fp.get('device_total_bytes'))}) by capping PyTorch's share of it; allocation "
+                  "patterns differ on a real card of that size: confirm the profile there")
     return 0
 
 

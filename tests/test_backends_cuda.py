@@ -1,0 +1,267 @@
+"""The CUDA backend's logic against a fake device: no GPU needed, every branch reachable."""
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from autotune import _worker, hardware
+from autotune.backends.cuda import CudaBackend, PeakSampler, PynvmlReader, memory_fraction, parse_oom_request
+from autotune.errors import InvalidTargetError
+from autotune.measure import TrialJob
+from autotune.study import classify
+from autotune.target import Target
+
+MiB, GiB = 2**20, 2**30
+OOM_MESSAGE = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 79.19 GiB "
+               "of which 1.2 GiB is free. Of the allocated memory 6.1 GiB is allocated by PyTorch")
+
+
+class FakeOOM(RuntimeError):
+    pass
+
+
+class FakeCuda:
+    """The slice of torch.cuda the backend uses, with memory as plain counters."""
+
+    OutOfMemoryError = FakeOOM
+
+    def __init__(self, total=80 * GiB, name="Fake H100"):
+        self.total, self.name = total, name
+        self.reserved = self.allocated = self.max_reserved = self.max_allocated = 0
+        self.fraction = None
+        self.initialized = False
+
+    def init(self):
+        self.initialized = True
+
+    def synchronize(self):
+        pass
+
+    def get_device_properties(self, index):
+        return types.SimpleNamespace(total_memory=self.total, name=self.name)
+
+    def set_per_process_memory_fraction(self, fraction, device):
+        self.fraction = fraction
+
+    def memory_reserved(self):
+        return self.reserved
+
+    def max_memory_reserved(self):
+        return self.max_reserved
+
+    def max_memory_allocated(self):
+        return self.max_allocated
+
+    def reset_peak_memory_stats(self):
+        self.max_reserved, self.max_allocated = self.reserved, self.allocated
+
+    def empty_cache(self):
+        self.reserved = self.allocated
+
+    def alloc(self, nbytes):
+        self.allocated += nbytes
+        self.reserved = max(self.reserved, self.allocated)
+        self.max_allocated = max(self.max_allocated, self.allocated)
+        self.max_reserved = max(self.max_reserved, self.reserved)
+
+
+class FakeNvml:
+    def __init__(self, cuda: FakeCuda, context=500 * MiB, others=1 * GiB, visible=True, pid=4242):
+        self.cuda, self.context, self.others, self.visible, self.pid = cuda, context, others, visible, pid
+        self.extra = 0  # e.g. cuBLAS workspace NVML sees and PyTorch does not
+
+    def mine(self):
+        return (self.context if self.cuda.initialized else 0) + self.cuda.reserved + self.extra
+
+    def device_used_bytes(self):
+        return self.others + self.mine()
+
+    def process_used_bytes(self, pid):
+        return self.mine() if self.visible and pid == self.pid else None
+
+    def driver(self):
+        return "580.1"
+
+
+def backend(ceiling=8 * GiB, visible=True, total=80 * GiB):
+    cuda = FakeCuda(total=total)
+    nvml = FakeNvml(cuda, visible=visible)
+    return CudaBackend(ceiling, cuda=cuda, nvml=nvml, pid=4242, sample_interval_s=0.001), cuda, nvml
+
+
+def test_memory_fraction_leaves_room_for_the_context():
+    assert memory_fraction(8 * GiB, 500 * MiB, 80 * GiB) == pytest.approx((8 * GiB - 500 * MiB) / (80 * GiB))
+    assert memory_fraction(80 * GiB, 500 * MiB, 80 * GiB) is None
+    with pytest.raises(InvalidTargetError, match="below this process's CUDA context"):
+        memory_fraction(400 * MiB, 500 * MiB, 80 * GiB)
+
+
+def test_parse_oom_request():
+    assert parse_oom_request(OOM_MESSAGE) == int(2.5 * GiB)
+    assert parse_oom_request("CUDA error: an illegal memory access") is None
+
+
+@pytest.mark.parametrize("visible, source", [(True, "process"), (False, "device_delta")])
+def test_setup_measures_context_and_emulates_the_ceiling(visible, source):
+    b, cuda, _ = backend(visible=visible)
+    b.setup()
+    assert b.context_bytes == 500 * MiB
+    assert cuda.fraction == pytest.approx((8 * GiB - 500 * MiB) / (80 * GiB))
+    assert b.info["ceiling_mode"] == "emulated" and b.info["nvml_source"] == source
+    assert b.info["device_total_bytes"] == 80 * GiB and b.info["driver"] == "580.1"
+
+
+def test_ceiling_at_least_the_card_is_native():
+    b, cuda, _ = backend(ceiling=80 * GiB)
+    b.setup()
+    assert cuda.fraction is None and b.info["ceiling_mode"] == "native"
+
+
+def test_alloc_conf_is_recorded(monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    b, _, _ = backend()
+    b.setup()
+    assert b.info["pytorch_cuda_alloc_conf"] == "expandable_segments:True"
+
+
+def test_track_records_three_peaks_and_the_nvml_peak_decides():
+    b, cuda, nvml = backend()
+    b.setup()
+    cuda.alloc(3 * GiB)  # weights
+    b.prepare(None)
+    with b.track(None) as reading:
+        cuda.alloc(2 * GiB)
+        nvml.extra = 4 * GiB          # memory NVML sees outside PyTorch's allocator (workspaces)
+        import time
+        time.sleep(0.05)              # let the sampler see it
+        nvml.extra = 0
+    assert reading.memory["cuda_max_allocated"] == 5 * GiB
+    assert reading.memory["cuda_max_reserved"] == 5 * GiB
+    assert reading.memory["nvml_process_peak"] >= 500 * MiB + 5 * GiB + 4 * GiB
+    assert reading.peak_bytes == reading.memory["nvml_process_peak"]
+    # No OOM was raised, yet the process peak is over the 8 GiB ceiling: infeasible.
+    from autotune.measure import Measurement
+    m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
+                    latencies_s=[1.0], peak_bytes=reading.peak_bytes)
+    assert classify(m, 8 * GiB)[0] == "over_ceiling"
+
+
+def test_without_nvml_the_peak_is_reserved_plus_context():
+    cuda = FakeCuda()
+    b = CudaBackend(8 * GiB, cuda=cuda, nvml=None, pid=1)
+    b.nvml = None
+    b.setup = lambda: None  # no NVML at all: context unknown (0)
+    with b.track(None) as reading:
+        cuda.alloc(1 * GiB)
+    assert "nvml_process_peak" not in reading.memory
+    assert reading.peak_bytes == 1 * GiB
+
+
+def test_oom_details_estimate_the_excess():
+    b, cuda, _ = backend()
+    b.setup()
+    cuda.alloc(6 * GiB)
+    details = b.oom_details(FakeOOM(OOM_MESSAGE))
+    assert details["oom_requested_bytes"] == int(2.5 * GiB)
+    assert details["oom_excess_bytes"] == 6 * GiB + 500 * MiB + int(2.5 * GiB) - 8 * GiB
+    assert b.is_oom(FakeOOM("x")) and not b.is_oom(RuntimeError("CUDA error: device-side assert"))
+
+
+def test_worker_records_oom_as_a_measured_outcome(monkeypatch):
+    b, cuda, _ = backend()
+    calls = []
+
+    def run(pipe, job):
+        calls.append(1)
+        if len(calls) > 1:  # warm-up passes, the first timed run does not fit
+            raise FakeOOM(OOM_MESSAGE)
+
+    monkeypatch.setattr(_worker, "run_pipeline", run)
+    target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=1, max_vram=8 * GiB)
+    result = _worker.measure(TrialJob(target, {}), backend=b)
+    assert result.status == "oom" and "Tried to allocate" in result.error
+    assert result.memory["oom_requested_bytes"] == int(2.5 * GiB)
+    assert result.device_info["ceiling_mode"] == "emulated"
+    outcome, constraint = classify(result, 8 * GiB)
+    assert outcome == "oom" and constraint > 0
+
+
+def test_worker_lets_other_errors_through(monkeypatch):
+    b, _, _ = backend()
+    monkeypatch.setattr(_worker, "run_pipeline", lambda p, j: (_ for _ in ()).throw(
+        RuntimeError("CUDA error: an illegal memory access was encountered")))
+    target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=1, max_vram=8 * GiB)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        _worker.measure(TrialJob(target, {}), backend=b)
+
+
+def test_peak_sampler_keeps_the_maximum():
+    values = iter([1, 5, 3] + [2] * 10000)
+    with PeakSampler(lambda: next(values), interval_s=0.0005) as sampler:
+        import time
+        time.sleep(0.02)
+    assert sampler.peak == 5 and sampler.samples >= 3
+
+
+class FakePynvml(types.ModuleType):
+    """Just enough of pynvml: two GPUs, one process."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        super().__init__("pynvml")
+        self.calls = []
+
+    def nvmlInit(self):
+        self.calls.append("init")
+
+    def nvmlShutdown(self):
+        self.calls.append("shutdown")
+
+    def nvmlSystemGetDriverVersion(self):
+        return b"580.65.06"
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return "NVIDIA H100 80GB HBM3" if h == 0 else b"NVIDIA H200"
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return types.SimpleNamespace(total=(80 if h == 0 else 141) * GiB, free=70 * GiB, used=10 * GiB)
+
+    def nvmlDeviceGetCudaComputeCapability(self, h):
+        return (9, 0)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [types.SimpleNamespace(pid=7, usedGpuMemory=3 * GiB),
+                types.SimpleNamespace(pid=8, usedGpuMemory=None)]
+
+
+def test_nvml_probe_parses_every_gpu(monkeypatch):
+    fake = FakePynvml()
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    gpus = hardware.probe_gpus_nvml()
+    assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    assert gpus[1].total_bytes == 141 * GiB and gpus[0].free_bytes == 70 * GiB
+    assert gpus[0].compute_capability == "9.0" and gpus[0].driver == "580.65.06"
+    assert fake.calls[-1] == "shutdown"
+    reader = PynvmlReader(0)
+    assert reader.process_used_bytes(7) == 3 * GiB
+    assert reader.process_used_bytes(8) is None and reader.process_used_bytes(9) is None
+
+
+def test_nvml_failure_means_no_gpus(monkeypatch):
+    fake = FakePynvml()
+
+    def fail():
+        raise fake.NVMLError("Driver Not Loaded")
+
+    fake.nvmlInit = fail
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    assert hardware.probe_gpus_nvml() == []

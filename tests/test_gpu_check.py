@@ -1,0 +1,34 @@
+"""benchmarks/gpu_check.py runs end to end on CPU (the smoke test CI runs)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_gpu_check_cpu_smoke(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--model", "builtin:tiny-sd", "--smoke",
+         "--ceilings", "2GB", "1KB", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = next(tmp_path.glob("*-smoke.md"))
+    raw = json.loads(md.with_suffix(".json").read_text())
+    labels = [row["label"] for row in raw["ladder"]]
+    assert labels == ["fp32", "fp16", "+channels_last", "+compile", "+xformers attention"]
+    assert raw["ladder"][0]["measurement"]["status"] == "ok"
+    assert "skipped on cpu" in raw["ladder"][3]["note"]
+    ok, none_fit = raw["searches"]
+    assert len(ok["records"]) == 2 and "Best:" in ok["summary"]
+    assert all(r["outcome"] == "over_ceiling" for r in none_fit["records"])
+    assert "No feasible trial" in none_fit["summary"]
+    text = md.read_text()
+    assert "cpu_live_tensor_peak" in text and "## Search under 2GB" in text
+    profile = yaml.safe_load(next(tmp_path.glob("*-smoke-2gb.yaml")).read_text())
+    assert profile["fingerprint"]["device"] == "cpu"
+    assert not list(tmp_path.glob("*-smoke-1kb.yaml"))
