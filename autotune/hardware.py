@@ -90,6 +90,17 @@ def total_ram_bytes() -> int | None:
         return None
 
 
+def require_gpu() -> GpuInfo:
+    """The first GPU, or a one-line error naming the fix."""
+    gpus = probe_gpus()
+    if not gpus:
+        from autotune.errors import InvalidTargetError
+
+        raise InvalidTargetError("--device cuda, but no CUDA GPU is visible here; use --device cpu "
+                                 "(or --device auto) or run on a machine with a GPU")
+    return gpus[0]
+
+
 def default_device() -> str:
     """cuda when a GPU is usable, else cpu (NVML first: it does not initialise CUDA)."""
     if probe_gpus_nvml():
@@ -118,7 +129,7 @@ def fingerprint(device: str) -> dict[str, Any]:
     """Where a profile was measured. A profile's numbers only hold on a matching fingerprint."""
     info: dict[str, Any] = {"device": device}
     if device == "cuda":
-        gpu = probe_gpus()[0]
+        gpu = require_gpu()
         info.update(device_name=gpu.name, total_memory_bytes=gpu.total_bytes,
                     compute_capability=gpu.compute_capability, driver=gpu.driver)
     else:

@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceilings", nargs="+", default=["4GB", "8GB"])
     p.add_argument("--trials", type=int, default=12, help="trials per search (a budget may stop it sooner)")
     p.add_argument("--runs", type=int, default=2, help="timed runs per trial")
-    p.add_argument("--trial-timeout", type=float, default=180.0)
-    p.add_argument("--budget-s", type=float, default=420.0, help="whole-run time budget in seconds")
+    p.add_argument("--trial-timeout", type=float, default=90.0, help="seconds before a search trial counts as hung")
+    p.add_argument("--ladder-timeout", type=float, default=240.0,
+                   help="seconds per ladder step (a cold full compile of the SD1.5 UNet takes minutes)")
+    p.add_argument("--budget-s", type=float, default=360.0,
+                   help="whole-run time budget in seconds; no new trial starts after it (default fits an "
+                        "8-minute GPU loan with start-up)")
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--run-dir", type=Path, help="studies and trial logs (default: a temp dir)")
     p.add_argument("--exclude", action="append", default=[], help="passed to the searches, e.g. compile=full")
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": fp["versions"], "date": date, "budget_s": args.budget_s,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     })
-    measurer = SubprocessMeasurer(timeout_s=args.trial_timeout, log_dir=run_dir / "ladder-logs")
+    measurer = SubprocessMeasurer(timeout_s=args.ladder_timeout, log_dir=run_dir / "ladder-logs")
     ctx = Context(device=args.device, components=info.components)
 
     def remaining() -> float:

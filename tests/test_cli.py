@@ -36,6 +36,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     (["--max-vram", "2GB", "--model", "no-such-org/no-such-model"], ["cannot find model", "builtin:tiny-sd"]),
     (["--max-vram", "2GB", "--model", "builtin:sd3"], ["unknown built-in model"]),
     (["--max-vram", "2GB", "--device", "tpu"], ["--device must be one of"]),
+    (["--max-vram", "2GB", "--device", "cuda"], ["no CUDA GPU is visible", "--device cpu"]),
     (["--max-vram", "2GB", "--exclude", "dtype=fp64"], ["dtype takes one of"]),
     (["--max-vram", "2GB", "--height", "abc"], ["invalid int value"]),
     (["--trials", "3"], ["--max-vram"]),

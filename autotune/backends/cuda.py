@@ -149,7 +149,7 @@ class CudaBackend:
     track_timed_runs = True
 
     def __init__(self, ceiling: int | None = None, *, cuda: Any = None, nvml: Nvml | None = None,
-                 pid: int | None = None, sample_interval_s: float = 0.005) -> None:
+                 pid: int | None = None, sample_interval_s: float = 0.01) -> None:
         if cuda is None:
             import torch
 

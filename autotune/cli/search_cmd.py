@@ -61,6 +61,8 @@ def build_target(args: argparse.Namespace) -> Any:
     if args.runs < 1:
         raise InvalidTargetError(f"--runs must be 1 or more, got {args.runs}")
     device = hardware.default_device() if args.device == "auto" else args.device
+    if device == "cuda":
+        hardware.require_gpu()
     model = args.model or ("builtin:sd15" if device == "cuda" else "builtin:tiny-sd")
     info = model_info(model)
     return Target(model=model, height=args.height if args.height is not None else info.native_height,
