@@ -155,3 +155,22 @@ def test_tokenizer_works_offline(two_tiny):
                          truncation=True, return_tensors="pt").input_ids
     assert ids.shape == (1, 77)
     assert int(ids.max()) < pipe.text_encoder.config.vocab_size
+
+
+def test_builtin_cache_round_trips_exactly_per_dtype(tmp_path):
+    import torch
+
+    from autotune.pipelines import _build_builtin, _load_cached_builtin, builtin_cache_path
+
+    fresh = _build_builtin("builtin:tiny-sd", torch.float16)
+    first = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves
+    second = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)  # loads
+    assert builtin_cache_path("builtin:tiny-sd", torch.float16, tmp_path).name.endswith("-float16")
+    assert builtin_cache_path("builtin:tiny-sd", None, tmp_path) != builtin_cache_path(
+        "builtin:tiny-sd", torch.float16, tmp_path)
+    for pipe in (first, second):
+        assert pipe.name_or_path == "builtin:tiny-sd" and pipe.unet.dtype == torch.float16
+        for name in ("unet", "vae", "text_encoder"):
+            a, b = getattr(fresh, name).state_dict(), getattr(pipe, name).state_dict()
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "builtin").iterdir())) == 1  # no temp folder left behind
