@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"autotune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `autotune show p.yaml | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("autotune: interrupted; finished trials are saved, continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
