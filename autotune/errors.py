@@ -51,3 +51,7 @@ class NoFeasibleTrialError(AutotuneError):
 
 class StudyError(AutotuneError):
     """The study storage cannot be used as asked (nothing to resume, target mismatch)."""
+
+
+class PlannerUnsupportedError(AutotuneError):
+    """The planner has no trace for this pipeline's denoiser yet (UNet pipelines are supported)."""

@@ -33,6 +33,8 @@ class ProfileEntry:
     peak_metric: str
     runs: int
     memory: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: What the planner predicted for this entry before it was measured (None without planner).
+    predicted_peak_bytes: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:

@@ -28,7 +28,7 @@ from autotune.target import Target
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["feasible", "over_ceiling", "oom", "failed"]
+Outcome = Literal["feasible", "over_ceiling", "oom", "failed", "pruned"]
 OBJECTIVES = ("latency_median_s", "peak_bytes")
 _ATTR_MEASUREMENT = "measurement"
 _ATTR_ASSIGNMENT = "assignment"
@@ -42,6 +42,8 @@ class TrialRecord:
     measurement: Measurement
     outcome: Outcome
     constraint: float
+    #: The planner's prediction (Prediction.to_dict()), when a planner was used.
+    prediction: dict[str, Any] | None = None
 
     @property
     def feasible(self) -> bool:
@@ -52,6 +54,8 @@ class TrialRecord:
 class SearchResult:
     target: Target
     records: list[TrialRecord]
+    #: Candidates the planner predicted over the ceiling (never measured).
+    pruned: list[TrialRecord]
     pareto: list[TrialRecord]
     study_name: str
     storage: str
@@ -114,8 +118,10 @@ class Search:
 
     def __init__(self, target: Target, space: SearchSpace, measurer: Measurer, *,
                  storage: str | Path, seed: int = 0, resume: bool = False,
-                 warmup: int = 1, runs: int = 3) -> None:
+                 warmup: int = 1, runs: int = 3, planner: Any = None,
+                 prune_margin: float = 0.10) -> None:
         self.target, self.space, self.measurer = target, space, measurer
+        self.planner, self.prune_margin = planner, prune_margin
         self.seed, self.warmup, self.runs = seed, warmup, runs
         self.storage_name = str(storage)
         self._storage = open_storage(storage)
@@ -140,8 +146,10 @@ class Search:
         self.study.set_user_attr("target", target.to_dict())
         self._fail_interrupted()
         self._seen: dict[str, TrialRecord] = {}
+        self._pruned: dict[str, TrialRecord] = {}
         for record in self._records_from_storage():
-            self._seen.setdefault(assignment_key(record.assignment), record)
+            book = self._pruned if record.outcome == "pruned" else self._seen
+            book.setdefault(assignment_key(record.assignment), record)
         self.proposals = 0
         self.duration_s = 0.0
 
@@ -160,8 +168,10 @@ class Search:
                 continue
             measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
             outcome, constraint = classify(measurement, self.target.max_vram)
+            if trial.user_attrs.get("outcome") == "pruned":
+                outcome = "pruned"
             records.append(TrialRecord(trial.number, trial.user_attrs[_ATTR_ASSIGNMENT],
-                                       measurement, outcome, constraint))
+                                       measurement, outcome, constraint, trial.user_attrs.get("prediction")))
         return records
 
     @property
@@ -191,13 +201,15 @@ class Search:
         a time budget, once it is spent (a trial already started finishes)."""
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
-        if not self._seen:
+        if not self._seen and not self._pruned:
             self.enqueue(self.space.default())
+            for candidate in self._planner_seeds(n_trials):
+                self.enqueue(candidate)
         space_size = self.space.size()
         measured_now, asks = 0, 0
         max_asks = max(50, 20 * n_trials)
-        while (measured_now < n_trials and len(self._seen) < space_size and asks < max_asks
-               and time.monotonic() < deadline):
+        while (measured_now < n_trials and len(self._seen) + len(self._pruned) < space_size
+               and asks < max_asks and time.monotonic() < deadline):
             asks += 1
             trial = self.study.ask()
             assignment = self._propose(trial)
@@ -209,7 +221,15 @@ class Search:
             if key in self._seen:
                 self._tell_duplicate(trial, self._seen[key])
                 continue
-            record = self._measure(trial, assignment)
+            if key in self._pruned:
+                trial.set_user_attr(_ATTR_DUPLICATE, self._pruned[key].number)
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            prediction = self.planner.predict(assignment) if self.planner else None
+            if prediction is not None and prediction.surely_over(self.target.max_vram, self.prune_margin):
+                self._pruned[key] = self._prune(trial, assignment, prediction)
+                continue
+            record = self._measure(trial, assignment, prediction)
             self._seen[key] = record
             measured_now += 1
             if on_trial:
@@ -218,7 +238,31 @@ class Search:
         self.duration_s += time.monotonic() - start
         return self.result()
 
-    def _measure(self, trial: optuna.trial.Trial, assignment: Assignment) -> TrialRecord:
+    def _planner_seeds(self, n_trials: int) -> list[Assignment]:
+        """Predicted-feasible candidates, likely-fastest first, measured before the sampler's picks."""
+        if self.planner is None:
+            return []
+        from autotune.planner.seeding import seed_order
+
+        feasible = [a for a in self.space if self.planner.predict(a).over(self.target.max_vram) <= 0]
+        return seed_order(feasible, self.target.device, k=min(8, max(1, n_trials // 2)))
+
+    def _prune(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any) -> TrialRecord:
+        """Its lower bound is over the ceiling by more than the margin: recorded with the
+        prediction, not run."""
+        measurement = Measurement(status="failed", backend="planner", device_name="-",
+                                  peak_metric=prediction.metric, error="pruned by the planner")
+        trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
+        trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
+        trial.set_user_attr("prediction", prediction.to_dict())
+        trial.set_user_attr("outcome", "pruned")
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log.info("trial %d pruned: predicted %d bytes > ceiling %d", trial.number,
+                 prediction.total_bytes, self.target.max_vram)
+        return TrialRecord(trial.number, assignment, measurement, "pruned", prediction.over(self.target.max_vram),
+                           prediction.to_dict())
+
+    def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None) -> TrialRecord:
         job = TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job)
@@ -226,13 +270,16 @@ class Search:
         trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("outcome", outcome)
+        if prediction is not None:
+            trial.set_user_attr("prediction", prediction.to_dict())
         if outcome == "failed":
             trial.set_user_attr("error", measurement.error)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             trial.set_constraint("memory_over_ceiling", constraint)
             self.study.tell(trial, self._values(measurement))
-        return TrialRecord(trial.number, assignment, measurement, outcome, constraint)
+        return TrialRecord(trial.number, assignment, measurement, outcome, constraint,
+                           prediction.to_dict() if prediction is not None else None)
 
     def _tell_duplicate(self, trial: optuna.trial.Trial, original: TrialRecord) -> None:
         """Tell the sampler what it proposed again, without measuring it again."""
@@ -256,7 +303,8 @@ class Search:
             key=lambda r: r.measurement.latency_median_s or math.inf,
         )
         return SearchResult(
-            target=self.target, records=self.measured, pareto=[r for r in pareto if r.feasible],
+            target=self.target, records=self.measured, pruned=sorted(self._pruned.values(), key=lambda r: r.number),
+            pareto=[r for r in pareto if r.feasible],
             study_name=self.study_name, storage=self.storage_name,
             sampler=type(self.sampler).__name__, seed=self.seed,
             duration_s=self.duration_s, proposals=self.proposals,
@@ -270,6 +318,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "over_ceiling": result.count("over_ceiling"),
         "oom": result.count("oom"),
         "failed": result.count("failed"),
+        "pruned_by_planner": len(result.pruned),
         "proposals": result.proposals,
         "sampler": result.sampler,
         "seed": result.seed,

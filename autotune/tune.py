@@ -7,10 +7,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from autotune import hardware
-from autotune.errors import NoFeasibleTrialError
+from autotune.errors import NoFeasibleTrialError, PlannerUnsupportedError
 from autotune.knobs import Context
 from autotune.measure import Measurer, SubprocessMeasurer
 from autotune.pipelines import model_info
+from autotune.planner import Planner
+from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.profile import Profile, ProfileEntry
 from autotune.space import SearchSpace
 from autotune.study import ProgressFn, Search, SearchResult, TrialRecord, search_summary
@@ -32,13 +34,24 @@ def space_for(target: Target, include: Iterable[str] = (), exclude: Iterable[str
     return SearchSpace(Context(device=target.device, components=info.components), include, exclude)
 
 
+def make_planner(target: Target) -> Planner | None:
+    """The planner for this target, or None (with a warning) for pipelines it cannot trace."""
+    try:
+        return Planner(target)
+    except PlannerUnsupportedError as exc:
+        log.warning("searching without the planner: %s", exc)
+        return None
+
+
 def entry_from(record: TrialRecord) -> ProfileEntry:
     m = record.measurement
     if m.latency_median_s is None or m.latency_p90_s is None or m.peak_bytes is None:
         raise ValueError(f"trial {record.number} has no complete measurement")
+    predicted = record.prediction["total_bytes"] if record.prediction else None
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
-                        peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory))
+                        peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
+                        predicted_peak_bytes=predicted)
 
 
 def profile_from(result: SearchResult) -> Profile:
@@ -80,12 +93,18 @@ def tune(
     runs: int = 3,
     on_trial: ProgressFn | None = None,
     time_budget_s: float | None = None,
+    use_planner: bool = True,
+    prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> TuneResult:
-    """Search `trials` new assignments for `target` and build the profile (None if none fit)."""
+    """Search `trials` new assignments for `target` and build the profile (None if none fit).
+
+    With the planner (default), candidates predicted over the ceiling by more than `prune_margin`
+    are not measured and predicted-feasible ones are measured first."""
     space = space or space_for(target, include, exclude)
+    planner = make_planner(target) if use_planner else None
     search = Search(target, space, measurer or SubprocessMeasurer(timeout_s=trial_timeout_s),
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
-                    warmup=warmup, runs=runs)
+                    warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin)
     if measurer is None and isinstance(search.measurer, SubprocessMeasurer):
         search.measurer.log_dir = run_dir / "logs" / search.study_name
     result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)

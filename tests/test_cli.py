@@ -104,3 +104,17 @@ def test_knobs_and_probe_without_gpu():
     assert offload["state"] == "unavailable" and "accelerator" in offload["reason"]
     probe = autotune("probe")
     assert probe.returncode == 0 and "no GPU found" in probe.stdout
+
+
+def test_plan_lists_predictions_without_running_anything():
+    proc = autotune("plan", "--model", "builtin:tiny-sd", "--device", "cpu", "--max-vram", "8MB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["candidates"] == len(plan["plans"]) == 48
+    fits = {p["settings"]["dtype"]: p["fits"] for p in plan["plans"] if not p["settings"]["layerwise_fp8"]}
+    assert fits == {"fp32": False, "fp16": True, "bf16": True}  # 11.2 MiB vs 5.6 MiB at 128 px
+    assert plan["plans"][0]["fits"] and plan["plans"][-1]["fits"] is False  # feasible listed first
+    text = autotune("plan", "--model", "builtin:tiny-sd", "--max-vram", "4GB", "--top", "3")
+    assert text.returncode == 0 and "VAE decode" in text.stdout and "... " in text.stdout
+    assert_one_line_error(autotune("plan", "--max-vram", "4GB", "--top", "0"), "--top must be 1 or more")
+    assert_one_line_error(autotune("plan", "--max-vram", "8"), "got '8'")

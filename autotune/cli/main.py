@@ -22,7 +22,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from autotune.cli import apply_cmd, knobs_cmd, probe_cmd, search_cmd, show_cmd
+    from autotune.cli import apply_cmd, knobs_cmd, plan_cmd, probe_cmd, search_cmd, show_cmd
 
     parser = OneLineParser(
         prog="autotune",
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
                                 metavar="COMMAND")
-    for module in (search_cmd, apply_cmd, show_cmd, probe_cmd, knobs_cmd):
+    for module in (search_cmd, plan_cmd, apply_cmd, show_cmd, probe_cmd, knobs_cmd):
         module.add_parser(sub)
     return parser
 

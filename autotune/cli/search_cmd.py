@@ -42,6 +42,8 @@ def add_parser(sub: Any) -> None:
                    help="do not search this knob or value (e.g. --exclude dtype=fp16)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per trial, after one warm-up (default: 3)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
+    p.add_argument("--no-planner", action="store_true",
+                   help="measure every candidate the sampler proposes, without memory predictions")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="start no new trial after this many seconds (default: no limit)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -97,12 +99,13 @@ def run(args: argparse.Namespace) -> int:
         result = tune(target, space=space, trials=args.trials, run_dir=args.run_dir, storage=args.storage,
                       resume=args.resume, seed=args.seed,
                       trial_timeout_s=args.timeout, runs=args.runs, on_trial=on_trial,
-                      time_budget_s=args.time_budget)
+                      time_budget_s=args.time_budget, use_planner=not args.no_planner)
     finally:
         bar.close()
     search = result.search
     if args.json:
         print_json({"study": search.study_name, "trials": [_record_json(r) for r in search.records],
+                    "pruned": [_record_json(r) for r in search.pruned],
                     "profile": result.profile.to_dict() if result.profile else None})
     else:
         _print_trials(search, space.default())
@@ -141,10 +144,13 @@ def _record_json(record: Any) -> dict[str, Any]:
     return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
             "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
             "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric, "memory": m.memory,
-            "error": m.error}
+            "predicted": record.prediction, "error": m.error}
 
 
 def _print_trials(search: Any, defaults: dict[str, Any]) -> None:
     rows = [(r.number, r.outcome, seconds(r.measurement.latency_median_s), size(r.measurement.peak_bytes),
+             size(r.prediction["total_bytes"]) if r.prediction else "-",
              r.measurement.error or settings_diff(r.assignment, defaults)) for r in search.records]
-    print(table(["trial", "outcome", "latency", "peak", "settings (vs defaults)"], rows))
+    print(table(["trial", "outcome", "latency", "peak", "predicted", "settings (vs defaults)"], rows))
+    if search.pruned:
+        print(f"not measured: {len(search.pruned)} candidate(s) the planner predicted over the ceiling")

@@ -1,0 +1,78 @@
+"""`autotune plan`: predicted peak memory of every candidate, without running anything."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from autotune.cli.format import print_json, settings_diff, size, table
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan", help="predict each candidate's peak memory under a ceiling, on any machine",
+        description="Predict the peak device memory of every candidate setting from fake-tensor traces "
+                    "of the real diffusers code (no GPU, no weights, no run), with where the peak "
+                    "happens and whether it fits under --max-vram. Candidates are listed feasible "
+                    "first, likely-fastest first.",
+        epilog="example:\n  autotune plan --model builtin:sd15 --height 512 --width 512 --batch 4 --max-vram 8GB",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="builtin:sd15", help="any model `autotune search` accepts (default: builtin:sd15)")
+    p.add_argument("--height", type=int, help="image height in pixels (default: the model's native size)")
+    p.add_argument("--width", type=int, help="image width in pixels (default: the model's native size)")
+    p.add_argument("--batch", type=int, default=1, help="images per prompt (default: 1)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (memory does not depend on it; kept for the target)")
+    p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB (required)")
+    p.add_argument("--device", default="cuda", help="device to plan for: cuda (default, works without a GPU) or cpu")
+    p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
+    p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
+    p.add_argument("--top", type=int, default=12, help="rows to print (default: 12; --json lists all)")
+    p.add_argument("--json", action="store_true", help="print every candidate's prediction as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autotune.errors import InvalidTargetError
+    from autotune.pipelines import model_info
+    from autotune.planner import Planner
+    from autotune.planner.seeding import speed_prior
+    from autotune.target import Target
+    from autotune.tune import space_for
+    from autotune.units import parse_size
+
+    if args.top < 1:
+        raise InvalidTargetError(f"--top must be 1 or more, got {args.top}")
+    max_vram = parse_size(args.max_vram)
+    info = model_info(args.model)
+    target = Target(model=args.model, height=args.height or info.native_height, width=args.width or info.native_width,
+                    batch=args.batch, steps=args.steps, max_vram=max_vram, device=args.device,
+                    pipeline_class=info.pipeline_class)
+    space = space_for(target, args.include, args.exclude)
+    start = time.monotonic()
+    planner = Planner(target)
+    rows = [(a, planner.predict(a)) for a in space]
+    elapsed = time.monotonic() - start
+    prior = speed_prior(target.device)
+    rows.sort(key=lambda r: (r[1].total_bytes > max_vram, prior(r[0])))
+    feasible = sum(p.total_bytes <= max_vram for _, p in rows)
+    if args.json:
+        print_json({"target": target.to_dict(), "candidates": len(rows), "feasible": feasible,
+                    "seconds": round(elapsed, 2),
+                    "plans": [{"settings": a, "fits": p.total_bytes <= max_vram, **p.to_dict()} for a, p in rows]})
+        return 0
+    defaults = space.default()
+    print(f"plan for {target.model} {target.width}x{target.height} batch {target.batch} on {target.device}, "
+          f"ceiling {size(max_vram)}: {feasible} of {len(rows)} candidates predicted to fit "
+          f"({elapsed:.1f} s)", file=sys.stderr)
+    unit = "NVML process peak" if target.device == "cuda" else "peak of live tensors in RAM"
+    print(f"predicted = weights + activations + workspace + allocator cache + CUDA context ({unit})\n")
+    table_rows = [(size(p.total_bytes), "yes" if p.total_bytes <= max_vram else "no", size(p.resident_weights_bytes),
+                   size(p.activation_bytes), p.peak_phase, size(p.workspace_bytes + p.allocator_bytes),
+                   size(p.runtime_bytes), settings_diff(a, defaults)) for a, p in rows[:args.top]]
+    print(table(["predicted", "fits", "weights", "activations", "peak during", "workspace+cache",
+                 "context", "settings (vs defaults)"], table_rows))
+    if len(rows) > args.top:
+        print(f"... {len(rows) - args.top} more (--top N, or --json for all)")
+    return 0

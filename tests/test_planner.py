@@ -1,0 +1,171 @@
+"""The planner: traces match the CPU tracker, placements compose as documented, the search prunes."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import FakeMeasurer
+
+from autotune import _worker
+from autotune.backends.cpu import CpuBackend
+from autotune.errors import PlannerUnsupportedError
+from autotune.knobs import Context, all_knobs
+from autotune.measure import TrialJob
+from autotune.planner import Planner, Prediction
+from autotune.planner.placement import resident_weights
+from autotune.planner.seeding import seed_order
+from autotune.planner.stats import WeightStats, fp8_cast_layers, weight_stats
+from autotune.space import SearchSpace
+from autotune.study import Search
+from autotune.target import Target
+
+MiB = 2**20
+DEFAULTS = {k.name: k.default for k in all_knobs()}
+
+
+def tiny(batch=1, device="cpu", ceiling=2**30, size=64) -> Target:
+    return Target(model="builtin:tiny-sd", height=size, width=size, batch=batch, steps=2,
+                  max_vram=ceiling, device=device)
+
+
+@pytest.mark.parametrize("settings, batch", [
+    ({}, 1),
+    ({"dtype": "bf16", "layerwise_fp8": True}, 1),
+    ({"attention": "sliced", "vae_slicing": True}, 2),
+    ({"dtype": "bf16"}, 2),
+])
+def test_cpu_prediction_is_within_5_percent_of_the_tracker(settings, batch):
+    target = tiny(batch=batch, size=128)
+    assignment = {**DEFAULTS, **settings}
+    predicted = Planner(target).predict(assignment)
+    measured = _worker.measure(TrialJob(target, assignment, warmup=0, runs=1), backend=CpuBackend())
+    assert measured.peak_bytes > 0
+    assert abs(predicted.total_bytes - measured.peak_bytes) / measured.peak_bytes < 0.05
+    assert predicted.metric == measured.peak_metric == "cpu_live_tensor_peak"
+
+
+def test_cpu_predictions_have_no_gpu_terms():
+    p = Planner(tiny()).predict(DEFAULTS)
+    assert p.workspace_bytes == p.allocator_bytes == p.runtime_bytes == 0
+    assert p.total_bytes == p.lower_bound_bytes == p.resident_weights_bytes + p.activation_bytes
+    assert p.peak_phase in p.phases and max(p.phases.values()) == p.total_bytes
+
+
+def test_gpu_prediction_adds_calibrated_terms_and_placement_orders_sensibly():
+    planner = Planner(tiny(device="cuda", batch=4, size=256))
+    none = planner.predict({**DEFAULTS, "dtype": "fp16"})
+    model = planner.predict({**DEFAULTS, "dtype": "fp16", "offload": "model"})
+    sequential = planner.predict({**DEFAULTS, "dtype": "fp16", "offload": "sequential"})
+    sliced = planner.predict({**DEFAULTS, "dtype": "fp16", "vae_slicing": True})
+    fp32 = planner.predict(DEFAULTS)
+    assert none.runtime_bytes > 0 and none.workspace_bytes > 0 and none.allocator_bytes > 0
+    assert sequential.resident_weights_bytes < model.resident_weights_bytes < none.resident_weights_bytes
+    assert sliced.phases["VAE decode"] < none.phases["VAE decode"]  # batch 4: one image at a time
+    assert fp32.total_bytes > none.total_bytes
+    assert none.lower_bound_bytes < none.total_bytes
+
+
+def test_sdxl_pipeline_decodes_an_fp16_vae_in_fp32():
+    planner = Planner(Target(model="builtin:sdxl", height=256, width=256, batch=1, steps=2,
+                             max_vram=2**34, device="cuda"))
+    fp16 = planner.predict({**DEFAULTS, "dtype": "fp16", "offload": "model"})
+    bf16 = planner.predict({**DEFAULTS, "dtype": "bf16", "offload": "model"})
+    fp32 = planner.predict({**DEFAULTS, "offload": "model"})
+    assert fp16.phases["VAE decode"] == fp32.phases["VAE decode"]
+    assert bf16.phases["VAE decode"] < fp16.phases["VAE decode"]
+
+
+def test_layerwise_fp8_stores_cast_layers_in_one_byte():
+    planner = Planner(tiny())
+    plain = planner.predict({**DEFAULTS, "dtype": "bf16", "offload": "model"})
+    cast = planner.predict({**DEFAULTS, "dtype": "bf16", "offload": "model", "layerwise_fp8": True})
+    assert cast.phases["denoiser step"] < plain.phases["denoiser step"]
+
+
+def test_unsupported_pipeline_is_refused(monkeypatch):
+    from autotune import pipelines
+
+    info = pipelines.model_info("builtin:tiny-sd")
+    monkeypatch.setattr(pipelines, "model_info", lambda m: dataclasses.replace(
+        info, components=frozenset({"transformer", "vae", "text_encoder"})))
+    with pytest.raises(PlannerUnsupportedError, match="--no-planner"):
+        Planner(tiny())
+
+
+class Blocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj_in = torch.nn.Linear(4, 4)                       # 80 bytes, skipped by fp8
+        self.blocks = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])  # 288 each
+        self.norm = torch.nn.LayerNorm(8)                          # 64 bytes, skipped by fp8
+        self.scale = torch.nn.Parameter(torch.ones(2))             # 8 bytes, owned by the root
+
+
+def test_weight_stats_mirror_diffusers_grouping():
+    s = weight_stats(Blocks())
+    assert s.total == 80 + 3 * 288 + 64 + 8
+    assert s.largest_leaf == 288 and s.non_leaf == 8
+    assert s.block_unmatched == 80 + 64 + 8 and s.largest_block == 288
+    assert weight_stats(Blocks(), blocks_per_group=2).largest_block == 2 * 288
+    assert fp8_cast_layers(Blocks()) == {"blocks.0", "blocks.1", "blocks.2"}
+    cast = weight_stats(Blocks(), fp8=True)
+    assert cast.total == 80 + 3 * (64 + 8) + 64 + 8  # cast layers: weight and bias at 1 byte each
+    assert cast.largest_fp8_layer_upcast == 288       # one layer back in fp32 while it runs
+
+
+def test_resident_weights_per_offload_mode():
+    stats = {"unet": WeightStats(total=1000, largest_leaf=50, non_leaf=10, block_unmatched=200,
+                                 largest_block=300, largest_fp8_layer_upcast=0),
+             "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
+                                largest_block=0, largest_fp8_layer_upcast=0)}
+    assert resident_weights("none", "unet", stats) == 1100
+    assert resident_weights("model", "unet", stats) == 1000
+    assert resident_weights("sequential", "unet", stats) == 50
+    assert resident_weights("group-block-1", "unet", stats) == 500
+    assert resident_weights("group-block-1-stream", "unet", stats) == 800
+    assert resident_weights("group-leaf", "unet", stats) == 60
+    assert resident_weights("group-leaf-stream", "unet", stats) == 110
+    with pytest.raises(ValueError):
+        resident_weights("disk", "unet", stats)
+
+
+def test_seed_order_spreads_over_offload_and_dtype_fastest_first():
+    candidates = [{**DEFAULTS, "dtype": d, "offload": o, "vae_slicing": s}
+                  for d in ("fp32", "fp16") for o in ("none", "model", "sequential") for s in (False, True)]
+    order = seed_order(candidates, "cuda", k=4)
+    assert [(a["offload"], a["dtype"]) for a in order] == [("none", "fp16"), ("none", "fp32"),
+                                                           ("model", "fp16"), ("model", "fp32")]
+    assert not any(a["vae_slicing"] for a in order)
+    assert seed_order(candidates, "cpu", k=1)[0]["dtype"] == "fp32"
+
+
+class StubPlanner:
+    """Predicts 10 MiB for fp32, 4 MiB otherwise; lower bound 90% of that."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, a):
+        self.calls += 1
+        total = (10 if a["dtype"] == "fp32" else 4) * MiB
+        return Prediction(total_bytes=total, peak_phase="VAE decode", resident_weights_bytes=total * 6 // 10,
+                          activation_bytes=total * 3 // 10, workspace_bytes=total // 10, allocator_bytes=0,
+                          runtime_bytes=0, phases={"VAE decode": total}, metric="fake_peak")
+
+
+def test_search_prunes_predicted_infeasible_and_stores_predictions(tmp_path):
+    ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
+    space = SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling"])
+    fake = FakeMeasurer(lambda a: (1.0 if a["dtype"] == "fp32" else 2.0, 1 * MiB))
+    search = Search(tiny(ceiling=6 * MiB), space, fake, storage=tmp_path / "s.journal", planner=StubPlanner())
+    result = search.run(10)
+    assert all(j.assignment["dtype"] != "fp32" for j in fake.jobs)   # never measured
+    assert {r.assignment["dtype"] for r in result.pruned} == {"fp32"} and len(result.pruned) == 2
+    assert len(result.records) == 4                                    # space exhausted: 6 = 4 + 2
+    assert all(r.prediction["total_bytes"] == 4 * MiB for r in result.records)
+    # The fp32 baseline was pruned; the first seed measured is the CPU prior's favourite half dtype.
+    assert fake.jobs[0].assignment["dtype"] == "bf16"
+    resumed = Search(tiny(ceiling=6 * MiB), space, FakeMeasurer(), storage=tmp_path / "s.journal",
+                     planner=StubPlanner(), resume=True)
+    assert len(resumed.result().pruned) == 2 and len(resumed.result().records) == 4
