@@ -110,7 +110,7 @@ def test_plan_lists_predictions_without_running_anything():
     proc = autotune("plan", "--model", "builtin:tiny-sd", "--device", "cpu", "--max-vram", "8MB", "--json")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
-    assert plan["candidates"] == len(plan["plans"]) == 48
+    assert plan["candidates"] == len(plan["plans"]) == 96
     fits = {p["settings"]["dtype"]: p["fits"] for p in plan["plans"] if not p["settings"]["layerwise_fp8"]}
     assert fits == {"fp32": False, "fp16": True, "bf16": True}  # 11.2 MiB vs 5.6 MiB at 128 px
     assert plan["plans"][0]["fits"] and plan["plans"][-1]["fits"] is False  # feasible listed first
