@@ -17,6 +17,7 @@ from autotune.profile import Profile, ProfileEntry
 from autotune.space import SearchSpace
 from autotune.study import ProgressFn, Search, SearchResult, TrialRecord, search_summary
 from autotune.target import Target
+from autotune.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ def profile_from(result: SearchResult) -> Profile:
     best = result.best
     if best is None:
         raise NoFeasibleTrialError(
-            f"none of {len(result.records)} measured trials fit under the ceiling "
-            f"({result.count('over_ceiling')} over it, {result.count('oom')} out of memory, "
-            f"{result.count('failed')} failed); raise --max-vram, lower --batch or the size, "
-            "or add trials"
+            f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
+            f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
+            f"{result.count('oom')} out of memory, {result.count('failed')} failed), "
+            f"{len(result.pruned)} predicted over it by the planner; raise --max-vram, lower "
+            "--batch or the size, or add trials"
         )
     fingerprint = hardware.fingerprint(result.target.device)
     # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.

@@ -128,13 +128,14 @@ class Report:
         for search in self.searches:
             lines += ["", f"## Search under {search['ceiling']} ({search['ceiling_bytes']} bytes)", "",
                       f"{search['summary']}", "",
-                      "| trial | outcome | latency median | peak (metric) | allocated | reserved | process | settings |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "| trial | outcome | latency median | peak (metric) | predicted | allocated | reserved | process | settings |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for rec in search["records"]:
                 mm, mem = rec["measurement"], rec["measurement"].get("memory", {})
                 lines.append(
                     f"| {rec['number']} | {rec['outcome']} | {_s(_median(mm))} | "
                     f"{format_size(mm.get('peak_bytes'))} ({mm.get('peak_metric')}) | "
+                    f"{format_size((rec.get('prediction') or {}).get('total_bytes'))} | "
                     f"{format_size(mem.get('cuda_max_allocated'))} | {format_size(mem.get('cuda_max_reserved'))} | "
                     f"{format_size(mem.get('nvml_process_peak'))} | {mm.get('error') or _settings(rec['assignment'])} |")
         if self.notes:
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         s = result.search
         summary = (f"{len(s.records)} trials measured in {s.duration_s:.0f} s: {s.count('feasible')} feasible, "
                    f"{s.count('over_ceiling')} over the ceiling, {s.count('oom')} out of memory, "
-                   f"{s.count('failed')} failed.")
+                   f"{s.count('failed')} failed; {len(s.pruned)} not measured (planner: over the ceiling).")
         if result.profile:
             best = result.profile.best
             summary += (f" Best: {_settings(best.settings)}, {_s(best.latency_median_s)}, "
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             "ceiling": ceiling, "ceiling_bytes": target.max_vram, "summary": summary,
             "study": s.study_name, "records": [
                 {"number": r.number, "outcome": r.outcome, "assignment": r.assignment,
-                 "measurement": r.measurement.to_dict()} for r in s.records],
+                 "measurement": r.measurement.to_dict(), "prediction": r.prediction} for r in s.records],
+            "pruned": [{"number": r.number, "assignment": r.assignment, "prediction": r.prediction}
+                       for r in s.pruned],
         })
         report.meta["wall_s"] = time.monotonic() - start
         report.write(md_path)

@@ -92,8 +92,8 @@ def test_ceiling_too_low_writes_no_profile(tmp_path):
     proc = autotune("search", "--max-vram", "1MB", "--trials", "1", "--height", "64", "--width", "64",
                     "--steps", "1", "--runs", "1", "--out", str(out), "--run-dir", str(tmp_path / "run"))
     assert proc.returncode == 2
-    assert "none of 1 measured trials fit under the ceiling" in proc.stderr
-    assert "raise --max-vram" in proc.stderr
+    assert "no trial fits under the 1.00 MiB ceiling" in proc.stderr
+    assert "predicted over it by the planner" in proc.stderr and "raise --max-vram" in proc.stderr
     assert not out.exists()
 
 

@@ -28,7 +28,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="cuda", help="device to plan for: cuda (default, works without a GPU) or cpu")
     p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
     p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
-    p.add_argument("--top", type=int, default=12, help="rows to print (default: 12; --json lists all)")
+    p.add_argument("--top", type=int, default=14, help="rows to print (default: 14; --json lists all)")
+    p.add_argument("--every", action="store_true",
+                   help="one row per candidate (default: one per offload mode and dtype, its likely-fastest)")
     p.add_argument("--json", action="store_true", help="print every candidate's prediction as JSON")
     p.set_defaults(handler=run)
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     "plans": [{"settings": a, "fits": p.total_bytes <= max_vram, **p.to_dict()} for a, p in rows]})
         return 0
     defaults = space.default()
+    shown = rows if args.every else _one_per_placement(rows)
     print(f"plan for {target.model} {target.width}x{target.height} batch {target.batch} on {target.device}, "
           f"ceiling {size(max_vram)}: {feasible} of {len(rows)} candidates predicted to fit "
           f"({elapsed:.1f} s)", file=sys.stderr)
@@ -70,9 +73,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"predicted = weights + activations + workspace + allocator cache + CUDA context ({unit})\n")
     table_rows = [(size(p.total_bytes), "yes" if p.total_bytes <= max_vram else "no", size(p.resident_weights_bytes),
                    size(p.activation_bytes), p.peak_phase, size(p.workspace_bytes + p.allocator_bytes),
-                   size(p.runtime_bytes), settings_diff(a, defaults)) for a, p in rows[:args.top]]
+                   size(p.runtime_bytes), settings_diff(a, defaults)) for a, p in shown[:args.top]]
     print(table(["predicted", "fits", "weights", "activations", "peak during", "workspace+cache",
                  "context", "settings (vs defaults)"], table_rows))
-    if len(rows) > args.top:
-        print(f"... {len(rows) - args.top} more (--top N, or --json for all)")
+    if len(shown) > args.top:
+        print(f"... {len(shown) - args.top} more rows (--top N)")
+    if not args.every:
+        print(f"one row per offload mode and dtype, the likely-fastest of each; --every lists all {len(rows)}")
     return 0
+
+
+def _one_per_placement(rows: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """Keep the first row (rows are already in display order) of each (offload, dtype) pair."""
+    seen, kept = set(), []
+    for assignment, prediction in rows:
+        key = (assignment["offload"], assignment["dtype"])
+        if key not in seen:
+            seen.add(key)
+            kept.append((assignment, prediction))
+    return kept
