@@ -97,9 +97,11 @@ class SubprocessMeasurer:
         self.worker_command = list(worker_command)
         self.log_dir = log_dir
         self.env = env
-        self._count = 0
+        self._count: int | None = None
 
     def __call__(self, job: TrialJob) -> Measurement:
+        if self._count is None:  # a resumed search keeps the logs of the trials before it
+            self._count = len(list(self.log_dir.glob("trial-*.log"))) if self.log_dir else 0
         self._count += 1
         with tempfile.TemporaryDirectory(prefix="autotune-trial-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"

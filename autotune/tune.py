@@ -104,11 +104,12 @@ def tune(
     are not measured and predicted-feasible ones are measured first."""
     space = space or space_for(target, include, exclude)
     planner = make_planner(target) if use_planner else None
-    search = Search(target, space, measurer or SubprocessMeasurer(timeout_s=trial_timeout_s),
+    own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s) if measurer is None else None
+    search = Search(target, space, measurer or own_measurer,
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin)
-    if measurer is None and isinstance(search.measurer, SubprocessMeasurer):
-        search.measurer.log_dir = run_dir / "logs" / search.study_name
+    if own_measurer is not None:  # one log per trial, beside the study it belongs to
+        own_measurer.log_dir = run_dir / "logs" / search.study_name
     result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)
     profile = profile_from(result) if result.best is not None else None
     return TuneResult(search=result, profile=profile)

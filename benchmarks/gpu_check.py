@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune import hardware  # noqa: E402
+from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
 from autotune.knobs.builtin import _attention_reason  # noqa: E402
 from autotune.measure import Measurement, SubprocessMeasurer, TrialJob  # noqa: E402
@@ -41,6 +42,7 @@ from autotune.units import format_size, parse_size  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 NO_CEILING = 2**50  # ladder rows run uncapped: the ceiling is then native, never emulated
+DEFAULTS = {k.name: k.default for k in all_knobs()}
 
 
 def ladder(device: str, ctx: Context) -> list[tuple[str, dict[str, Any] | None, str]]:
@@ -144,12 +146,11 @@ class Report:
 
 
 def _median(m: dict[str, Any]) -> float | None:
-    lat = sorted(m.get("latencies_s") or [])
-    return None if not lat else (lat[len(lat) // 2] if len(lat) % 2 else (lat[len(lat) // 2 - 1] + lat[len(lat) // 2]) / 2)
+    return Measurement.from_dict(m).latency_median_s if m else None
 
 
 def _p90(m: dict[str, Any]) -> float | None:
-    return Measurement.from_dict(m).latency_p90_s if m.get("latencies_s") else None
+    return Measurement.from_dict(m).latency_p90_s if m else None
 
 
 def _s(value: float | None) -> str:
@@ -157,10 +158,7 @@ def _s(value: float | None) -> str:
 
 
 def _settings(assignment: dict[str, Any] | None) -> str:
-    if not assignment:
-        return "-"
-    defaults = {k.name: k.default for k in all_knobs()}
-    return " ".join(f"{k}={v}" for k, v in assignment.items() if defaults.get(k) != v) or "defaults"
+    return settings_diff(assignment, DEFAULTS) if assignment else "-"
 
 
 def main(argv: list[str] | None = None) -> int:

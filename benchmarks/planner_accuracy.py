@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune import _worker, hardware  # noqa: E402
+from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.backends.cpu import CpuBackend  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
 from autotune.measure import TrialJob  # noqa: E402
@@ -41,7 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _diff(a: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in a.items() if DEFAULTS.get(k) != v) or "defaults"
+    return settings_diff(a, DEFAULTS)
 
 
 def _err(pred: int, meas: int | None) -> float | None:
@@ -74,6 +75,19 @@ def cpu_rows(sample: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, An
     return rows, {"device": "cpu", "device_name": hardware.cpu_name(), "source": "measured live in this run"}
 
 
+def _compare_gpu(p: Any, mem: dict[str, int]) -> dict[str, Any]:
+    """Each layer of a GPU prediction against torch's and NVML's counters."""
+    allocated = p.total_bytes - p.allocator_bytes - p.runtime_bytes
+    return {
+        "predicted": p.to_dict(),
+        "measured": {k: mem.get(k) for k in ("cuda_max_allocated", "cuda_max_reserved", "nvml_process_peak")},
+        "error": _err(p.total_bytes, mem.get("nvml_process_peak")),
+        "error_allocated": _err(allocated, mem.get("cuda_max_allocated")),
+        "error_reserved": _err(allocated + p.allocator_bytes, mem.get("cuda_max_reserved")),
+        "lower_bound_below_measured": p.lower_bound_bytes <= (mem.get("nvml_process_peak") or 0),
+    }
+
+
 def gpu_rows(results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     raw = json.loads(results.read_text())
     meta = raw["meta"]
@@ -89,18 +103,9 @@ def gpu_rows(results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         full = {**DEFAULTS, **assignment}
         target = Target(model=meta["model"], height=meta["height"], width=meta["width"], batch=meta["batch"],
                         steps=meta["steps"], max_vram=ceiling or 2**50, device="cuda")
-        planner = planners.setdefault(target.batch, Planner(target))
-        p = planner.predict(full)
-        mem = measurement["memory"]
-        allocated_pred = p.total_bytes - p.allocator_bytes - p.runtime_bytes
-        rows.append({
-            "where": where, "label": label, "settings": full, "ceiling": ceiling, "predicted": p.to_dict(),
-            "measured": {k: mem.get(k) for k in ("cuda_max_allocated", "cuda_max_reserved", "nvml_process_peak")},
-            "error": _err(p.total_bytes, mem.get("nvml_process_peak")),
-            "error_allocated": _err(allocated_pred, mem.get("cuda_max_allocated")),
-            "error_reserved": _err(allocated_pred + p.allocator_bytes, mem.get("cuda_max_reserved")),
-            "lower_bound_below_measured": p.lower_bound_bytes <= (mem.get("nvml_process_peak") or 0),
-        })
+        p = planners.setdefault(target.batch, Planner(target)).predict(full)
+        rows.append({"where": where, "label": label, "settings": full, "ceiling": ceiling,
+                     **_compare_gpu(p, measurement["memory"])})
     best_checks = []
     for search in raw["searches"]:
         ok = [r for r in search["records"] if r["outcome"] == "feasible"]
@@ -148,17 +153,9 @@ def cuda_live_rows(budget_s: float, out_dir: Path) -> tuple[list[dict[str, Any]]
         full = {**DEFAULTS, **settings}
         p = planners.setdefault((model, batch), Planner(target)).predict(full)
         m = measurer(TrialJob(target, full, warmup=1, runs=1))
-        mem = m.memory if m.status == "ok" else {}
-        allocated_pred = p.total_bytes - p.allocator_bytes - p.runtime_bytes
-        rows.append({
-            "where": f"{model} {size}px b{batch}", "label": "", "settings": full, "predicted": p.to_dict(),
-            "measured": {k: mem.get(k) for k in ("cuda_max_allocated", "cuda_max_reserved", "nvml_process_peak")},
-            "status": m.status, "error_message": m.error, "timings": m.timings, "latencies_s": m.latencies_s,
-            "error": _err(p.total_bytes, mem.get("nvml_process_peak")),
-            "error_allocated": _err(allocated_pred, mem.get("cuda_max_allocated")),
-            "error_reserved": _err(allocated_pred + p.allocator_bytes, mem.get("cuda_max_reserved")),
-            "lower_bound_below_measured": p.lower_bound_bytes <= (mem.get("nvml_process_peak") or 0),
-        })
+        rows.append({"where": f"{model} {size}px b{batch}", "label": "", "settings": full,
+                     "status": m.status, "error_message": m.error, "timings": m.timings,
+                     "latencies_s": m.latencies_s, **_compare_gpu(p, m.memory if m.status == "ok" else {})})
         write(rows, info, time.monotonic() - start, out_dir)
     return rows, info
 

@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune import hardware  # noqa: E402
+from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.knobs import all_knobs  # noqa: E402
 from autotune.profile import atomic_write_text  # noqa: E402
 from autotune.target import Target  # noqa: E402
@@ -35,7 +36,7 @@ DEFAULTS = {k.name: k.default for k in all_knobs()}
 
 
 def _diff(a: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in a.items() if DEFAULTS.get(k) != v) or "defaults"
+    return settings_diff(a, DEFAULTS)
 
 
 def one_run(target: Target, trials: int, seed: int, planner: bool, run_dir: Path) -> dict[str, Any]:

@@ -59,3 +59,10 @@ def test_real_worker_measures_the_tiny_pipeline(job, tmp_path):
     # The tracker is seeded with the weights: the peak is at least the resident weights.
     assert result.peak_bytes >= result.memory["resident_weights"] > 0
     assert result.memory["peak_rss"] > result.peak_bytes
+
+
+def test_logs_of_earlier_trials_are_kept_when_a_search_continues(job, tmp_path):
+    measurer("raise ValueError('first')", log_dir=tmp_path)(job)
+    measurer("raise ValueError('second')", log_dir=tmp_path)(job)  # a new measurer, as on --resume
+    assert "first" in (tmp_path / "trial-0001.log").read_text()
+    assert "second" in (tmp_path / "trial-0002.log").read_text()
