@@ -14,6 +14,7 @@ from typing import Any
 
 from autotune import knobs
 from autotune.errors import (
+    InvalidTargetError,
     NoMatchingProfileError,
     PipelineStateError,
     ProfileError,
@@ -115,9 +116,23 @@ def apply_profile(
         )
     _check_fingerprint(pipe, profile, strict)
     device = device or profile.target.device
+    _require_device(device)
     applied = apply_settings(pipe, profile.settings, device)
     log.info("applied profile %s: %s", source or "(in memory)", dict(applied))
     return AppliedProfile(profile=profile, applied=applied, device=device, source=source)
+
+
+def _require_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidTargetError(
+                "this profile runs on cuda, but no CUDA GPU is usable here; apply it on a GPU "
+                "machine, or pass device='cpu' (`--device cpu`) if its settings can run on CPU"
+            )
+    elif device != "cpu":
+        raise InvalidTargetError(f"device must be 'cuda' or 'cpu', got {device!r}")
 
 
 def _as_profile(profile: Profile | str | os.PathLike[str]) -> Profile:

@@ -120,3 +120,14 @@ def test_load_pipeline_builds_in_the_profile_dtype():
     pipe = load_pipeline(make_profile({"dtype": "fp16"}))
     assert pipe.unet.dtype == torch.float16 and pipe.text_encoder.dtype == torch.float16
     assert pipe.name_or_path == "builtin:tiny-sd"
+
+
+def test_cuda_profile_on_a_machine_without_cuda_says_what_to_do(tiny_pipe, monkeypatch):
+    from autotune.errors import InvalidTargetError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    profile = make_profile()
+    profile.target = Target(**{**profile.target.to_dict(), "device": "cuda"})
+    with pytest.raises(InvalidTargetError, match="no CUDA GPU is usable here"):
+        apply_profile(tiny_pipe, profile)
+    assert apply_profile(tiny_pipe, profile, device="cpu").device == "cpu"

@@ -40,11 +40,22 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     (["--max-vram", "2GB", "--exclude", "dtype=fp64"], ["dtype takes one of"]),
     (["--max-vram", "2GB", "--height", "abc"], ["invalid int value"]),
     (["--trials", "3"], ["--max-vram"]),
+    (["--max-vram", "2GB", "--trials", "0"], ["--trials must be 1 or more"]),
 ])
 def test_search_input_errors_are_one_line(tmp_path, args, fragments):
     proc = autotune("search", *args, "--out", str(tmp_path / "p.yaml"), "--run-dir", str(tmp_path / "run"))
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_unwritable_out_is_refused_before_searching(tmp_path):
+    common = ["search", "--max-vram", "2GB", "--run-dir", str(tmp_path / "run")]
+    assert_one_line_error(autotune(*common, "--out", str(tmp_path / "p.txt")), "must be a .yaml file")
+    (tmp_path / "d.yaml").mkdir()
+    assert_one_line_error(autotune(*common, "--out", str(tmp_path / "d.yaml")), "is a folder")
+    (tmp_path / "file").write_text("")
+    assert_one_line_error(autotune(*common, "--out", str(tmp_path / "file" / "p.yaml")), "not a writable folder")
+    assert not (tmp_path / "run").exists()  # refused before any study was created
 
 
 def test_corrupt_profile_is_one_line(tmp_path):

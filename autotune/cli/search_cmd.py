@@ -73,6 +73,22 @@ def build_target(args: argparse.Namespace) -> Any:
                   pipeline_class=info.pipeline_class)
 
 
+def check_out(out: Path) -> Path:
+    """Refuse an --out the profile could not be written to before spending a search on it."""
+    import os
+
+    from autotune.errors import InvalidTargetError
+
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise InvalidTargetError(f"--out must be a .yaml file, got {str(out)!r}")
+    if out.is_dir():
+        raise InvalidTargetError(f"--out {str(out)!r} is a folder; give a file name like {out / 'profile.yaml'}")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InvalidTargetError(f"cannot write --out {str(out)!r}: {parent} is not a writable folder")
+    return out
+
+
 def default_out(target: Any) -> Path:
     model = target.model.replace("builtin:", "").replace("/", "-")
     gib = target.max_vram / 2**30
@@ -85,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from autotune.tune import space_for, tune
 
     target = build_target(args)
-    out = args.out or default_out(target)
+    out = check_out(args.out or default_out(target))
     space = space_for(target, args.include, args.exclude)
     _print_header(target, space)
     bar = tqdm(total=args.trials, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True)
