@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autotune.measure import Measurement, TrialJob
+from autotune.errors import InvalidTargetError
+from autotune.measure import EXIT_TARGET_UNRUNNABLE, Measurement, TrialJob
 
 log = logging.getLogger("autotune.worker")
 
@@ -71,7 +72,7 @@ def measure(job: TrialJob, backend: Any = None) -> Measurement:
                 backend.synchronize()
         result.peak_bytes = reading.peak_bytes
         result.memory = dict(reading.memory)
-        if job.assignment.get("compile", "none") != "none" and result.latencies_s:
+        if job.assignment.get("compile", "none") != "none" and result.latencies_s and "first_run_s" in result.timings:
             result.timings["compile_s"] = max(
                 0.0, result.timings["first_run_s"] - statistics.median(result.latencies_s))
     except BaseException as exc:
@@ -89,7 +90,12 @@ def main(argv: list[str]) -> int:
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = TrialJob.from_dict(json.loads(job_path.read_text()))
     log.info("trial %s on %s", job.assignment, job.target.device)
-    result = measure(job)
+    try:
+        result = measure(job)
+    except InvalidTargetError as exc:  # no trial of this target can run here: say so once
+        log.error("%s", exc)
+        result_path.write_text(json.dumps({"unrunnable": str(exc)}))
+        return EXIT_TARGET_UNRUNNABLE
     result_path.write_text(json.dumps(result.to_dict()))
     log.info("done: %s", result.status)
     return 0

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from autotune.errors import InvalidTargetError
 from autotune.target import Target
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "oom", "failed"]
+Status = Literal["ok", "oom", "failed", "pruned"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrialJob:
     warmup: int = 1
     runs: int = 3
     seed: int = 0
+    number: int | None = None  # the study's trial number, names the trial's log
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "target": self.target.to_dict()}
@@ -58,6 +60,7 @@ class Measurement:
     #: Facts about the measurement setup (ceiling native or emulated, context size, alloc conf).
     device_info: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
+    log_path: str | None = None
 
     @property
     def latency_median_s(self) -> float | None:
@@ -97,16 +100,21 @@ class SubprocessMeasurer:
         self.worker_command = list(worker_command)
         self.log_dir = log_dir
         self.env = env
-        self._count: int | None = None
+        self._count = 0
+
+    def _log_name(self, job: TrialJob) -> str:
+        if job.number is not None:
+            return f"trial-{job.number:04d}.log"
+        self._count += 1  # no trial number (benchmarks): the next name not yet taken
+        while (self.log_dir / f"run-{self._count:04d}.log").exists():
+            self._count += 1
+        return f"run-{self._count:04d}.log"
 
     def __call__(self, job: TrialJob) -> Measurement:
-        if self._count is None:  # a resumed search keeps the logs of the trials before it
-            self._count = len(list(self.log_dir.glob("trial-*.log"))) if self.log_dir else 0
-        self._count += 1
         with tempfile.TemporaryDirectory(prefix="autotune-trial-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
             job_path.write_text(json.dumps(job.to_dict()))
-            log_path = (self.log_dir / f"trial-{self._count:04d}.log") if self.log_dir else Path(tmp) / "log"
+            log_path = (self.log_dir / self._log_name(job)) if self.log_dir else Path(tmp) / "log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             cmd = [*self.worker_command, str(job_path), str(result_path)]
             env = {**os.environ, **(self.env or {})}
@@ -115,10 +123,22 @@ class SubprocessMeasurer:
                     proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                           timeout=self.timeout_s, check=False)
                 except subprocess.TimeoutExpired:
-                    return Measurement.failure(f"timed out after {self.timeout_s:.0f} s")
-            if proc.returncode == 0 and result_path.exists():
-                return Measurement.from_dict(json.loads(result_path.read_text()))
-            return Measurement.failure(_describe_exit(proc.returncode, log_path))
+                    result = Measurement.failure(f"timed out after {self.timeout_s:.0f} s")
+                else:
+                    if proc.returncode == EXIT_TARGET_UNRUNNABLE and result_path.exists():
+                        raise InvalidTargetError(json.loads(result_path.read_text())["unrunnable"])
+                    if proc.returncode == 0 and result_path.exists():
+                        result = Measurement.from_dict(json.loads(result_path.read_text()))
+                    else:
+                        result = Measurement.failure(_describe_exit(proc.returncode, log_path))
+            if self.log_dir:
+                result.log_path = str(log_path)
+            return result
+
+
+#: The worker's exit code for a target no trial can run (e.g. a ceiling below the CUDA context):
+#: the search stops with that one message instead of failing every trial alike.
+EXIT_TARGET_UNRUNNABLE = 3
 
 
 def _describe_exit(returncode: int, log_path: Path) -> str:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import optuna
 
 from autotune.errors import StudyError
 from autotune.measure import Measurement, Measurer, TrialJob
+from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.space import Assignment, SearchSpace, assignment_key, canonical
 from autotune.target import Target
 
@@ -66,8 +67,7 @@ class SearchResult:
 
     @property
     def best(self) -> TrialRecord | None:
-        feasible = [r for r in self.records if r.feasible]
-        return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+        return fastest_feasible(self.records)
 
     @property
     def alternatives(self) -> list[TrialRecord]:
@@ -81,8 +81,15 @@ class SearchResult:
 ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
 
 
+def fastest_feasible(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    feasible = [r for r in records if r.feasible]
+    return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+
+
 def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
     """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible)."""
+    if measurement.status == "pruned":
+        return "pruned", math.nan
     if measurement.status == "failed":
         return "failed", math.nan
     if measurement.status == "oom":
@@ -94,14 +101,26 @@ def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
     return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
 
 
-def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
-    """A database URL (sqlite:///..., postgresql://...) or a journal file path."""
+def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """A database URL (sqlite:///..., postgresql://...) or a journal file path; errors become
+    one-line `StudyError`s (bad URL, missing driver, unwritable folder)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     text = str(storage)
-    if "://" in text:
-        return optuna.storages.RDBStorage(text)
-    path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if must_exist and "://" not in text and not Path(text).exists():
+        raise StudyError(f"nothing to resume: {text} does not exist; run without --resume to start")
+    try:
+        if "://" in text:
+            return optuna.storages.RDBStorage(text)
+        path = Path(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except (OSError, ImportError, ValueError, SQLAlchemyError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(
+            f"cannot open the study storage {text!r} ({first_line}); use a writable --run-dir or a "
+            "--storage URL like sqlite:///studies.db or postgresql://user@host/db"
+        ) from None
 
 
 def _latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:
@@ -119,12 +138,12 @@ class Search:
     def __init__(self, target: Target, space: SearchSpace, measurer: Measurer, *,
                  storage: str | Path, seed: int = 0, resume: bool = False,
                  warmup: int = 1, runs: int = 3, planner: Any = None,
-                 prune_margin: float = 0.10) -> None:
+                 prune_margin: float = DEFAULT_PRUNE_MARGIN) -> None:
         self.target, self.space, self.measurer = target, space, measurer
         self.planner, self.prune_margin = planner, prune_margin
         self.seed, self.warmup, self.runs = seed, warmup, runs
         self.storage_name = str(storage)
-        self._storage = open_storage(storage)
+        self._storage = open_storage(storage, must_exist=resume)
         self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
         name = _latest_study(self._storage, target.key()) if resume else None
         if resume and name is None:
@@ -142,9 +161,11 @@ class Search:
         with warnings.catch_warnings():  # stable in practice; Optuna still flags it experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(OBJECTIVES))
+        self._check_same_space(resume)
         self.study.set_user_attr("target_key", target.key())
         self.study.set_user_attr("target", target.to_dict())
-        self._fail_interrupted()
+        if resume:
+            self._fail_interrupted()
         self._seen: dict[str, TrialRecord] = {}
         self._pruned: dict[str, TrialRecord] = {}
         for record in self._records_from_storage():
@@ -155,8 +176,22 @@ class Search:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
+    def _check_same_space(self, resume: bool) -> None:
+        """Optuna cannot change a parameter's choices within a study: a resumed search must search
+        the same space, or it fails half-way through its first trial."""
+        choices = {name: list(values) for name, values in self.space.choices.items()}
+        stored = self.study.user_attrs.get("space")
+        if resume and stored is not None and stored != choices:
+            changed = sorted(k for k in choices if stored.get(k) != choices[k])
+            raise StudyError(
+                f"the search to resume used other choices for {', '.join(changed)}; resume with the "
+                "same --include/--exclude, or start a new search without --resume"
+            )
+        self.study.set_user_attr("space", choices)
+
     def _fail_interrupted(self) -> None:
-        """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume."""
+        """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume. (Only on
+        resume: several workers sharing one storage will need Optuna's heartbeats instead.)"""
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             log.warning("trial %d was interrupted; recorded as failed", trial.number)
@@ -168,8 +203,6 @@ class Search:
                 continue
             measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
             outcome, constraint = classify(measurement, self.target.max_vram)
-            if trial.user_attrs.get("outcome") == "pruned":
-                outcome = "pruned"
             records.append(TrialRecord(trial.number, trial.user_attrs[_ATTR_ASSIGNMENT],
                                        measurement, outcome, constraint, trial.user_attrs.get("prediction")))
         return records
@@ -179,8 +212,7 @@ class Search:
         return sorted(self._seen.values(), key=lambda r: r.number)
 
     def best(self) -> TrialRecord | None:
-        feasible = [r for r in self._seen.values() if r.feasible]
-        return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+        return fastest_feasible(self._seen.values())
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -250,7 +282,7 @@ class Search:
     def _prune(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any) -> TrialRecord:
         """Its lower bound is over the ceiling by more than the margin: recorded with the
         prediction, not run."""
-        measurement = Measurement(status="failed", backend="planner", device_name="-",
+        measurement = Measurement(status="pruned", backend="planner", device_name="-",
                                   peak_metric=prediction.metric, error="pruned by the planner")
         trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
@@ -259,11 +291,11 @@ class Search:
         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log.info("trial %d pruned: predicted %d bytes > ceiling %d", trial.number,
                  prediction.total_bytes, self.target.max_vram)
-        return TrialRecord(trial.number, assignment, measurement, "pruned", prediction.over(self.target.max_vram),
-                           prediction.to_dict())
+        return TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None) -> TrialRecord:
-        job = TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed)
+        job = TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
+                       number=trial.number)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job)
         outcome, constraint = classify(measurement, self.target.max_vram)

@@ -1,10 +1,12 @@
 """The worker seam: a trial's crash, hang or kill becomes a FAIL with the reason, never a hang."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
 
+from autotune.errors import InvalidTargetError
 from autotune.measure import Measurement, SubprocessMeasurer, TrialJob
 from autotune.target import Target
 
@@ -31,12 +33,21 @@ def test_killed_worker_names_the_signal(job):
     assert result.error == "worker killed by SIGKILL"
 
 
-def test_crashing_worker_reports_its_last_line(job, tmp_path):
-    result = measurer("raise ValueError('boom in apply')", log_dir=tmp_path)(job)
+def test_crashing_worker_reports_its_last_line_and_its_log(job, tmp_path):
+    numbered = dataclasses.replace(job, number=7)
+    result = measurer("raise ValueError('boom in apply')", log_dir=tmp_path)(numbered)
     assert result.status == "failed"
     assert result.error.startswith("worker exited with code 1")
     assert "ValueError: boom in apply" in result.error
-    assert "boom in apply" in (tmp_path / "trial-0001.log").read_text()
+    assert result.log_path == str(tmp_path / "trial-0007.log")  # named by the study's trial number
+    assert "boom in apply" in (tmp_path / "trial-0007.log").read_text()
+
+
+def test_a_target_no_trial_can_run_stops_the_search(job):
+    code = ("import json, sys; open(sys.argv[2], 'w').write(json.dumps("
+            "{'unrunnable': '--max-vram is below the CUDA context'})); sys.exit(3)")
+    with pytest.raises(InvalidTargetError, match="below the CUDA context"):
+        measurer(code)(job)
 
 
 def test_job_round_trips_through_json(job):
@@ -61,8 +72,8 @@ def test_real_worker_measures_the_tiny_pipeline(job, tmp_path):
     assert result.memory["peak_rss"] > result.peak_bytes
 
 
-def test_logs_of_earlier_trials_are_kept_when_a_search_continues(job, tmp_path):
+def test_unnumbered_runs_never_overwrite_earlier_logs(job, tmp_path):
     measurer("raise ValueError('first')", log_dir=tmp_path)(job)
-    measurer("raise ValueError('second')", log_dir=tmp_path)(job)  # a new measurer, as on --resume
-    assert "first" in (tmp_path / "trial-0001.log").read_text()
-    assert "second" in (tmp_path / "trial-0002.log").read_text()
+    measurer("raise ValueError('second')", log_dir=tmp_path)(job)  # a new measurer, same folder
+    assert "first" in (tmp_path / "run-0001.log").read_text()
+    assert "second" in (tmp_path / "run-0002.log").read_text()

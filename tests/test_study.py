@@ -139,3 +139,26 @@ def test_interrupted_trial_is_failed_on_resume(tmp_path):
 def test_sqlite_storage_url(tmp_path):
     search = Search(target(), small_space(), FakeMeasurer(cost), storage=f"sqlite:///{tmp_path}/s.db")
     assert len(search.run(2).records) == 2
+
+
+def test_resume_with_another_space_is_refused_before_any_trial(tmp_path):
+    new_search(tmp_path, FakeMeasurer(cost)).run(2)
+    other = SearchSpace(CTX, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling", "dtype=fp16"])
+    with pytest.raises(StudyError, match="other choices for dtype"):
+        Search(target(), other, FakeMeasurer(cost), storage=tmp_path / "s.journal", resume=True)
+
+
+@pytest.mark.parametrize("storage, fragment", [
+    ("foo://bar", "cannot open the study storage"),
+    ("sqlite:////proc/no/such.db", "cannot open the study storage"),
+    ("/proc/no/such/s.journal", "cannot open the study storage"),
+])
+def test_unusable_storage_is_one_study_error(storage, fragment):
+    with pytest.raises(StudyError, match=fragment):
+        Search(target(), small_space(), FakeMeasurer(cost), storage=storage)
+
+
+def test_resume_without_a_journal_creates_nothing(tmp_path):
+    with pytest.raises(StudyError, match="nothing to resume"):
+        Search(target(), small_space(), FakeMeasurer(cost), storage=tmp_path / "none.journal", resume=True)
+    assert not (tmp_path / "none.journal").exists()
