@@ -116,13 +116,14 @@ def apply_profile(
         )
     _check_fingerprint(pipe, profile, strict)
     device = device or profile.target.device
-    _require_device(device)
+    require_device(device)
     applied = apply_settings(pipe, profile.settings, device)
     log.info("applied profile %s: %s", source or "(in memory)", dict(applied))
     return AppliedProfile(profile=profile, applied=applied, device=device, source=source)
 
 
-def _require_device(device: str) -> None:
+def require_device(device: str) -> None:
+    """A one-line error when `device` cannot run here."""
     if device == "cuda":
         import torch
 

@@ -91,23 +91,30 @@ def total_ram_bytes() -> int | None:
 
 
 def require_gpu() -> GpuInfo:
-    """The first GPU, or a one-line error naming the fix."""
+    """The first GPU torch can use, or a one-line error naming the fix."""
+    from autotune.errors import InvalidTargetError
+
     gpus = probe_gpus()
     if not gpus:
-        from autotune.errors import InvalidTargetError
-
         raise InvalidTargetError("--device cuda, but no CUDA GPU is visible here; use --device cpu "
                                  "(or --device auto) or run on a machine with a GPU")
+    if not torch_has_cuda():
+        import torch
+
+        raise InvalidTargetError(f"a GPU is visible but this torch ({torch.__version__}) cannot use it; "
+                                 "install a CUDA build of torch, or use --device cpu")
     return gpus[0]
 
 
-def default_device() -> str:
-    """cuda when a GPU is usable, else cpu (NVML first: it does not initialise CUDA)."""
-    if probe_gpus_nvml():
-        return "cuda"
+def torch_has_cuda() -> bool:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.cuda.is_available()
+
+
+def default_device() -> str:
+    """cuda when torch can use a GPU (a visible GPU with a CPU-only torch is cpu)."""
+    return "cuda" if torch_has_cuda() else "cpu"
 
 
 def versions() -> dict[str, str]:

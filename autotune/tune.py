@@ -5,6 +5,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from autotune import hardware
 from autotune.errors import NoFeasibleTrialError, PlannerUnsupportedError
@@ -28,6 +29,7 @@ DEFAULT_RUN_DIR = Path(".autotune")
 class TuneResult:
     search: SearchResult
     profile: Profile | None
+    log_dir: Path | None = None  # where each trial's worker log is, when the worker wrote one
 
 
 def space_for(target: Target, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> SearchSpace:
@@ -55,17 +57,11 @@ def entry_from(record: TrialRecord) -> ProfileEntry:
                         predicted_peak_bytes=predicted)
 
 
-def profile_from(result: SearchResult) -> Profile:
+def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     """The profile for a finished search; raises when no trial was feasible."""
     best = result.best
     if best is None:
-        raise NoFeasibleTrialError(
-            f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
-            f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
-            f"{result.count('oom')} out of memory, {result.count('failed')} failed), "
-            f"{len(result.pruned)} predicted over it by the planner; raise --max-vram, lower "
-            "--batch or the size, or add trials"
-        )
+        raise NoFeasibleTrialError(no_feasible_message(result, log_dir))
     fingerprint = hardware.fingerprint(result.target.device)
     # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.
     fingerprint.update(best.measurement.device_info)
@@ -78,10 +74,9 @@ def profile_from(result: SearchResult) -> Profile:
     )
 
 
-def tune(
+def start_search(
     target: Target,
     *,
-    trials: int,
     space: SearchSpace | None = None,
     run_dir: Path = DEFAULT_RUN_DIR,
     storage: str | None = None,
@@ -93,15 +88,13 @@ def tune(
     trial_timeout_s: float = 600.0,
     warmup: int = 1,
     runs: int = 3,
-    on_trial: ProgressFn | None = None,
-    time_budget_s: float | None = None,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
-) -> TuneResult:
-    """Search `trials` new assignments for `target` and build the profile (None if none fit).
+) -> Search:
+    """Open (or, with `resume`, reopen) the study for `target`; nothing is measured yet.
 
-    With the planner (default), candidates predicted over the ceiling by more than `prune_margin`
-    are not measured and predicted-feasible ones are measured first."""
+    With the planner (default), candidates whose predicted lower bound is over the ceiling by more
+    than `prune_margin` are not measured and predicted-feasible ones are measured first."""
     space = space or space_for(target, include, exclude)
     planner = make_planner(target) if use_planner else None
     own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s) if measurer is None else None
@@ -110,6 +103,38 @@ def tune(
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
-    result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)
-    profile = profile_from(result) if result.best is not None else None
-    return TuneResult(search=result, profile=profile)
+    return search
+
+
+def finish(search: Search, result: SearchResult) -> TuneResult:
+    """The profile of a finished run of `search` (None when nothing fits)."""
+    log_dir = getattr(search.measurer, "log_dir", None)
+    profile = profile_from(result, log_dir) if result.best is not None else None
+    return TuneResult(search=result, profile=profile, log_dir=log_dir)
+
+
+def no_feasible_message(result: SearchResult, log_dir: Path | None = None) -> str:
+    """Why there is no profile, and what to do: a ceiling problem and a crash are different fixes."""
+    failed = result.count("failed")
+    if result.records and failed == len(result.records):
+        first = result.records[0].measurement.error
+        where = f"; the trial logs are in {log_dir}" if log_dir else ""
+        return f"all {failed} measured trials failed (first: {first}){where}"
+    return (f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
+            f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
+            f"{result.count('oom')} out of memory, {failed} failed), {len(result.pruned)} predicted "
+            "over it by the planner; raise --max-vram, lower --batch or the size, or add trials")
+
+
+def tune(
+    target: Target,
+    *,
+    trials: int,
+    on_trial: ProgressFn | None = None,
+    time_budget_s: float | None = None,
+    **options: Any,
+) -> TuneResult:
+    """Search `trials` new assignments for `target` and build the profile (None if none fit).
+    `options` are those of `start_search`."""
+    search = start_search(target, **options)
+    return finish(search, search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s))

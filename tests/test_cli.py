@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from autotune.profile import Profile
+from autotune.profile import Profile, ProfileEntry
+from autotune.target import Target
 
 
 def autotune(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -41,6 +42,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     (["--max-vram", "2GB", "--height", "abc"], ["invalid int value"]),
     (["--trials", "3"], ["--max-vram"]),
     (["--max-vram", "2GB", "--trials", "0"], ["--trials must be 1 or more"]),
+    (["--max-vram", "2GB", "--timeout", "-5"], ["--timeout must be more than 0"]),
+    (["--max-vram", "2GB", "--resume"], ["nothing to resume"]),
 ])
 def test_search_input_errors_are_one_line(tmp_path, args, fragments):
     proc = autotune("search", *args, "--out", str(tmp_path / "p.yaml"), "--run-dir", str(tmp_path / "run"))
@@ -50,12 +53,18 @@ def test_search_input_errors_are_one_line(tmp_path, args, fragments):
 
 def test_unwritable_out_is_refused_before_searching(tmp_path):
     common = ["search", "--max-vram", "2GB", "--run-dir", str(tmp_path / "run")]
-    assert_one_line_error(autotune(*common, "--out", str(tmp_path / "p.txt")), "must be a .yaml file")
+    assert_one_line_error(autotune(*common, "--out", str(tmp_path / "p.txt")), "must end in .yaml or .yml")
     (tmp_path / "d.yaml").mkdir()
     assert_one_line_error(autotune(*common, "--out", str(tmp_path / "d.yaml")), "is a folder")
     (tmp_path / "file").write_text("")
     assert_one_line_error(autotune(*common, "--out", str(tmp_path / "file" / "p.yaml")), "not a writable folder")
     assert not (tmp_path / "run").exists()  # refused before any study was created
+    profile = tmp_path / "p.yaml"
+    Profile(target=Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=1, max_vram=2**30),
+            fingerprint={}, best=ProfileEntry(settings={}, latency_median_s=1.0, latency_p90_s=1.0,
+                                              peak_bytes=1, peak_metric="x", runs=1)).save(profile)
+    assert_one_line_error(autotune("apply", str(profile), "--out", str(tmp_path / "file" / "x.png")),
+                          "not a writable folder")
 
 
 def test_corrupt_profile_is_one_line(tmp_path):
@@ -106,6 +115,16 @@ def test_ceiling_too_low_writes_no_profile(tmp_path):
     assert "no trial fits under the 1.00 MiB ceiling" in proc.stderr
     assert "predicted over it by the planner" in proc.stderr and "raise --max-vram" in proc.stderr
     assert not out.exists()
+
+
+def test_all_trials_failing_is_not_blamed_on_the_ceiling(tmp_path):
+    proc = autotune("search", "--max-vram", "2GB", "--trials", "1", "--timeout", "0.2", "--out",
+                    str(tmp_path / "p.yaml"), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # after the header and the progress bar
+    assert last.startswith("autotune: error: all 1 measured trials failed (first: timed out after 0 s)")
+    assert "the trial logs are in" in last and "raise --max-vram" not in last
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_knobs_and_probe_without_gpu():

@@ -22,13 +22,13 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from autotune.apply import apply_profile, load_pipeline
-    from autotune.errors import InvalidTargetError
+    from autotune.apply import apply_profile, load_pipeline, require_device
+    from autotune.cli.format import check_output_path
     from autotune.profile import Profile
 
-    if args.out.suffix.lower() != ".png":
-        raise InvalidTargetError(f"--out must end in .png, got {str(args.out)!r}")
+    check_output_path(args.out, (".png",), "--out")
     profile = Profile.load(args.profile)
+    require_device(args.device or profile.target.device)  # before a load that can take a minute
     pipe = load_pipeline(profile)
     handle = apply_profile(pipe, profile, device=args.device)
     t = profile.target

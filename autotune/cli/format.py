@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,3 +35,19 @@ def settings_diff(settings: dict[str, Any], defaults: dict[str, Any]) -> str:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def check_output_path(path: Path, suffixes: tuple[str, ...], flag: str) -> Path:
+    """Refuse an output path that could not be written, before any long work is spent on it."""
+    import os
+
+    from autotune.errors import InvalidTargetError
+
+    if path.suffix.lower() not in suffixes:
+        raise InvalidTargetError(f"{flag} must end in {' or '.join(suffixes)}, got {str(path)!r}")
+    if path.is_dir():
+        raise InvalidTargetError(f"{flag} {str(path)!r} is a folder; give a file name inside it")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InvalidTargetError(f"cannot write {flag} {str(path)!r}: {parent} is not a writable folder")
+    return path

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autotune.cli.format import print_json, seconds, settings_diff, size, table
+from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size, table
 
 
 def add_parser(sub: Any) -> None:
@@ -60,6 +60,10 @@ def build_target(args: argparse.Namespace) -> Any:
     max_vram = parse_size(args.max_vram)
     if args.trials < 1:
         raise InvalidTargetError(f"--trials must be 1 or more, got {args.trials}")
+    if args.timeout <= 0:
+        raise InvalidTargetError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise InvalidTargetError(f"--time-budget must be more than 0 seconds, got {args.time_budget:g}")
     if args.runs < 1:
         raise InvalidTargetError(f"--runs must be 1 or more, got {args.runs}")
     device = hardware.default_device() if args.device == "auto" else args.device
@@ -73,22 +77,6 @@ def build_target(args: argparse.Namespace) -> Any:
                   pipeline_class=info.pipeline_class)
 
 
-def check_out(out: Path) -> Path:
-    """Refuse an --out the profile could not be written to before spending a search on it."""
-    import os
-
-    from autotune.errors import InvalidTargetError
-
-    if out.suffix.lower() not in (".yaml", ".yml"):
-        raise InvalidTargetError(f"--out must be a .yaml file, got {str(out)!r}")
-    if out.is_dir():
-        raise InvalidTargetError(f"--out {str(out)!r} is a folder; give a file name like {out / 'profile.yaml'}")
-    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InvalidTargetError(f"cannot write --out {str(out)!r}: {parent} is not a writable folder")
-    return out
-
-
 def default_out(target: Any) -> Path:
     model = target.model.replace("builtin:", "").replace("/", "-")
     gib = target.max_vram / 2**30
@@ -98,11 +86,15 @@ def default_out(target: Any) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from autotune.tune import space_for, tune
+    from autotune.errors import NoFeasibleTrialError
+    from autotune.tune import finish, no_feasible_message, space_for, start_search
 
     target = build_target(args)
-    out = check_out(args.out or default_out(target))
+    out = check_output_path(args.out or default_out(target), (".yaml", ".yml"), "--out")
     space = space_for(target, args.include, args.exclude)
+    search = start_search(target, space=space, run_dir=args.run_dir, storage=args.storage,
+                          resume=args.resume, seed=args.seed, trial_timeout_s=args.timeout,
+                          runs=args.runs, use_planner=not args.no_planner)
     _print_header(target, space)
     bar = tqdm(total=args.trials, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True)
 
@@ -112,23 +104,18 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"last: {record.outcome}, best: {best_text}")
 
     try:
-        result = tune(target, space=space, trials=args.trials, run_dir=args.run_dir, storage=args.storage,
-                      resume=args.resume, seed=args.seed,
-                      trial_timeout_s=args.timeout, runs=args.runs, on_trial=on_trial,
-                      time_budget_s=args.time_budget, use_planner=not args.no_planner)
+        result = finish(search, search.run(args.trials, on_trial=on_trial, time_budget_s=args.time_budget))
     finally:
         bar.close()
-    search = result.search
+    trials = result.search
     if args.json:
-        print_json({"study": search.study_name, "trials": [_record_json(r) for r in search.records],
-                    "pruned": [_record_json(r) for r in search.pruned],
+        print_json({"study": trials.study_name, "trials": [_record_json(r) for r in trials.records],
+                    "pruned": [_record_json(r) for r in trials.pruned],
                     "profile": result.profile.to_dict() if result.profile else None})
     else:
-        _print_trials(search, space.default())
+        _print_trials(trials, space.default())
     if result.profile is None:
-        from autotune.tune import profile_from
-
-        profile_from(search)  # raises NoFeasibleTrialError with the counts and the fix
+        raise NoFeasibleTrialError(no_feasible_message(trials, result.log_dir))
     result.profile.save(out)
     if not args.json:
         best = result.profile.best
