@@ -184,7 +184,7 @@ def find_profile(
     batch: int | None = None,
     profile_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """The best-matching profile file for this pipeline and size; fastest first, same device first."""
+    """The best-matching profile file for this pipeline and size (see `rank` for the order)."""
     folder = Path(profile_dir) if profile_dir else profile_dir_default()
     model = getattr(pipe, "name_or_path", None)
     pipeline_class = type(pipe).__name__
@@ -207,7 +207,26 @@ def find_profile(
             f"no profile in {str(folder)!r} matches {wanted}; run `autotune search --model {model} "
             f"--out {folder}/NAME.yaml` or pass a profile path"
         )
-    here = {p.target.device: _current_device_name(p.target.device) for p, _ in candidates}
-    candidates.sort(key=lambda c: (c[0].fingerprint.get("device_name") != here[c[0].target.device],
-                                   c[0].best.latency_median_s, str(c[1])))
-    return candidates[0][1]
+    devices = {p.target.device for p, _ in candidates}
+    here = {d: _current_device_name(d) for d in devices}
+    capacity = {d: _current_device_memory(d) for d in devices}
+
+    def rank(candidate: tuple[Profile, Path]) -> tuple:
+        """Measured on this device first; then a ceiling this device can hold, the largest such
+        (the most memory it may use is the fastest it can be); then the fastest."""
+        prof, path = candidate
+        card = capacity[prof.target.device]
+        fits = card is None or prof.target.max_vram <= card
+        return (prof.fingerprint.get("device_name") != here[prof.target.device], not fits,
+                -prof.target.max_vram if fits else prof.target.max_vram, prof.best.latency_median_s, str(path))
+
+    return min(candidates, key=rank)[1]
+
+
+def _current_device_memory(device: str) -> int | None:
+    from autotune import hardware
+
+    if device == "cuda":
+        gpus = hardware.probe_gpus()
+        return gpus[0].total_bytes if gpus else None
+    return hardware.total_ram_bytes()

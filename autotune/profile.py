@@ -40,6 +40,14 @@ class ProfileEntry:
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
         _require(data, ("settings", "latency_median_s", "latency_p90_s", "peak_bytes", "peak_metric", "runs"))
         entry = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        for name in ("latency_median_s", "latency_p90_s"):
+            _require_number(name, getattr(entry, name), (int, float))
+        for name in ("peak_bytes", "runs"):
+            _require_number(name, getattr(entry, name), (int,))
+        if entry.predicted_peak_bytes is not None:
+            _require_number("predicted_peak_bytes", entry.predicted_peak_bytes, (int,))
+        if not isinstance(entry.memory, dict):
+            raise ProfileError("'memory' must be a mapping of metric: bytes")
         entry.settings = check_values(dict(entry.settings))
         return entry
 
@@ -114,7 +122,7 @@ class Profile:
             text = path.read_text()
         except FileNotFoundError:
             raise ProfileError(f"profile {str(path)!r} does not exist") from None
-        except (IsADirectoryError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ProfileError(f"cannot read profile {str(path)!r}: {exc}") from None
         try:
             data = yaml.safe_load(text)
@@ -136,6 +144,12 @@ def _entry(data: dict[str, Any]) -> ProfileEntry:
     if not isinstance(measurements, dict):
         raise ProfileError("'measurements' must be a mapping")
     return ProfileEntry.from_dict({"settings": data.get("settings"), **measurements})
+
+
+def _require_number(name: str, value: Any, types: tuple[type, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, types) or value < 0:
+        kind = "a whole number" if types == (int,) else "a number"
+        raise ProfileError(f"'{name}' must be {kind} >= 0, got {value!r}")
 
 
 def _require(data: dict[str, Any], keys: tuple[str, ...]) -> None:

@@ -131,3 +131,25 @@ def test_cuda_profile_on_a_machine_without_cuda_says_what_to_do(tiny_pipe, monke
     with pytest.raises(InvalidTargetError, match="no CUDA GPU is usable here"):
         apply_profile(tiny_pipe, profile)
     assert apply_profile(tiny_pipe, profile, device="cpu").device == "cpu"
+
+
+def test_profile_whose_ceiling_this_device_can_hold_is_preferred(tmp_path, tiny_pipe, monkeypatch):
+    from autotune import apply as apply_module
+
+    monkeypatch.setattr(apply_module, "_current_device_memory", lambda device: 8 * 2**30)
+    for name, ceiling, latency in (("small", 4, 2.0), ("fits", 8, 1.0), ("too-big", 24, 0.5)):
+        p = make_profile(latency=latency, device_name="Some GPU")
+        p.target = Target(**{**p.target.to_dict(), "max_vram": ceiling * 2**30})
+        p.save(tmp_path / f"{name}.yaml")
+    assert find_profile(tiny_pipe, profile_dir=tmp_path).name == "fits.yaml"
+
+
+def test_default_attention_leaves_user_processors_alone(tiny_pipe):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    tiny_pipe.unet.set_attn_processor(AttnProcessor())  # e.g. what an adapter would install
+    apply_profile(tiny_pipe, make_profile())
+    assert {type(p).__name__ for p in tiny_pipe.unet.attn_processors.values()} == {"AttnProcessor"}
+    sliced = load_pipeline(make_profile())
+    apply_profile(sliced, make_profile({"attention": "sliced"}))
+    assert all("Sliced" in type(p).__name__ for p in sliced.unet.attn_processors.values())

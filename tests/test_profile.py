@@ -284,3 +284,13 @@ def test_atomic_write_text_returns_path_and_writes(tmp_path):
     path = tmp_path / "deep" / "er" / "x.txt"
     assert atomic_write_text(path, "hello\n") == path
     assert path.read_text() == "hello\n"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("latency_median_s", "fast"), ("latency_p90_s", True), ("peak_bytes", 1.5), ("runs", -1),
+    ("peak_bytes", "2GB"), ("memory", [1, 2]),
+])
+def test_load_rejects_non_numeric_measurements(tmp_path, field, value):
+    path = write_variant(tmp_path, lambda d: d["measurements"].update({field: value}))
+    with pytest.raises(ProfileError, match=field if field != "memory" else "'memory' must be a mapping"):
+        Profile.load(path)

@@ -146,8 +146,10 @@ register(Knob(
 
 def _apply_attention(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     if value == "sdpa":
+        # SDPA is what a fresh pipeline runs: only undo slicing, and leave processors the user
+        # installed (IP-Adapter, custom ones) alone.
         unet = getattr(pipe, "unet", None)
-        if unet is not None:
+        if unet is not None and any("Sliced" in type(p).__name__ for p in unet.attn_processors.values()):
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             unet.set_attn_processor(AttnProcessor2_0())

@@ -37,13 +37,14 @@ class Prediction:
     runtime_bytes: int
     phases: dict[str, int]
     metric: str
+    context_floor_bytes: int = 0
 
     @property
     def lower_bound_bytes(self) -> int:
-        """Traced weights + activations + context: what a run needs at the very least. The fitted
-        workspace and allocator terms are left out, so pruning on this never drops a candidate
-        because of a calibration that may not carry over to another card or shape."""
-        return self.resident_weights_bytes + self.activation_bytes + self.runtime_bytes
+        """Traced weights + activations + the smallest possible CUDA context: what a run needs at
+        the very least. No fitted term is in it, so pruning on it never drops a candidate because
+        of a calibration that does not carry over to another card or shape."""
+        return self.resident_weights_bytes + self.activation_bytes + self.context_floor_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "lower_bound_bytes": self.lower_bound_bytes}
@@ -157,6 +158,7 @@ class Planner:
             workspace_bytes=peak.workspace, allocator_bytes=allocator, runtime_bytes=runtime,
             phases={PHASE_LABELS.get(p.component, p.component): p.total for p in phases},
             metric="cuda_process_peak" if on_gpu else "cpu_live_tensor_peak",
+            context_floor_bytes=calibration.CUDA_CONTEXT_FLOOR_BYTES if on_gpu else 0,
         )
 
 

@@ -29,7 +29,11 @@ ALLOCATOR_CACHED_FRACTION = 0.6
 #: (the 518 MiB context measured at start-up, plus kernels and library handles loaded lazily).
 CUDA_RUNTIME_BYTES = 680 * MiB
 
+#: Not fitted: the smallest CUDA context a process can have (300-600 MB are usual; 518 MiB was
+#: measured on the H200). Used only in the lower bound that pruning relies on.
+CUDA_CONTEXT_FLOOR_BYTES = 256 * MiB
+
 #: A search does not measure a candidate whose lower bound (traced weights + activations +
-#: context, no fitted term) exceeds the ceiling by more than this fraction. The fitted terms only
-#: rank and seed candidates; they never veto one.
+#: CUDA_CONTEXT_FLOOR_BYTES, no fitted term) exceeds the ceiling by more than this fraction. The
+#: fitted terms only rank and seed candidates; they never veto one.
 DEFAULT_PRUNE_MARGIN = 0.05
