@@ -25,10 +25,6 @@ class InvalidAssignmentError(AutotuneError, ValueError):
     """Knob values that are unknown, unavailable here, or conflict with each other."""
 
 
-class KnobUnavailableError(AutotuneError):
-    """A knob value that cannot run on this device / install / pipeline; the message says why."""
-
-
 class ProfileError(AutotuneError):
     """A profile file that cannot be read: corrupt YAML, unknown schema version, bad values."""
 

@@ -7,6 +7,7 @@ sizes and code paths are those of the real models; the images are noise.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -120,8 +121,10 @@ def _info_from_configs(model: str, configs: dict[str, dict[str, Any]]) -> ModelI
     return ModelInfo(model, index["_class_name"], components, sample * scale, sample * scale)
 
 
+@functools.lru_cache(maxsize=32)
 def model_info(model: str) -> ModelInfo:
-    """Read the model's configs (no weights) or say in one line that it cannot be found."""
+    """Read the model's configs (no weights) or say in one line that it cannot be found. Cached:
+    for a hub id this is a download of small JSON files."""
     if model.startswith(BUILTIN_PREFIX):
         return _info_from_configs(model, _builtin_configs(model))
     from diffusers import DiffusionPipeline

@@ -85,6 +85,7 @@ class SearchSpace:
         self.ctx = ctx
         included = [_parse_selector(s) for s in include]
         excluded = [_parse_selector(s) for s in exclude]
+        self._check_selectors(included, excluded)
         self.statuses: list[ChoiceStatus] = []
         self.choices: dict[str, tuple[Value, ...]] = {}
         for knob in knobs.all_knobs():
@@ -95,6 +96,19 @@ class SearchSpace:
                 if status.state == "searched":
                     kept.append(value)
             self.choices[knob.name] = tuple(kept)
+
+    def _check_selectors(self, included: list, excluded: list) -> None:
+        """A selector that would change nothing is a mistake worth saying, not ignoring."""
+        for name, value in excluded:
+            if value is not None and value == knobs.get(name).default:
+                raise InvalidAssignmentError(
+                    f"--exclude {name}={value}: the default is the baseline every search starts "
+                    f"from; exclude the other values, or the whole knob with --exclude {name}"
+                )
+        for name, value in included:
+            reason = value is not None and knobs.get(name).reason_unavailable(value, self.ctx)
+            if reason:
+                raise InvalidAssignmentError(f"--include {name}={value} cannot run here: {reason}")
 
     def _status(self, knob: knobs.Knob, value: Value, included: list, excluded: list) -> ChoiceStatus:
         reason = knob.reason_unavailable(value, self.ctx)

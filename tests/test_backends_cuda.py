@@ -109,7 +109,7 @@ def test_setup_measures_context_and_emulates_the_ceiling(visible, source):
     assert b.context_bytes == 500 * MiB
     assert cuda.fraction == pytest.approx((8 * GiB - 500 * MiB) / (80 * GiB))
     assert b.info["ceiling_mode"] == "emulated" and b.info["nvml_source"] == source
-    assert b.info["device_total_bytes"] == 80 * GiB and b.info["driver"] == "580.1"
+    assert b.info["total_memory_bytes"] == 80 * GiB and b.info["driver"] == "580.1"
 
 
 def test_ceiling_at_least_the_card_is_native():

@@ -89,7 +89,7 @@ def test_unsupported_pipeline_is_refused(monkeypatch):
     info = pipelines.model_info("builtin:tiny-sd")
     monkeypatch.setattr(pipelines, "model_info", lambda m: dataclasses.replace(
         info, components=frozenset({"transformer", "vae", "text_encoder"})))
-    with pytest.raises(PlannerUnsupportedError, match="--no-planner"):
+    with pytest.raises(PlannerUnsupportedError, match="traces UNet \\+ VAE pipelines"):
         Planner(tiny())
 
 

@@ -259,3 +259,12 @@ def test_validate_and_complete(space):
         space.validate({"nope": 1})
     with pytest.raises(InvalidAssignmentError):
         space.complete({"offload": "sequential"})
+
+
+def test_selectors_that_would_change_nothing_are_errors():
+    ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
+    with pytest.raises(InvalidAssignmentError, match="default is the baseline"):
+        SearchSpace(ctx, exclude=["dtype=fp32"])
+    with pytest.raises(InvalidAssignmentError, match="offload=model cannot run here: needs an accelerator"):
+        SearchSpace(ctx, include=["offload=model"])
+    assert SearchSpace(ctx, exclude=["dtype"]).choices["dtype"] == ("fp32",)

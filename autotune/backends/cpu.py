@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import platform
 import resource
 import weakref
 from collections.abc import Iterator
@@ -85,7 +84,9 @@ class CpuBackend:
         return None
 
     def device_name(self) -> str:
-        return platform.processor() or platform.machine() or "cpu"
+        from autotune.hardware import cpu_name
+
+        return cpu_name()
 
     def synchronize(self) -> None:
         return None

@@ -183,7 +183,7 @@ class CudaBackend:
                 self.cuda.set_per_process_memory_fraction(self.fraction, 0)
         self.info = {
             "device_name": props.name,
-            "device_total_bytes": self.total_bytes,
+            "total_memory_bytes": self.total_bytes,
             "cuda_context_bytes": self.context_bytes,
             "ceiling_mode": "native" if self.fraction is None else "emulated",
             "memory_fraction": self.fraction,

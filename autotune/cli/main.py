@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 metavar="COMMAND")
     for module in (search_cmd, plan_cmd, apply_cmd, show_cmd, probe_cmd, knobs_cmd):
         module.add_parser(sub)
+    for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps a
+        # value given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks instead of one-line errors")
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details to stderr")
     return parser
 
 

@@ -2,32 +2,27 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import sys
 import time
 from typing import Any
 
 from autotune.cli.format import print_json, settings_diff, size, table
+from autotune.cli.target_args import add_target_arguments, target_from_args
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "plan", help="predict each candidate's peak memory under a ceiling, on any machine",
-        description="Predict the peak device memory of every candidate setting from fake-tensor traces "
+        description=textwrap.fill("Predict the peak device memory of every candidate setting from fake-tensor traces "
                     "of the real diffusers code (no GPU, no weights, no run), with where the peak "
                     "happens and whether it fits under --max-vram. Candidates are listed feasible "
-                    "first, likely-fastest first.",
+                    "first, likely-fastest first.", width=88),
         epilog="example:\n  autotune plan --model builtin:sd15 --height 512 --width 512 --batch 4 --max-vram 8GB",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="builtin:sd15", help="any model `autotune search` accepts (default: builtin:sd15)")
-    p.add_argument("--height", type=int, help="image height in pixels (default: the model's native size)")
-    p.add_argument("--width", type=int, help="image width in pixels (default: the model's native size)")
-    p.add_argument("--batch", type=int, default=1, help="images per prompt (default: 1)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (memory does not depend on it; kept for the target)")
-    p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB (required)")
+    add_target_arguments(p, model_default_help="builtin:sd15")
     p.add_argument("--device", default="cuda", help="device to plan for: cuda (default, works without a GPU) or cpu")
-    p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
-    p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]", help="as in `autotune search`")
     p.add_argument("--top", type=int, default=14, help="rows to print (default: 14; --json lists all)")
     p.add_argument("--every", action="store_true",
                    help="one row per candidate (default: one per offload mode and dtype, its likely-fastest)")
@@ -37,20 +32,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autotune.errors import InvalidTargetError
-    from autotune.pipelines import model_info
     from autotune.planner import Planner
     from autotune.planner.seeding import speed_prior
-    from autotune.target import Target
     from autotune.tune import space_for
-    from autotune.units import parse_size
 
     if args.top < 1:
         raise InvalidTargetError(f"--top must be 1 or more, got {args.top}")
-    max_vram = parse_size(args.max_vram)
-    info = model_info(args.model)
-    target = Target(model=args.model, height=args.height or info.native_height, width=args.width or info.native_width,
-                    batch=args.batch, steps=args.steps, max_vram=max_vram, device=args.device,
-                    pipeline_class=info.pipeline_class)
+    target = target_from_args(args, args.device, "builtin:sd15")
+    max_vram = target.max_vram
     space = space_for(target, args.include, args.exclude)
     start = time.monotonic()
     planner = Planner(target)

@@ -2,33 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import sys
 from pathlib import Path
 from typing import Any
 
 from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size, table
+from autotune.cli.target_args import add_target_arguments, target_from_args
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search", help="measure settings under a memory ceiling, write the fastest as a profile",
-        description="Search the memory/speed settings valid for this model and device, measuring "
+        description=textwrap.fill("Search the memory/speed settings valid for this model and device, measuring "
                     "each trial in its own process, and write the fastest one that fits under "
                     "--max-vram as a profile YAML. Finished trials are kept in --run-dir: an "
-                    "interrupted search continues with --resume.",
+                    "interrupted search continues with --resume.", width=88),
         epilog="examples:\n  autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.yaml\n"
                "  autotune search --model builtin:sd15 --max-vram 8GB --batch 4 --trials 30\n"
                "  autotune search --model ./my-sd-folder --max-vram 12GB --resume\n\n"
                "sizes: '8GB' and '8GiB' both mean 8 * 2**30 bytes, as GPUs are labelled.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="builtin:tiny-sd | builtin:sd15 | builtin:sdxl, a hub id or a diffusers "
-                                   "folder (default: builtin:sd15 on a GPU, builtin:tiny-sd on CPU)")
-    p.add_argument("--height", type=int, help="image height in pixels, a multiple of 8 (default: the model's native size)")
-    p.add_argument("--width", type=int, help="image width in pixels, a multiple of 8 (default: the model's native size)")
-    p.add_argument("--batch", type=int, default=1, help="images per prompt (default: 1)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps per image (default: 20)")
-    p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
+    add_target_arguments(p, model_default_help="builtin:sd15 on a GPU, builtin:tiny-sd on CPU")
     p.add_argument("--trials", type=int, default=20, help="distinct settings to measure (default: 20)")
     p.add_argument("--out", type=Path, help="profile path (default: profiles/<model>-<W>x<H>-b<batch>-<ceiling>-<device>.yaml)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: auto = cuda when present)")
@@ -36,10 +32,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
     p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
-    p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
-                   help="search a value left out by default (e.g. --include compile)")
-    p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",
-                   help="do not search this knob or value (e.g. --exclude dtype=fp16)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per trial, after one warm-up (default: 3)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
     p.add_argument("--no-planner", action="store_true",
@@ -53,11 +45,9 @@ def add_parser(sub: Any) -> None:
 def build_target(args: argparse.Namespace) -> Any:
     from autotune import hardware
     from autotune.errors import InvalidTargetError
-    from autotune.pipelines import model_info
-    from autotune.target import Target
     from autotune.units import parse_size
 
-    max_vram = parse_size(args.max_vram)
+    parse_size(args.max_vram)  # the most common mistake: say it before anything slower
     if args.trials < 1:
         raise InvalidTargetError(f"--trials must be 1 or more, got {args.trials}")
     if args.timeout <= 0:
@@ -69,12 +59,7 @@ def build_target(args: argparse.Namespace) -> Any:
     device = hardware.default_device() if args.device == "auto" else args.device
     if device == "cuda":
         hardware.require_gpu()
-    model = args.model or ("builtin:sd15" if device == "cuda" else "builtin:tiny-sd")
-    info = model_info(model)
-    return Target(model=model, height=args.height if args.height is not None else info.native_height,
-                  width=args.width if args.width is not None else info.native_width,
-                  batch=args.batch, steps=args.steps, max_vram=max_vram, device=device,
-                  pipeline_class=info.pipeline_class)
+    return target_from_args(args, device, "builtin:sd15" if device == "cuda" else "builtin:tiny-sd")
 
 
 def default_out(target: Any) -> Path:
@@ -125,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         fp = result.profile.fingerprint
         if fp.get("ceiling_mode") == "emulated":
             print(f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.get('device_name')} "
-                  f"({size(fp.get('device_total_bytes'))}) by capping PyTorch's share of it; allocation "
+                  f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
                   "patterns differ on a real card of that size: confirm the profile there")
     return 0
 

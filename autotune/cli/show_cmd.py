@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"measured on {fp.get('device_name')} ({fp.get('device')}), torch {versions.get('torch')}, "
           f"diffusers {versions.get('diffusers')}, autotune {versions.get('autotune')}")
     if fp.get("ceiling_mode") == "emulated":
-        print(f"ceiling  emulated on a {size(fp.get('device_total_bytes'))} card (PyTorch capped to "
+        print(f"ceiling  emulated on a {size(fp.get('total_memory_bytes'))} card (PyTorch capped to "
               f"{fp.get('memory_fraction', 0):.4f} of it); confirm on a real {size(t.max_vram)} card")
     if fp.get("pytorch_cuda_alloc_conf"):
         print(f"PYTORCH_CUDA_ALLOC_CONF={fp['pytorch_cuda_alloc_conf']}")

@@ -229,12 +229,6 @@ def _apply_compile(pipe: Any, value: Value, ctx: ApplyContext) -> None:
         raise ValueError(f"unknown compile mode {value!r}")
 
 
-def _compile_reason(value: Value, ctx: Context) -> str | None:
-    if value == "regional" and not ctx.components & {"unet", "transformer"}:
-        return "regional compile needs a denoiser with repeated blocks"
-    return None
-
-
 def _compile_excluded(value: Value, ctx: Context) -> str | None:
     if value != "none" and ctx.device == "cpu":
         return "cold torch.compile takes ~50 s per trial on CPU; add --include compile to search it"
@@ -244,8 +238,7 @@ def _compile_excluded(value: Value, ctx: Context) -> str | None:
 register(Knob(
     name="compile", choices=("none", "full", "regional"), default="none", stage=Stage.COMPILE,
     help="torch.compile the denoiser: whole model, or only its repeated blocks (faster to compile)",
-    apply=_apply_compile, requires_components=DENOISERS, unavailable_reason=_compile_reason,
-    excluded_by_default=_compile_excluded,
+    apply=_apply_compile, requires_components=DENOISERS, excluded_by_default=_compile_excluded,
 ))
 
 

@@ -70,7 +70,7 @@ class Planner:
         if "unet" not in components or "vae" not in components:
             raise PlannerUnsupportedError(
                 f"the planner traces UNet + VAE pipelines; {target.model} has "
-                f"{', '.join(sorted(components))}: run the search with --no-planner"
+                f"{', '.join(sorted(components))}"
             )
         self.target = target
         self._upcasts_vae = model_info(target.model).pipeline_class.startswith("StableDiffusionXL")
