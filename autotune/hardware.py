@@ -54,6 +54,21 @@ def probe_gpus_nvml() -> list[GpuInfo]:
         pynvml.nvmlShutdown()
 
 
+def nvml_handle_for_cuda0(pynvml: Any) -> Any:
+    """NVML's handle of the GPU torch calls cuda:0. NVML numbers every GPU on the machine, CUDA
+    only the visible ones: with CUDA_VISIBLE_DEVICES=2, cuda:0 is NVML's GPU 2."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        return pynvml.nvmlDeviceGetHandleByUUID(first)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
+
+
+def visible_gpu_index() -> int:
+    """Position of cuda:0 in the NVML list (see `nvml_handle_for_cuda0`), for plain index lists."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
 def probe_gpus_torch() -> list[GpuInfo]:
     import torch
 
@@ -91,7 +106,7 @@ def total_ram_bytes() -> int | None:
 
 
 def require_gpu() -> GpuInfo:
-    """The first GPU torch can use, or a one-line error naming the fix."""
+    """The GPU torch calls cuda:0, or a one-line error naming the fix."""
     from autotune.errors import InvalidTargetError
 
     gpus = probe_gpus()
@@ -103,7 +118,8 @@ def require_gpu() -> GpuInfo:
 
         raise InvalidTargetError(f"a GPU is visible but this torch ({torch.__version__}) cannot use it; "
                                  "install a CUDA build of torch, or use --device cpu")
-    return gpus[0]
+    index = visible_gpu_index()
+    return gpus[index] if gpus[0].source == "nvml" and index < len(gpus) else gpus[0]
 
 
 def torch_has_cuda() -> bool:

@@ -251,7 +251,7 @@ def test_nvml_probe_parses_every_gpu(monkeypatch):
     assert gpus[1].total_bytes == 141 * GiB and gpus[0].free_bytes == 70 * GiB
     assert gpus[0].compute_capability == "9.0" and gpus[0].driver == "580.65.06"
     assert fake.calls[-1] == "shutdown"
-    reader = PynvmlReader(0)
+    reader = PynvmlReader()
     assert reader.process_used_bytes(7) == 3 * GiB
     assert reader.process_used_bytes(8) is None and reader.process_used_bytes(9) is None
 
@@ -265,3 +265,18 @@ def test_nvml_failure_means_no_gpus(monkeypatch):
     fake.nvmlInit = fail
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
     assert hardware.probe_gpus_nvml() == []
+
+
+@pytest.mark.parametrize("visible, expected", [(None, 0), ("1", 1), ("1,0", 1), ("GPU-abc", "GPU-abc")])
+def test_nvml_reads_the_gpu_torch_calls_cuda0(monkeypatch, visible, expected):
+    fake = FakePynvml()
+    fake.nvmlDeviceGetHandleByUUID = lambda uuid: uuid
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert PynvmlReader()._handle == expected
+    if isinstance(expected, int):
+        monkeypatch.setattr(hardware, "torch_has_cuda", lambda: True)
+        assert hardware.require_gpu().name == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"][expected]

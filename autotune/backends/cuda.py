@@ -70,12 +70,14 @@ class PynvmlReader:
     """NVML for one device index. Per-process usage may be invisible inside containers (PID
     namespaces); callers then fall back to the device-wide delta over a baseline."""
 
-    def __init__(self, index: int = 0) -> None:
+    def __init__(self) -> None:
         import pynvml
+
+        from autotune.hardware import nvml_handle_for_cuda0
 
         self._nvml = pynvml
         pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self._handle = nvml_handle_for_cuda0(pynvml)
 
     def device_used_bytes(self) -> int:
         return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
@@ -91,14 +93,14 @@ class PynvmlReader:
         return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def open_nvml(index: int = 0) -> PynvmlReader | None:
+def open_nvml() -> PynvmlReader | None:
     try:
         import pynvml
     except ImportError:
         log.warning("pynvml is not installed: the process peak falls back to reserved + context")
         return None
     try:
-        return PynvmlReader(index)
+        return PynvmlReader()
     except pynvml.NVMLError as exc:
         log.warning("NVML unavailable (%s): the process peak falls back to reserved + context", exc)
         return None
