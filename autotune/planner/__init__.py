@@ -66,14 +66,14 @@ class Planner:
 
         from autotune.pipelines import model_info
 
-        components = model_info(target.model).components
-        if "unet" not in components or "vae" not in components:
+        info = model_info(target.model)
+        if "unet" not in info.components or "vae" not in info.components:
             raise PlannerUnsupportedError(
                 f"the planner traces UNet + VAE pipelines; {target.model} has "
-                f"{', '.join(sorted(components))}"
+                f"{', '.join(sorted(info.components))}"
             )
         self.target = target
-        self._upcasts_vae = model_info(target.model).pipeline_class.startswith("StableDiffusionXL")
+        self._upcasts_vae = info.pipeline_class.startswith("StableDiffusionXL")
         self._mode = FakeTensorMode(allow_non_fake_inputs=True)
         self._modules: dict[str, dict[str, Any]] = {}
         self._traces: dict[tuple, int] = {}
@@ -118,8 +118,7 @@ class Planner:
             return trace.trace_vae_decode(module, self.target, denoiser, self._mode).activation_bytes
         if assignment.get("attention") == "sliced":
             module.set_attention_slice("auto")
-        else:
-            module.set_attention_slice(None) if hasattr(module, "set_attention_slice") else None
+        else:  # the fake modules are shared between traces: undo an earlier sliced one
             _reset_attention(module)
         return trace.trace_denoiser_step(component, module, self.target, modules["vae"], self._mode,
                                          cfg_batch=2).activation_bytes
