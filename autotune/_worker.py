@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,9 +71,9 @@ def measure(job: TrialJob, backend: Any = None) -> Measurement:
                 backend.synchronize()
         result.peak_bytes = reading.peak_bytes
         result.memory = dict(reading.memory)
-        if job.assignment.get("compile", "none") != "none" and result.latencies_s and "first_run_s" in result.timings:
-            result.timings["compile_s"] = max(
-                0.0, result.timings["first_run_s"] - statistics.median(result.latencies_s))
+        median = result.latency_median_s
+        if job.assignment.get("compile", "none") != "none" and median is not None and "first_run_s" in result.timings:
+            result.timings["compile_s"] = max(0.0, result.timings["first_run_s"] - median)
     except BaseException as exc:
         if not backend.is_oom(exc):
             raise

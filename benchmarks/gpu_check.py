@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune import hardware  # noqa: E402
 from autotune.cli.format import settings_diff  # noqa: E402
+from autotune import knobs  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
-from autotune.knobs.builtin import _attention_reason  # noqa: E402
 from autotune.measure import Measurement, SubprocessMeasurer, TrialJob  # noqa: E402
 from autotune.pipelines import model_info  # noqa: E402
 from autotune.profile import atomic_write_text  # noqa: E402
@@ -57,7 +57,7 @@ def ladder(device: str, ctx: Context) -> list[tuple[str, dict[str, Any] | None, 
         rows.append(("+compile", None, "skipped on cpu: a cold compile takes about a minute"))
     else:
         rows.append(("+compile", compiled, ""))
-    reason = _attention_reason("xformers", ctx)
+    reason = knobs.get("attention").reason_unavailable("xformers", ctx)
     if reason:
         rows.append(("+xformers attention", None,
                      f"skipped: {reason}. Every row already uses PyTorch SDPA, whose flash and "

@@ -7,8 +7,8 @@ and the trial at which each run first measured its final best.
 
 The default ceiling (8MB) sits between the fp32 peak (11.2 MiB at 128 px) and the half-precision
 peaks (<= 5.6 MiB), so a third of the space cannot fit: the case the planner is for. CPU latencies
-of this tiny pipeline differ by a few percent between near-identical settings, so "same best" is
-judged on the settings' memory-relevant part and on latency within 10%.
+of this tiny pipeline differ by a few percent between near-identical settings: read "same best"
+from the best-settings column, next to each run's best latency.
 """
 from __future__ import annotations
 
