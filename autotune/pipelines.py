@@ -11,7 +11,9 @@ import functools
 import hashlib
 import json
 import logging
+import inspect
 import os
+import re
 import shutil
 import string
 import tempfile
@@ -36,6 +38,21 @@ class ModelInfo:
     components: frozenset[str]
     native_height: int
     native_width: int
+    #: component name -> (library, class name), as model_index.json declares it.
+    component_classes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    #: Frames a video pipeline makes by default (its `__call__` default), None for images.
+    native_frames: int | None = None
+    #: `model_identity(model)`: the same for every spelling of the same model.
+    identity: str = ""
+
+
+#: The module that runs every step.
+DENOISER_NAMES = ("unet", "transformer")
+#: Latent samples per side a denoiser without `sample_size` in its config runs at by default
+#: (Flux: `default_sample_size = 128`; UNets default to 64).
+_DEFAULT_SAMPLE = {"unet": 64, "transformer": 128}
+_REVISION = re.compile(r"[0-9a-f]{40}")
+_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})(?:/|$)")
 
 
 def _tiny_configs() -> dict[str, dict[str, Any]]:
@@ -107,43 +124,170 @@ def _builtin_configs(model: str) -> dict[str, dict[str, Any]]:
     return BUILTINS[name]()
 
 
-def _info_from_configs(model: str, configs: dict[str, dict[str, Any]]) -> ModelInfo:
+def component_classes(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (library, class name) of every component model_index.json declares (not None)."""
+    return {name: (entry[0], entry[1]) for name, entry in index.items()
+            if not name.startswith("_") and isinstance(entry, (list, tuple)) and len(entry) == 2
+            and entry[0] is not None and entry[1] is not None}
+
+
+def vae_spatial_scale(vae: dict[str, Any] | None) -> int:
+    """Pixels per latent sample along each side: video VAEs say it (`scale_factor_spatial`), KL
+    VAEs halve the size in every block but the last, DC autoencoders in every encoder block."""
+    if not vae:
+        return 8
+    if vae.get("scale_factor_spatial"):
+        return int(vae["scale_factor_spatial"])
+    blocks = vae.get("block_out_channels") or vae.get("encoder_block_out_channels")
+    return 2 ** (len(blocks) - 1) if blocks else 8
+
+
+def _call_defaults(pipeline_class: str) -> dict[str, int]:
+    """The integer defaults of `height`, `width` and `num_frames` in the pipeline's `__call__`."""
+    import diffusers
+
+    cls = getattr(diffusers, pipeline_class, None)
+    if cls is None:
+        return {}
+    params = inspect.signature(cls.__call__).parameters
+    return {k: params[k].default for k in ("height", "width", "num_frames")
+            if k in params and isinstance(params[k].default, int)}
+
+
+def _native_size(pipeline_class: str, configs: dict[str, Any]) -> tuple[int, int, int | None]:
+    """(height, width, frames): the denoiser's sample_size x the VAE's scale, else what the
+    pipeline's `__call__` defaults to (Wan: 480x832, 81 frames), else the pipeline family's default."""
+    name = next((n for n in DENOISER_NAMES if n in configs), None)
+    denoiser = dict(configs[name]) if name else {}
+    scale = vae_spatial_scale(configs.get("vae"))
+    defaults = _call_defaults(pipeline_class)
+    frames = defaults.get("num_frames")
+    sample = denoiser.get("sample_size")
+    if sample:
+        h, w = (sample, sample) if isinstance(sample, int) else tuple(sample)[:2]
+        return int(h) * scale, int(w) * scale, frames
+    if "height" in defaults and "width" in defaults:
+        return defaults["height"], defaults["width"], frames
+    side = _DEFAULT_SAMPLE.get(name or "unet", 64) * scale
+    return side, side, frames
+
+
+def _info_from_configs(model: str, configs: dict[str, Any]) -> ModelInfo:
     index = configs["model_index"]
-    components = frozenset(
-        k for k, v in index.items()
-        if not k.startswith("_") and isinstance(v, list) and v[0] is not None
-    )
-    denoiser = configs.get("unet") or configs.get("transformer") or {}
-    vae = configs.get("vae") or {}
-    scale = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-    sample = denoiser.get("sample_size", 64)
-    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    return ModelInfo(model, index["_class_name"], components, sample * scale, sample * scale)
+    classes = component_classes(index)
+    height, width, frames = _native_size(index["_class_name"], configs)
+    return ModelInfo(model, index["_class_name"], frozenset(classes), height, width,
+                     component_classes=classes, native_frames=frames, identity=model_identity(model))
 
 
-@functools.lru_cache(maxsize=32)
-def model_info(model: str) -> ModelInfo:
-    """Read the model's configs (no weights) or say in one line that it cannot be found. Cached:
-    for a hub id this is a download of small JSON files."""
+def is_model_class(library: str, class_name: str) -> bool:
+    """True for classes with weights and a config: diffusers models, transformers models."""
+    if library == "transformers":
+        import transformers
+
+        cls = getattr(transformers, class_name, None)
+        return cls is not None and hasattr(cls, "config_class") and hasattr(cls, "from_pretrained")
+    if library != "diffusers":
+        return False
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    return isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)
+
+
+def read_component_config(model: str, name: str, library: str, class_name: str) -> Any:
+    """`name`'s config read by its own class, for a local folder or a hub id alike: a dict for
+    diffusers models (their `config.json`), a `PretrainedConfig` for transformers models.
+    Never `DiffusionPipeline.load_config(model, subfolder=name)`: it looks for `model_index.json`
+    there and, for a local folder, falls back to the root index."""
+    if library == "transformers":
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model, subfolder=name)
+    import diffusers
+
+    return dict(getattr(diffusers, class_name).load_config(model, subfolder=name))
+
+
+def load_configs(model: str, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """model_index plus the config of each model component in `names` (all when None).
+    Built-ins come from the package; folders and hub ids from their files, configs only."""
     if model.startswith(BUILTIN_PREFIX):
-        return _info_from_configs(model, _builtin_configs(model))
+        configs = _builtin_configs(model)
+        return {k: v for k, v in configs.items() if k == "model_index" or names is None or k in names}
     from diffusers import DiffusionPipeline
 
     try:
-        index = DiffusionPipeline.load_config(model)
-        configs: dict[str, dict[str, Any]] = {"model_index": dict(index)}
-        for name in ("unet", "transformer", "vae"):
-            if name in index:
-                configs[name] = dict(DiffusionPipeline.load_config(model, subfolder=name))
+        index = dict(DiffusionPipeline.load_config(model))
+        if "_class_name" not in index:
+            raise ModelNotFoundError(f"{model!r} has no model_index.json: not a diffusers pipeline")
+        configs: dict[str, Any] = {"model_index": index}
+        for name, (library, class_name) in component_classes(index).items():
+            if (names is None or name in names) and is_model_class(library, class_name):
+                configs[name] = read_component_config(model, name, library, class_name)
     except (OSError, ValueError) as exc:  # diffusers raises EnvironmentError for missing repos/files
         where = "local folder" if Path(model).exists() else "built-in, local folder or hub id"
         raise ModelNotFoundError(
             f"cannot find model {model!r} as a {where} ({str(exc).splitlines()[0][:160]}); "
             f"use a diffusers folder, a hub id you can download, or one of {', '.join(builtin_names())}"
         ) from None
-    if "components" not in configs["model_index"] and "_class_name" not in configs["model_index"]:
-        raise ModelNotFoundError(f"{model!r} has no model_index.json: not a diffusers pipeline")
-    return _info_from_configs(model, configs)
+    return configs
+
+
+@functools.lru_cache(maxsize=32)
+def model_info(model: str) -> ModelInfo:
+    """Read the model's configs (no weights) or say in one line that it cannot be found. Cached:
+    for a hub id this is a download of small JSON files."""
+    return _info_from_configs(model, load_configs(model, names=(*DENOISER_NAMES, "vae")))
+
+
+# ---- identity ---------------------------------------------------------------------------------
+
+def model_identity(model: str, revision: str | None = None) -> str:
+    """One name for every spelling of the same model: built-ins as they are; a local folder as its
+    resolved absolute path (a hub cache snapshot folder as `org/name@commit`); a hub id as
+    `org/name@commit` when the commit is known (given, or the cached snapshot's), else the id."""
+    if model.startswith(BUILTIN_PREFIX):
+        return model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        resolved = path.resolve()
+        snapshot = _SNAPSHOT.search(resolved.as_posix())
+        if snapshot:
+            return f"{snapshot['repo'].replace('--', '/', 1)}@{snapshot['revision']}"
+        return str(resolved)
+    commit = _cached_commit(model, revision)
+    return f"{model}@{commit}" if commit else model
+
+
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    if revision and _REVISION.fullmatch(revision):
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
+    except ValueError:  # not a valid repo id (huggingface_hub's HFValidationError)
+        return None
+    if isinstance(found, str):
+        snapshot = _SNAPSHOT.search(Path(found).as_posix())
+        return snapshot["revision"] if snapshot else None
+    return None
+
+
+def split_identity(identity: str) -> tuple[str, str | None]:
+    """(model, commit or None): hub identities carry `@commit`; paths and built-ins never do."""
+    if identity.startswith(BUILTIN_PREFIX) or Path(identity).is_absolute():
+        return identity, None
+    base, sep, commit = identity.rpartition("@")
+    return (base, commit) if sep and _REVISION.fullmatch(commit) else (identity, None)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two identities name the same model: same path, built-in or hub id, and the same commit
+    where both know theirs."""
+    (base_a, rev_a), (base_b, rev_b) = split_identity(a), split_identity(b)
+    return base_a == base_b and (rev_a is None or rev_b is None or rev_a == rev_b)
 
 
 def offline_clip_tokenizer() -> Any:

@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 import torch
 
+from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
+
 from autotune.errors import AutotuneError, ModelNotFoundError
-from autotune.pipelines import ModelInfo, build_pipeline, builtin_names, model_info
+from autotune.pipelines import (
+    ModelInfo,
+    build_pipeline,
+    builtin_names,
+    load_configs,
+    model_identity,
+    model_info,
+    same_model,
+)
 
 TINY = "builtin:tiny-sd"
 
@@ -174,3 +184,77 @@ def test_builtin_cache_round_trips_exactly_per_dtype(tmp_path):
             a, b = getattr(fresh, name).state_dict(), getattr(pipe, name).state_dict()
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(list((tmp_path / "builtin").iterdir())) == 1  # no temp folder left behind
+
+
+# ---- local folders and hub ids: configs read by each component's own class ---------------------
+
+@pytest.mark.parametrize(("name", "pipeline_class", "size", "frames", "denoiser"), [
+    ("sd", "StableDiffusionPipeline", (64, 64), None, ("diffusers", "UNet2DConditionModel")),
+    ("sdxl", "StableDiffusionXLPipeline", (64, 64), None, ("diffusers", "UNet2DConditionModel")),
+    ("pixart", "PixArtSigmaPipeline", (64, 64), None, ("diffusers", "PixArtTransformer2DModel")),
+    # no sample_size in a Wan transformer's config: the pipeline's own call defaults
+    ("wan", "WanPipeline", (480, 832), 81, ("diffusers", "WanTransformer3DModel")),
+])
+def test_model_info_of_a_folder_reads_its_own_configs(zoo, name, pipeline_class, size, frames, denoiser):  # noqa: F811
+    info = model_info(str(zoo[name]))
+    assert info.pipeline_class == pipeline_class
+    assert (info.native_height, info.native_width) == size  # sample_size 8 x VAE scale 8, not 512
+    assert info.native_frames == frames
+    den = "unet" if denoiser[1].startswith("UNet") else "transformer"
+    assert info.component_classes[den] == denoiser
+    assert info.components == frozenset(info.component_classes)
+    assert info.identity == str(zoo[name].resolve())
+
+
+def test_component_configs_are_the_folders_not_class_defaults(zoo):  # noqa: F811
+    configs = load_configs(str(zoo["sd"]))
+    assert configs["unet"]["block_out_channels"] == [32, 64]          # class default: 320..1280
+    assert configs["vae"]["block_out_channels"] == [16, 32, 32, 32]
+    assert configs["text_encoder"].hidden_size == 32                   # a transformers config
+    assert "_class_name" in configs["model_index"]
+
+
+def test_identity_is_the_same_for_every_spelling_of_a_folder(zoo, monkeypatch):  # noqa: F811
+    folder = zoo["sd"]
+    monkeypatch.chdir(folder.parent)
+    spellings = ["sd", "./sd", f"../{folder.parent.name}/sd", str(folder), str(folder) + "/"]
+    assert {model_identity(s) for s in spellings} == {str(folder.resolve())}
+    assert model_identity("builtin:tiny-sd") == "builtin:tiny-sd"
+    assert model_identity("sd-other") == "sd-other"  # no such folder: a hub id, no commit known
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(zoo, tmp_path, monkeypatch):  # noqa: F811
+    """The zoo SD folder as the hub cache would hold `org/tiny-sd` at commit SHA (offline)."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--org--tiny-sd"
+    shutil.copytree(zoo["sd"], repo / "snapshots" / SHA)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SHA)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model_info.cache_clear()
+    yield repo / "snapshots" / SHA
+    model_info.cache_clear()
+
+
+def test_hub_id_reads_configs_and_carries_its_commit(hub_cache):
+    info = model_info("org/tiny-sd")
+    assert (info.native_height, info.native_width) == (64, 64)
+    assert info.identity == f"org/tiny-sd@{SHA}"
+    assert load_configs("org/tiny-sd")["unet"]["block_out_channels"] == [32, 64]
+    assert model_identity(str(hub_cache)) == f"org/tiny-sd@{SHA}"  # the snapshot folder itself
+    assert model_identity("org/tiny-sd", revision="f" * 40) == "org/tiny-sd@" + "f" * 40
+
+
+def test_same_model_compares_commits_only_where_both_are_known():
+    assert same_model(f"org/m@{SHA}", "org/m")
+    assert same_model(f"org/m@{SHA}", f"org/m@{SHA}")
+    assert not same_model(f"org/m@{SHA}", "org/m@" + "f" * 40)
+    assert not same_model("org/m", "org/n")
+    assert same_model("/abs/path@x", "/abs/path@x") and not same_model("/abs/a", "/abs/b")

@@ -9,9 +9,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from autotune.pipelines import BUILTIN_PREFIX, _builtin_configs
-
-TRACED_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "transformer", "vae")
+from autotune.pipelines import component_classes, load_configs
 
 
 @contextlib.contextmanager
@@ -25,24 +23,10 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def _configs(model: str) -> dict[str, Any]:
-    """model_index plus each traced component's config, from the package or the model source."""
-    if model.startswith(BUILTIN_PREFIX):
-        return _builtin_configs(model)
-    from diffusers import DiffusionPipeline
-    from transformers import AutoConfig
-
-    index = dict(DiffusionPipeline.load_config(model))
-    configs: dict[str, Any] = {"model_index": index}
-    for name in TRACED_COMPONENTS:
-        entry = index.get(name)
-        if not entry or entry[0] is None:
-            continue
-        if entry[0] == "transformers":
-            configs[name] = AutoConfig.from_pretrained(model, subfolder=name)
-        else:
-            configs[name] = dict(DiffusionPipeline.load_config(model, subfolder=name))
-    return configs
+def traced_names(index: dict[str, Any]) -> list[str]:
+    """The components a pipeline runs, in the order it runs them: text encoders, denoiser, VAE."""
+    names = sorted(n for n in index if n.startswith("text_encoder"))
+    return [*names, *(n for n in ("unet", "transformer", "vae") if n in index)]
 
 
 def _build(library: str, class_name: str, config: Any) -> torch.nn.Module:
@@ -60,13 +44,15 @@ def _build(library: str, class_name: str, config: Any) -> torch.nn.Module:
 
 
 def fake_components(model: str, dtype: torch.dtype, mode: FakeTensorMode) -> dict[str, torch.nn.Module]:
-    """The traced components of `model`, with fake parameters in `dtype`, in eval mode."""
-    configs = _configs(model)
-    index = configs["model_index"]
+    """The traced components of `model`, with fake parameters in `dtype`, in eval mode. Each is
+    built from its own config (read by its own class), so sizes are those of the model's weights."""
+    classes = component_classes(load_configs(model, names=())["model_index"])
+    names = tuple(traced_names(classes))
+    configs = load_configs(model, names=names)
     modules = {}
     with default_dtype(dtype), mode:
-        for name in TRACED_COMPONENTS:
-            entry = index.get(name)
-            if name in configs and entry and entry[0] is not None:
-                modules[name] = _build(entry[0], entry[1], configs[name]).eval()
+        for name in names:
+            if name in configs:
+                library, class_name = classes[name]
+                modules[name] = _build(library, class_name, configs[name]).eval()
     return modules
