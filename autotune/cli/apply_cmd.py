@@ -12,7 +12,7 @@ def add_parser(sub: Any) -> None:
                                    "generate at its size, batch and steps. Same code path as "
                                    "load_pipeline() + apply_profile() in Python.")
     p.add_argument("profile", help="path to a profile YAML")
-    p.add_argument("--out", type=Path, default=Path("autotune.png"), help="output PNG (batch > 1 adds -1, -2...; default: autotune.png)")
+    p.add_argument("--out", type=Path, default=Path("autotune.png"), help="output PNG in an existing folder (batch > 1 adds -1, -2...; default: autotune.png)")
     p.add_argument("--prompt", help="prompt (default: the one the profile was measured with)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.add_argument("--device", help="override the profile's device (cuda, cpu)")
@@ -20,22 +20,21 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from autotune.apply import apply_profile, load_pipeline, require_device
     from autotune.cli.format import check_output_path
     from autotune.profile import Profile
 
-    check_output_path(args.out, (".png",), "--out")
+    check_output_path(args.out, (".png",), "--out", create_parents=False)
     profile = Profile.load(args.profile)
     require_device(args.device or profile.target.device)  # before a load that can take a minute
+    import torch  # after the checks above: a wrong path is answered without the 2 s import
+
     pipe = load_pipeline(profile)
     handle = apply_profile(pipe, profile, device=args.device)
     t = profile.target
     images = pipe(prompt=args.prompt or t.prompt, height=t.height, width=t.width,
                   num_images_per_prompt=t.batch, num_inference_steps=t.steps,
                   generator=torch.Generator("cpu").manual_seed(args.seed)).images
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     paths = [args.out] if len(images) == 1 else [
         args.out.with_name(f"{args.out.stem}-{i + 1}{args.out.suffix}") for i in range(len(images))]
     for image, path in zip(images, paths):

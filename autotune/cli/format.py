@@ -37,8 +37,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def check_output_path(path: Path, suffixes: tuple[str, ...], flag: str) -> Path:
-    """Refuse an output path that could not be written, before any long work is spent on it."""
+def check_output_path(path: Path, suffixes: tuple[str, ...], flag: str, *,
+                      create_parents: bool = True) -> Path:
+    """Refuse an output path that could not be written, before any long work is spent on it.
+
+    With create_parents=False the folder must exist already: nothing is created silently."""
     import os
 
     from autotune.errors import InvalidTargetError
@@ -47,7 +50,11 @@ def check_output_path(path: Path, suffixes: tuple[str, ...], flag: str) -> Path:
         raise InvalidTargetError(f"{flag} must end in {' or '.join(suffixes)}, got {str(path)!r}")
     if path.is_dir():
         raise InvalidTargetError(f"{flag} {str(path)!r} is a folder; give a file name inside it")
-    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    folder = path.parent
+    if not create_parents and not folder.exists():
+        raise InvalidTargetError(f"cannot write {flag} {str(path)!r}: folder {str(folder)!r} does not "
+                                 f"exist; create it first (mkdir -p {folder}) or pick another path")
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise InvalidTargetError(f"cannot write {flag} {str(path)!r}: {parent} is not a writable folder")
     return path

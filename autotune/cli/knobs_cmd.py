@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import print_json, table
 
 
@@ -12,30 +13,27 @@ def add_parser(sub: Any) -> None:
                        description="List the knob registry for a model and device: each value is "
                                    "searched, unavailable (cannot run here) or excluded (could run, "
                                    "left out by default), with the reason.")
-    p.add_argument("--model", default="builtin:tiny-sd", help="model whose components decide availability (default: builtin:tiny-sd)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: auto)")
+    p.add_argument("--model", help=f"model whose components decide availability (default: {MODEL_DEFAULT_HELP})")
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune import hardware, knobs
-    from autotune.errors import InvalidTargetError
+    from autotune import knobs
     from autotune.pipelines import model_info
     from autotune.space import SearchSpace
-    from autotune.target import SUPPORTED_DEVICES
 
-    device = hardware.default_device() if args.device == "auto" else args.device
-    if device not in SUPPORTED_DEVICES:
-        raise InvalidTargetError(f"--device must be cuda, cpu or auto, got {args.device!r}")
-    info = model_info(args.model)
+    device = resolve_device(args.device)
+    model = args.model or default_model(device)
+    info = model_info(model)
     space = SearchSpace(knobs.Context(device=device, components=info.components))
     if args.json:
         print_json([{"knob": s.knob, "value": s.value, "state": s.state, "reason": s.reason,
                      "stage": knobs.get(s.knob).stage.name.lower(),
                      "lossy": knobs.get(s.knob).is_lossy(s.value)} for s in space.statuses])
         return 0
-    print(f"knobs for {args.model} on {device}\n")
+    print(f"knobs for {model} on {device}\n")
     rows = []
     for s in space.statuses:
         knob = knobs.get(s.knob)

@@ -2,27 +2,29 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 import sys
+import textwrap
 import time
 from typing import Any
 
+from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import print_json, settings_diff, size, table
 from autotune.cli.target_args import add_target_arguments, target_from_args
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "plan", help="predict each candidate's peak memory under a ceiling, on any machine",
+        "plan", help="predict each candidate's peak memory, on any machine (no GPU, no run)",
         description=textwrap.fill("Predict the peak device memory of every candidate setting from fake-tensor traces "
                     "of the real diffusers code (no GPU, no weights, no run), with where the peak "
-                    "happens and whether it fits under --max-vram. Candidates are listed feasible "
-                    "first, likely-fastest first.", width=88),
-        epilog="example:\n  autotune plan --model builtin:sd15 --height 512 --width 512 --batch 4 --max-vram 8GB",
+                    "happens. With --max-vram, mark what fits under it and list it first. Candidates "
+                    "are listed likely-fastest first.", width=88),
+        epilog="examples:\n  autotune plan --model builtin:sd15 --device cuda --height 512 --width 512 --batch 4\n"
+               "  autotune plan --model builtin:sd15 --device cuda --batch 4 --max-vram 8GB",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_target_arguments(p, model_default_help="builtin:sd15")
-    p.add_argument("--device", default="cuda", help="device to plan for: cuda (default, works without a GPU) or cpu")
+    add_target_arguments(p, model_default_help=MODEL_DEFAULT_HELP, ceiling_required=False)
+    add_device_argument(p, note="cuda plans for a GPU even on a machine without one")
     p.add_argument("--top", type=int, default=14, help="rows to print (default: 14; --json lists all)")
     p.add_argument("--every", action="store_true",
                    help="one row per candidate (default: one per offload mode and dtype, its likely-fastest)")
@@ -32,44 +34,87 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autotune.errors import InvalidTargetError
-    from autotune.planner import Planner
     from autotune.planner.seeding import speed_prior
-    from autotune.tune import space_for
+    from autotune.units import parse_size
 
     if args.top < 1:
         raise InvalidTargetError(f"--top must be 1 or more, got {args.top}")
-    target = target_from_args(args, args.device, "builtin:sd15")
-    max_vram = target.max_vram
-    space = space_for(target, args.include, args.exclude)
+    max_vram = None if args.max_vram is None else parse_size(args.max_vram)  # before slower work
+    device = resolve_device(args.device)
+    target = target_from_args(args, device, default_model(device))
     start = time.monotonic()
-    planner = Planner(target)
-    rows = [(a, planner.predict(a)) for a in space]
-    elapsed = time.monotonic() - start
-    prior = speed_prior(target.device)
-    rows.sort(key=lambda r: (r[1].total_bytes > max_vram, prior(r[0])))
-    feasible = sum(p.total_bytes <= max_vram for _, p in rows)
-    if args.json:
-        print_json({"target": target.to_dict(), "candidates": len(rows), "feasible": feasible,
-                    "seconds": round(elapsed, 2),
-                    "plans": [{"settings": a, "fits": p.total_bytes <= max_vram, **p.to_dict()} for a, p in rows]})
-        return 0
+    space, rows = _predict_all(target, args.include, args.exclude, device_was_auto=args.device == "auto")
     defaults = space.default()
+    elapsed = time.monotonic() - start
+    fits = (lambda p: True) if max_vram is None else (lambda p: p.total_bytes <= max_vram)
+    prior = speed_prior(target.device)
+    rows.sort(key=lambda r: (not fits(r[1]), prior(r[0])))
+    feasible = sum(fits(p) for _, p in rows)
+    smallest = min(rows, key=lambda r: r[1].total_bytes)
+    if args.json:
+        print_json({"target": {**target.to_dict(), "max_vram": max_vram}, "candidates": len(rows),
+                    "feasible": None if max_vram is None else feasible, "seconds": round(elapsed, 2),
+                    "smallest": {"settings": smallest[0], **smallest[1].to_dict()},
+                    "plans": [{"settings": a, "fits": None if max_vram is None else fits(p), **p.to_dict()}
+                              for a, p in rows]})
+        return 0
+    summary = (f"{len(rows)} candidates" if max_vram is None else
+               f"ceiling {size(max_vram)} ({max_vram} bytes): {feasible} of {len(rows)} candidates predicted to fit")
+    print(f"planned {summary} in {elapsed:.1f} s", file=sys.stderr)
+    _print_table(rows, args, target.device, max_vram, fits, defaults)
+    if max_vram is not None and feasible == 0:
+        settings, prediction = smallest
+        print(f"\nnothing fits under {size(max_vram)}: the smallest candidate "
+              f"({settings_diff(settings, defaults)}) needs {size(prediction.total_bytes)}; "
+              f"raise --max-vram to at least {size(prediction.total_bytes)} or lower --batch/--height/--width")
+    return 0
+
+
+def _predict_all(target: Any, include: list[str], exclude: list[str], *,
+                 device_was_auto: bool) -> tuple[Any, list[tuple[dict[str, Any], Any]]]:
+    """Every candidate with its prediction; says what it is doing on stderr (traces take 1-20 s)."""
+    from tqdm import tqdm
+
+    from autotune.planner import Planner
+    from autotune.tune import space_for
+
+    space = space_for(target, include, exclude)
+    hint = " (--device cuda plans for a GPU)" if device_was_auto and target.device == "cpu" else ""
+    print(f"planning {target.model} {target.width}x{target.height} batch {target.batch} on "
+          f"{target.device}{hint}: tracing {space.size()} candidates with fake tensors "
+          "(no weights, nothing runs)...", file=sys.stderr)
+    planner = Planner(target)
+    rows = []
+    with tqdm(total=space.size(), desc="planning", unit="candidate", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty()) as bar:
+        for assignment in space:
+            rows.append((assignment, planner.predict(assignment)))
+            bar.update(1)
+    return space, rows
+
+
+def _print_table(rows: list[tuple[dict[str, Any], Any]], args: argparse.Namespace, device: str,
+                 max_vram: int | None, fits: Any, defaults: dict[str, Any]) -> None:
     shown = rows if args.every else _one_per_placement(rows)
-    print(f"plan for {target.model} {target.width}x{target.height} batch {target.batch} on {target.device}, "
-          f"ceiling {size(max_vram)}: {feasible} of {len(rows)} candidates predicted to fit "
-          f"({elapsed:.1f} s)", file=sys.stderr)
-    unit = "NVML process peak" if target.device == "cuda" else "peak of live tensors in RAM"
-    print(f"predicted = weights + activations + workspace + allocator cache + CUDA context ({unit})\n")
-    table_rows = [(size(p.total_bytes), "yes" if p.total_bytes <= max_vram else "no", size(p.resident_weights_bytes),
-                   size(p.activation_bytes), p.peak_phase, size(p.workspace_bytes + p.allocator_bytes),
-                   size(p.runtime_bytes), settings_diff(a, defaults)) for a, p in shown[:args.top]]
-    print(table(["predicted", "fits", "weights", "activations", "peak during", "workspace+cache",
-                 "context", "settings (vs defaults)"], table_rows))
+    on_gpu = device == "cuda"
+    if on_gpu:
+        print("predicted = weights + activations + workspace + allocator cache + CUDA context "
+              "(NVML process peak)\n")
+    else:
+        print("predicted = weights + activations (peak of live tensors in RAM, not VRAM)\n")
+    headers = ["predicted", *(["fits"] if max_vram is not None else []), "weights", "activations",
+               "peak during", *(["workspace+cache", "context"] if on_gpu else []), "settings (vs defaults)"]
+    table_rows = []
+    for a, p in shown[:args.top]:
+        table_rows.append((size(p.total_bytes), *(["yes" if fits(p) else "no"] if max_vram is not None else []),
+                           size(p.resident_weights_bytes), size(p.activation_bytes), p.peak_phase,
+                           *([size(p.workspace_bytes + p.allocator_bytes), size(p.runtime_bytes)] if on_gpu else []),
+                           settings_diff(a, defaults)))
+    print(table(headers, table_rows))
     if len(shown) > args.top:
         print(f"... {len(shown) - args.top} more rows (--top N)")
     if not args.every:
         print(f"one row per offload mode and dtype, the likely-fastest of each; --every lists all {len(rows)}")
-    return 0
 
 
 def _one_per_placement(rows: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:

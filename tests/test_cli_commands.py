@@ -1,0 +1,160 @@
+"""What each command prints when it works: env, profiles, diff, plan, knobs, the default rule."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autotune import hardware
+from autotune.cli import defaults
+from autotune.errors import InvalidTargetError
+from test_cli import cli, tiny_profile
+
+FAKE_GPU = hardware.GpuInfo(index=0, name="NVIDIA H200", total_bytes=141 * 2**30, free_bytes=140 * 2**30,
+                            compute_capability="9.0", driver="570.86", source="nvml")
+
+
+# -- one default rule ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("has_gpu, device, model", [(True, "cuda", "builtin:sd15"), (False, "cpu", "builtin:tiny-sd")])
+def test_auto_device_and_its_default_model(monkeypatch, has_gpu, device, model):
+    monkeypatch.setattr(hardware, "torch_has_cuda", lambda: has_gpu)
+    assert defaults.resolve_device("auto") == defaults.resolve_device(None) == device
+    assert defaults.default_model(device) == model
+    assert defaults.resolve_device("cuda") == "cuda"  # chosen, not required: plan needs no GPU
+    with pytest.raises(InvalidTargetError, match="got 'gpu'"):
+        defaults.resolve_device("gpu")
+
+
+def test_knobs_follows_the_default_rule(monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "torch_has_cuda", lambda: True)
+    assert cli(capsys, "knobs").out.startswith("knobs for builtin:sd15 on cuda")
+    monkeypatch.setattr(hardware, "torch_has_cuda", lambda: False)
+    assert cli(capsys, "knobs").out.startswith("knobs for builtin:tiny-sd on cpu")
+    rows = json.loads(cli(capsys, "knobs", "--device", "cpu", "--json").out)
+    offload = [r for r in rows if r["knob"] == "offload" and r["value"] == "model"][0]
+    assert offload["state"] == "unavailable" and "accelerator" in offload["reason"]
+
+
+# -- env -----------------------------------------------------------------------------------------
+
+def test_env_reports_versions_gpus_and_variables(monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "probe_gpus", lambda: [FAKE_GPU])
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    run = cli(capsys, "env")
+    assert run.code == 0 and run.err == ""
+    lines = run.out.splitlines()
+    from autotune import __version__
+    assert f"- autotune: {__version__}" in lines
+    assert any(line.startswith("- torch: ") and "GPU usable" in line for line in lines)
+    assert any(line.startswith("- diffusers: ") for line in lines)
+    assert "- GPU 0: NVIDIA H200, 141.00 GiB, capability 9.0, driver 570.86 (via nvml)" in lines
+    assert "- PYTORCH_CUDA_ALLOC_CONF: expandable_segments:True" in lines
+    assert "- CUDA_VISIBLE_DEVICES: (unset)" in lines
+
+    data = json.loads(cli(capsys, "env", "--json").out)
+    assert data["gpus"][0]["name"] == "NVIDIA H200" and data["env"]["CUDA_VISIBLE_DEVICES"] is None
+    assert set(data["packages"]) >= {"torch", "diffusers", "transformers", "accelerate", "optuna",
+                                     "xformers", "nvidia-ml-py"}
+    assert data["autotune"] == __version__
+
+
+def test_env_without_gpu_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "probe_gpus", lambda: [])
+    assert "- GPUs: none found" in cli(capsys, "env").out.splitlines()
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+def test_profiles_lists_each_profile_and_skips_unreadable_ones(tmp_path, monkeypatch, capsys):
+    tiny_profile(max_vram=2 * 2**30, latency=0.25).save(tmp_path / "b.yaml")
+    tiny_profile(height=128, batch=4, device="cuda", device_name="NVIDIA H200").save(tmp_path / "a.yml")
+    (tmp_path / "broken.yaml").write_text("schema_version: 7\n")
+    (tmp_path / "notes.txt").write_text("not a profile")
+
+    run = cli(capsys, "profiles", tmp_path)
+    assert run.code == 0
+    assert "broken.yaml" in run.err and "schema_version 7" in run.err
+    rows = [line.split() for line in run.out.splitlines()[4:]]
+    assert [r[-1] for r in rows] == ["b.yaml", "a.yml"]  # by size: 64x64 before 64x128
+    assert rows[0][:6] == ["builtin:tiny-sd", "64x64", "1", "2.00", "GiB", "cpu"]
+    assert "cuda (NVIDIA H200)" in run.out and "0.250 s" in run.out
+
+    monkeypatch.setenv("AUTOTUNE_PROFILE_DIR", str(tmp_path))  # the folder apply_profile searches
+    data = json.loads(cli(capsys, "profiles", "--json").out)
+    assert data["dir"] == str(tmp_path)
+    assert [p["file"] for p in data["profiles"]] == [str(tmp_path / "b.yaml"), str(tmp_path / "a.yml")]
+    assert data["profiles"][0]["max_vram_bytes"] == 2 * 2**30 and len(data["skipped"]) == 1
+
+
+def test_profiles_in_an_empty_folder_say_how_to_make_one(tmp_path, capsys):
+    run = cli(capsys, "profiles", tmp_path)
+    assert run.code == 0 and f"no profiles in {tmp_path}" in run.out and "autotune search" in run.out
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+def test_diff_names_what_differs(tmp_path, capsys):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    tiny_profile(max_vram=2**30, latency=1.0).save(a)
+    tiny_profile({"dtype": "fp16", "vae_slicing": True}, max_vram=2 * 2**30, latency=0.5, peak=2**21,
+                 versions={"torch": "2.14.0", "diffusers": "0.42.1"}).save(b)
+    run = cli(capsys, "diff", a, b)
+    assert run.code == 0, run.err
+    out = run.out.splitlines()
+    assert any(line.split() == ["max_vram", "1.00", "GiB", "2.00", "GiB"] for line in out)
+    assert any(line.split() == ["dtype", "fp32", "fp16"] for line in out)
+    assert any(line.split() == ["vae_slicing", "False", "True"] for line in out)
+    assert any(line.split() == ["latency_median_s", "1.000", "s", "0.500", "s", "-50.0%"] for line in out)
+    assert any(line.split() == ["peak_bytes", "1.00", "MiB", "2.00", "MiB", "+100.0%"] for line in out)
+    assert any(line.split() == ["versions.torch", "2.13.0", "2.14.0"] for line in out)
+    assert not any(line.split()[:1] == ["versions.diffusers"] for line in out)  # same: not listed
+    assert not any(line.split()[:1] == ["attention"] for line in out)
+
+    data = json.loads(cli(capsys, "diff", a, b, "--json").out)
+    assert data["settings"] == {"dtype": ["fp32", "fp16"], "vae_slicing": [False, True]}
+    assert data["target"] == {"max_vram": [2**30, 2 * 2**30]}
+    assert data["fingerprint"] == {"versions.torch": ["2.13.0", "2.14.0"]}
+
+
+def test_diff_of_a_profile_with_itself_is_all_same(tmp_path, capsys):
+    tiny_profile().save(tmp_path / "a.yaml")
+    out = cli(capsys, "diff", tmp_path / "a.yaml", tmp_path / "a.yaml").out
+    for section in ("target", "settings", "fingerprint", "search"):
+        assert f"{section}: same" in out
+    assert "+0.0%" in out  # the headline numbers are always shown
+
+
+# -- plan ----------------------------------------------------------------------------------------
+
+def test_plan_without_a_ceiling_lists_predictions(capsys):
+    run = cli(capsys, "plan", "--model", "builtin:tiny-sd", "--device", "cpu")
+    assert run.code == 0, run.err
+    assert "tracing 96 candidates" in run.err and "planned 96 candidates" in run.err  # progress
+    lines = run.out.splitlines()
+    header = lines[next(i for i, line in enumerate(lines) if line.startswith("---")) - 1]
+    assert header.split() == ["predicted", "weights", "activations", "peak", "during", "settings",
+                              "(vs", "defaults)"]  # no fits column, no CUDA columns on cpu
+    assert "CUDA" not in run.out and "RAM" in run.out
+
+
+def test_plan_with_a_ceiling_marks_what_fits(capsys):
+    plan = json.loads(cli(capsys, "plan", "--model", "builtin:tiny-sd", "--device", "cpu",
+                          "--max-vram", "8MB", "--json").out)
+    assert plan["candidates"] == len(plan["plans"]) == 96 and plan["feasible"] == 64
+    fits = {p["settings"]["dtype"]: p["fits"] for p in plan["plans"] if not p["settings"]["layerwise_fp8"]}
+    assert fits == {"fp32": False, "fp16": True, "bf16": True}  # 11.2 MiB vs 5.6 MiB at 128 px
+    assert plan["plans"][0]["fits"] and plan["plans"][-1]["fits"] is False  # feasible listed first
+    assert plan["smallest"]["total_bytes"] == min(p["total_bytes"] for p in plan["plans"])
+
+
+def test_plan_when_nothing_fits_names_the_smallest_candidate(capsys):
+    run = cli(capsys, "plan", "--model", "builtin:tiny-sd", "--device", "cuda", "--max-vram", "100MB",
+              "--top", "2")
+    assert run.code == 0, run.err
+    assert "0 of " in run.err
+    assert "context" in run.out and "CUDA context" in run.out and "... " in run.out
+    last = run.out.strip().splitlines()[-1]
+    assert last.startswith("nothing fits under 100.00 MiB: the smallest candidate (")
+    assert "raise --max-vram to at least" in last
