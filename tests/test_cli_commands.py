@@ -88,9 +88,13 @@ def test_profiles_lists_each_profile_and_skips_unreadable_ones(tmp_path, monkeyp
     assert data["profiles"][0]["max_vram_bytes"] == 2 * 2**30 and len(data["skipped"]) == 1
 
 
-def test_profiles_in_an_empty_folder_say_how_to_make_one(tmp_path, capsys):
+def test_profiles_in_an_empty_folder_say_how_to_make_one(tmp_path, monkeypatch, capsys):
     run = cli(capsys, "profiles", tmp_path)
     assert run.code == 0 and f"no profiles in {tmp_path}" in run.out and "autotune search" in run.out
+    monkeypatch.chdir(tmp_path)  # no ./profiles yet: the default folder missing is not an error
+    monkeypatch.delenv("AUTOTUNE_PROFILE_DIR", raising=False)
+    run = cli(capsys, "profiles")
+    assert run.code == 0 and "no profiles in profiles" in run.out and not (tmp_path / "profiles").exists()
 
 
 # -- diff ----------------------------------------------------------------------------------------
@@ -111,11 +115,23 @@ def test_diff_names_what_differs(tmp_path, capsys):
     assert any(line.split() == ["versions.torch", "2.13.0", "2.14.0"] for line in out)
     assert not any(line.split()[:1] == ["versions.diffusers"] for line in out)  # same: not listed
     assert not any(line.split()[:1] == ["attention"] for line in out)
+    assert not any(line.startswith("note:") for line in out)  # same device, same metric
 
     data = json.loads(cli(capsys, "diff", a, b, "--json").out)
     assert data["settings"] == {"dtype": ["fp32", "fp16"], "vae_slicing": [False, True]}
     assert data["target"] == {"max_vram": [2**30, 2 * 2**30]}
     assert data["fingerprint"] == {"versions.torch": ["2.13.0", "2.14.0"]}
+
+
+def test_diff_warns_when_the_numbers_come_from_other_hardware(tmp_path, capsys):
+    tiny_profile().save(tmp_path / "cpu.yaml")
+    gpu = tiny_profile(device="cuda", device_name="NVIDIA H200")
+    gpu.best.peak_metric = "cuda_process_peak"
+    gpu.save(tmp_path / "gpu.yaml")
+    out = cli(capsys, "diff", tmp_path / "cpu.yaml", tmp_path / "gpu.yaml").out.splitlines()
+    assert "note: measured on different devices (Test CPU vs NVIDIA H200): latencies differ by hardware too" in out
+    assert any(line.startswith("note: the peaks are different metrics (cpu_live_tensor_peak vs "
+                               "cuda_process_peak)") for line in out)
 
 
 def test_diff_of_a_profile_with_itself_is_all_same(tmp_path, capsys):

@@ -45,15 +45,29 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, list[An
     return result
 
 
+def caveats(a: Any, b: Any) -> list[str]:
+    """Why B-vs-A numbers may not compare like for like: other hardware, other peak metric."""
+    notes = []
+    there, here = a.fingerprint.get("device_name"), b.fingerprint.get("device_name")
+    if there != here:
+        notes.append(f"measured on different devices ({there} vs {here}): latencies differ by hardware too")
+    if a.best.peak_metric != b.best.peak_metric:
+        notes.append(f"the peaks are different metrics ({a.best.peak_metric} vs {b.best.peak_metric}); "
+                     "compare them only as rough sizes")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     from autotune.profile import Profile
 
     a, b = Profile.load(args.a), Profile.load(args.b)
     diff = compare(a.to_dict(), b.to_dict())
     if args.json:
-        print_json({"a": args.a, "b": args.b, **diff})
+        print_json({"a": args.a, "b": args.b, "notes": caveats(a, b), **diff})
         return 0
     print(f"A  {args.a}\nB  {args.b}")
+    for note in caveats(a, b):
+        print(f"note: {note}")
     for section in SECTIONS:
         rows = diff[section]
         if section == "measurements":

@@ -80,7 +80,8 @@ def _predict_all(target: Any, include: list[str], exclude: list[str], *,
 
     space = space_for(target, include, exclude)
     hint = " (--device cuda plans for a GPU)" if device_was_auto and target.device == "cpu" else ""
-    print(f"planning {target.model} {target.width}x{target.height} batch {target.batch} on "
+    frames = f", {target.frames} frames," if target.frames else ""
+    print(f"planning {target.model} {target.width}x{target.height}{frames} batch {target.batch} on "
           f"{target.device}{hint}: tracing {space.size()} candidates with fake tensors "
           "(no weights, nothing runs)...", file=sys.stderr)
     planner = Planner(target)

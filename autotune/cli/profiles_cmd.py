@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from autotune.apply import profile_dir_default
 
     folder = args.dir or profile_dir_default()
-    found, skipped = read_folder(folder)
+    if args.dir is None and not folder.exists():  # nothing searched yet here: not an error
+        found, skipped = [], []
+    else:
+        found, skipped = read_folder(folder)
     found.sort(key=lambda item: (item[1].target.model, item[1].target.width, item[1].target.height,
                                  item[1].target.batch, item[1].target.device, item[1].target.max_vram))
     for reason in skipped:

@@ -26,8 +26,11 @@ def run(args: argparse.Namespace) -> int:
     t, fp, best = profile.target, profile.fingerprint, profile.best
     defaults = {k.name: k.default for k in all_knobs()}
     print(f"profile  {args.profile} (schema {profile.schema_version}, created {profile.created})")
-    print(f"target   {t.model} ({t.pipeline_class}) {t.width}x{t.height} batch {t.batch}, {t.steps} steps, "
+    frames = f", {t.frames} frames" if getattr(t, "frames", None) else ""
+    print(f"target   {t.model} ({t.pipeline_class}) {t.width}x{t.height}{frames} batch {t.batch}, {t.steps} steps, "
           f"ceiling {size(t.max_vram)} on {t.device}")
+    if getattr(t, "call_args", None):
+        print("call     " + " ".join(f"{k}={v}" for k, v in t.call_args.items()))
     versions = fp.get("versions", {})
     print(f"measured on {fp.get('device_name')} ({fp.get('device')}), torch {versions.get('torch')}, "
           f"diffusers {versions.get('diffusers')}, autotune {versions.get('autotune')}")
