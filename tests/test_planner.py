@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 from conftest import FakeMeasurer
+from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune import _worker
 from autotune.backends.cpu import CpuBackend
@@ -169,3 +170,70 @@ def test_search_prunes_predicted_infeasible_and_stores_predictions(tmp_path):
     resumed = Search(tiny(ceiling=6 * MiB), space, FakeMeasurer(), storage=tmp_path / "s.journal",
                      planner=StubPlanner(), resume=True)
     assert len(resumed.result().pruned) == 2 and len(resumed.result().records) == 4
+
+
+# ---- local folders (the zoo): configs from the folder, numbers that match it ---------------------
+
+def safetensors_bytes(folder, dtype_bytes: int) -> int:
+    """Bytes of every tensor the folder stores, floating ones counted at `dtype_bytes` each."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():
+                tensor = handle.get_slice(key)
+                numel = 1
+                for dim in tensor.get_shape():
+                    numel *= dim
+                floating = tensor.get_dtype() in ("F32", "F16", "BF16", "F64")
+                total += numel * (dtype_bytes if floating else torch.empty(0, dtype=_DTYPES[tensor.get_dtype()]).element_size())
+    return total
+
+
+_DTYPES = {"I64": torch.int64, "I32": torch.int32, "BOOL": torch.bool, "U8": torch.uint8}
+
+
+def plan_json(capsys, folder, *extra) -> dict:
+    import json
+
+    from autotune.cli.main import main
+
+    assert main(["plan", "--model", str(folder), "--device", "cpu", "--json", "--steps", "2", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_plan_of_a_local_folder_weighs_its_safetensors_and_predicts_the_cpu_tracker(zoo, capsys):  # noqa: F811
+    folder = zoo["sd"]
+    out = plan_json(capsys, folder, "--height", "64", "--width", "64", "--batch", "2")
+    assert (out["target"]["height"], out["target"]["width"]) == (64, 64)
+    plans = {p["settings"]["dtype"]: p for p in out["plans"]
+             if {k: v for k, v in p["settings"].items() if k != "dtype"} == {k: v for k, v in DEFAULTS.items() if k != "dtype"}}
+    for dtype, size in (("fp32", 4), ("bf16", 2), ("fp16", 2)):
+        stored = safetensors_bytes(folder, size)
+        assert abs(plans[dtype]["resident_weights_bytes"] - stored) / stored < 0.02, dtype
+    target = Target(model=str(folder), height=64, width=64, batch=2, steps=2, max_vram=2**30, device="cpu")
+    measured = _worker.measure(TrialJob(target, DEFAULTS, warmup=0, runs=1), backend=CpuBackend())
+    assert measured.status == "ok", measured.error
+    assert abs(plans["fp32"]["total_bytes"] - measured.peak_bytes) / measured.peak_bytes < 0.10
+
+
+def test_plan_of_a_folder_defaults_to_its_native_size(zoo, capsys):  # noqa: F811
+    out = plan_json(capsys, zoo["sd"])
+    assert (out["target"]["height"], out["target"]["width"]) == (64, 64)  # 8 latent x 8, not 512
+
+
+def test_fake_components_are_built_from_the_folders_configs(zoo):  # noqa: F811
+    from diffusers import DiffusionPipeline
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from autotune.planner.fake import fake_components
+
+    for name in ("sd", "sdxl", "pixart", "wan"):
+        real = DiffusionPipeline.from_pretrained(zoo[name])
+        fake = fake_components(str(zoo[name]), torch.float32, FakeTensorMode(allow_non_fake_inputs=True))
+        assert set(fake) == {n for n in ("text_encoder", "text_encoder_2", "unet", "transformer", "vae")
+                             if getattr(real, n, None) is not None}
+        for component, module in fake.items():
+            assert (sum(p.numel() for p in module.parameters())
+                    == sum(p.numel() for p in getattr(real, component).parameters())), (name, component)
