@@ -1,103 +1,335 @@
-"""One trial in one fresh process: build -> apply -> warm up -> timed runs -> peak memory.
+"""The trial worker: a process that measures trials on request, one after another.
 
-Run as `python -m autotune._worker JOB.json RESULT.json`. It catches only the device's
-out-of-memory error (a measured outcome); any other exception ends the process with a traceback,
-which the parent records as that trial's FAIL with the reason.
+Run as `python -m autotune._worker FD` by `autotune.measure.WorkerProcess`: requests arrive as
+JSON lines on stdin, answers leave as JSON lines on file descriptor FD, and stdout/stderr go to
+the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
+torch and diffusers, and a fresh build pays loading the weights; here both are paid once, and
+every trial starts from a pristine copy of the weights kept in host memory. Why it is still
+safe: a trial's pipeline is a copy, dropped after the trial, and the parent replaces the process
+after anything that leaves state behind in it (a compiled model, an out-of-memory error, a
+crash) — see `SubprocessMeasurer`.
+
+The worker catches only the device's out-of-memory error (a measured outcome). Any other
+exception is answered as a failure with its last line, logged with its traceback, and ends the
+process.
 """
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import logging
+import os
 import sys
 import time
-from pathlib import Path
-from typing import Any
+import traceback
+from typing import IO, Any
 
 from autotune.errors import InvalidTargetError
-from autotune.measure import EXIT_TARGET_UNRUNNABLE, Measurement, TrialJob
+from autotune.measure import Measurement, TrialJob
+from autotune.timing import StoppingRule, timing_stats
 
 log = logging.getLogger("autotune.worker")
 
+#: Steps of the run that measures CPU memory when it cannot ride along the warm-up (compiled
+#: trials): every denoising step allocates the same shapes, so two steps reach the same peak.
+MEMORY_RUN_STEPS = 2
 
-def run_pipeline(pipe: Any, job: TrialJob) -> Any:
+
+def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None) -> Any:
     import torch
 
     target = job.target
     generator = torch.Generator("cpu").manual_seed(job.seed)
     return pipe(
         prompt=target.prompt, height=target.height, width=target.width,
-        num_images_per_prompt=target.batch, num_inference_steps=target.steps,
+        num_images_per_prompt=target.batch, num_inference_steps=steps or target.steps,
         generator=generator, output_type="np",
     )
 
 
-def _timed_runs(pipe: Any, job: TrialJob, backend: Any, result: Measurement) -> None:
-    for _ in range(job.runs):
+class HostWeights:
+    """Pristine pipelines in host memory, one per (model, dtype); each trial gets a deep copy.
+
+    Copying ~2 GB of fp16 weights in RAM takes a fraction of a second; reading and converting
+    them from disk took 8-25 s per trial on the H100/H200 runs. A pipeline larger than
+    `max_fraction` of the host RAM is not kept (the copy would double it): it is rebuilt instead.
+    """
+
+    def __init__(self, max_fraction: float = 0.35) -> None:
+        self._pristine: dict[tuple[str, str], Any] = {}
+        self.max_fraction = max_fraction
+
+    def fresh(self, model: str, dtype_name: str, timings: dict[str, float]) -> Any:
+        from autotune.knobs.builtin import torch_dtype
+        from autotune.pipelines import build_pipeline
+
+        key = (model, dtype_name)
+        if key not in self._pristine:
+            start = time.perf_counter()
+            pipe = build_pipeline(model, torch_dtype=torch_dtype(dtype_name))
+            timings["load_weights_s"] = time.perf_counter() - start
+            if not self._worth_keeping(pipe):
+                return pipe
+            self._pristine = {key: pipe}  # one model at a time: a search tunes one model
         start = time.perf_counter()
-        run_pipeline(pipe, job)
-        backend.synchronize()
-        result.latencies_s.append(time.perf_counter() - start)
+        fresh = copy.deepcopy(self._pristine[key])
+        timings["copy_weights_s"] = time.perf_counter() - start
+        return fresh
+
+    def _worth_keeping(self, pipe: Any) -> bool:
+        import torch
+
+        from autotune.hardware import total_ram_bytes
+
+        size = sum(p.numel() * p.element_size() for m in pipe.components.values()
+                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+        ram = total_ram_bytes()
+        return ram is None or size < self.max_fraction * ram
+
+
+class Worker:
+    """The state of one worker process: its device backend, the weights, the loaded trial."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.weights = HostWeights()
+        self.pipe: Any = None
+        self.job: TrialJob | None = None
+        self.result: Measurement | None = None
+        self._tracked_warmup = False
+
+    # -- one trial in three steps ---------------------------------------------------------------
+
+    def load(self, job: TrialJob) -> Measurement:
+        """Build from the host weights, apply the assignment, warm up. OOM ends in status 'oom'."""
+        from autotune.apply import apply_settings
+
+        self.release()
+        backend = self.backend
+        result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
+                             peak_metric=backend.peak_metric, device_info=dict(backend.info))
+        self.job, self.result = job, result
+        timings = result.timings
+        try:
+            start = time.perf_counter()
+            self.pipe = self.weights.fresh(job.target.model, job.assignment.get("dtype", "fp32"), timings)
+            timings["build_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            apply_settings(self.pipe, job.assignment, device=job.target.device)
+            backend.prepare(self.pipe)
+            timings["apply_s"] = time.perf_counter() - start
+            self._warm_up(job, result)
+        except BaseException as exc:
+            self._record_oom(exc)
+        return result
+
+    def _warm_up(self, job: TrialJob, result: Measurement) -> None:
+        """The first run holds compile and autotuning time: reported, never mixed into latency.
+        Where tracking memory is slow (CPU) and nothing is compiled, the first run also measures
+        memory, so no extra run is paid for it."""
+        self._tracked_warmup = False
+        for i in range(job.warmup):
+            track = i == 0 and not self.backend.track_timed_runs and not _compiles(job)
+            start = time.perf_counter()
+            if track:
+                with self.backend.track(self.pipe) as reading:
+                    run_pipeline(self.pipe, job)
+                    self.backend.synchronize()
+                self._store_reading(reading)
+                self._tracked_warmup = True
+            else:
+                run_pipeline(self.pipe, job)
+                self.backend.synchronize()
+            result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
+
+    def time(self, rule: StoppingRule) -> Measurement:
+        """Timed runs until `rule` is satisfied; memory too, where that is free (CUDA)."""
+        result, job = self.result, self.job
+        if result is None or job is None or self.pipe is None:
+            raise RuntimeError("time requested before a successful load")
+        if result.status != "ok":
+            return result
+        try:
+            result.conditions["before"] = self.backend.conditions()
+            start = time.perf_counter()
+            if self.backend.track_timed_runs:
+                with self.backend.track(self.pipe) as reading:
+                    result.latencies_s = self.timed_runs(rule)
+                self._store_reading(reading)
+            else:
+                result.latencies_s = self.timed_runs(rule)
+            result.timings["timed_s"] = time.perf_counter() - start
+            result.conditions["after"] = self.backend.conditions()
+            if not self._tracked_warmup and result.peak_bytes is None:
+                start = time.perf_counter()
+                with self.backend.track(self.pipe) as reading:
+                    run_pipeline(self.pipe, job, steps=min(job.target.steps, MEMORY_RUN_STEPS))
+                    self.backend.synchronize()
+                self._store_reading(reading)
+                result.timings["memory_run_s"] = time.perf_counter() - start
+            result.timing = timing_stats(result.latencies_s).to_dict()
+            if _compiles(job) and "first_run_s" in result.timings:
+                result.timings["compile_s"] = max(0.0, result.timings["first_run_s"] - result.timing["median_s"])
+        except BaseException as exc:
+            self._record_oom(exc)
+        return result
+
+    def timed_runs(self, rule: StoppingRule) -> list[float]:
+        """Runs of the loaded pipeline until `rule` says enough. Synchronised per run; garbage
+        collection off while timing (a collection in the middle of a run is noise, not the
+        pipeline's cost)."""
+        if self.pipe is None or self.job is None:
+            raise RuntimeError("timed runs requested with no pipeline loaded")
+        latencies: list[float] = []
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            while not rule.done(latencies, time.perf_counter() - start):
+                t0 = time.perf_counter()
+                run_pipeline(self.pipe, self.job)
+                self.backend.synchronize()
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
+        return latencies
+
+    def release(self) -> dict[str, Any]:
+        """Drop the trial's pipeline; say whether the device is back to where it started."""
+        start = time.perf_counter()
+        self.pipe = self.job = None
+        gc.collect()
+        clean = self.backend.release()
+        return {"release_s": time.perf_counter() - start, "clean": clean}
+
+    def _store_reading(self, reading: Any) -> None:
+        assert self.result is not None
+        self.result.peak_bytes = reading.peak_bytes
+        self.result.memory.update(reading.memory)
+
+    def _record_oom(self, exc: BaseException) -> None:
+        if not self.backend.is_oom(exc):
+            raise exc
+        result = self.result
+        assert result is not None
+        result.status = "oom"
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        result.memory = self.backend.oom_details(exc)
+        result.latencies_s = []
+        result.peak_bytes = None
+        self.pipe = None
+
+    # -- the whole trial ------------------------------------------------------------------------
+
+    def trial(self, job: TrialJob) -> Measurement:
+        result = self.load(job)
+        if result.status == "ok":
+            result = self.time(job.stopping_rule())
+        released = self.release()
+        result.timings["release_s"] = released["release_s"]
+        result.device_info["worker_clean_after"] = released["clean"]
+        return result
+
+
+def _compiles(job: TrialJob) -> bool:
+    return job.assignment.get("compile", "none") != "none"
 
 
 def measure(job: TrialJob, backend: Any = None) -> Measurement:
-    from autotune.apply import apply_settings
+    """One trial in this process (tests, benchmarks); `SubprocessMeasurer` is the isolated path."""
     from autotune.backends import get_backend
-    from autotune.knobs.builtin import torch_dtype
-    from autotune.pipelines import build_pipeline
 
     backend = backend or get_backend(job.target.device, job.target.max_vram)
     backend.setup()
-    result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
-                         peak_metric=backend.peak_metric, device_info=dict(backend.info))
-    start = time.perf_counter()
-    try:
-        pipe = build_pipeline(job.target.model, torch_dtype=torch_dtype(job.assignment.get("dtype", "fp32")))
-        apply_settings(pipe, job.assignment, device=job.target.device)
-        backend.prepare(pipe)
-        result.timings["load_s"] = time.perf_counter() - start
-        for i in range(job.warmup):
-            t0 = time.perf_counter()
-            run_pipeline(pipe, job)
-            backend.synchronize()
-            # The first run holds compile and autotuning time: reported, never mixed into latency.
-            result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - t0
-        if backend.track_timed_runs:
-            with backend.track(pipe) as reading:
-                _timed_runs(pipe, job, backend, result)
-        else:
-            _timed_runs(pipe, job, backend, result)
-            with backend.track(pipe) as reading:
-                run_pipeline(pipe, job)
-                backend.synchronize()
-        result.peak_bytes = reading.peak_bytes
-        result.memory = dict(reading.memory)
-        median = result.latency_median_s
-        if job.assignment.get("compile", "none") != "none" and median is not None and "first_run_s" in result.timings:
-            result.timings["compile_s"] = max(0.0, result.timings["first_run_s"] - median)
-    except BaseException as exc:
-        if not backend.is_oom(exc):
-            raise
-        result.status = "oom"
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        result.memory = backend.oom_details(exc)
-        result.latencies_s = []
-    return result
+    return Worker(backend).trial(job)
+
+
+# ---- the process ---------------------------------------------------------------------------------
+
+def _redirect_output(log_path: str | None) -> None:
+    """Send this process's stdout/stderr (and so its log lines) to the trial's log file."""
+    if not log_path:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _answer(channel: IO[str], message: dict[str, Any]) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+def serve(channel: IO[str], requests: IO[str]) -> int:
+    """Answer requests until 'exit' or the parent closes stdin (it died: so do we)."""
+    from autotune.backends import get_backend
+
+    worker: Worker | None = None
+    for line in requests:
+        request = json.loads(line)
+        op = request["op"]
+        try:
+            if op == "setup":
+                start = time.perf_counter()
+                backend = get_backend(request["device"], request.get("ceiling"))
+                backend.setup()
+                worker = Worker(backend)
+                _answer(channel, {"ok": True, "setup_s": time.perf_counter() - start,
+                                  "import_s": _IMPORT_S, "pid": os.getpid()})
+            elif worker is None:
+                raise RuntimeError(f"request {op!r} before setup")
+            elif op == "trial":
+                _redirect_output(request.get("log"))
+                job = TrialJob.from_dict(request["job"])
+                log.info("trial %s on %s", job.assignment, job.target.device)
+                result = worker.trial(job)
+                log.info("done: %s", result.status)
+                _answer(channel, {"measurement": result.to_dict()})
+            elif op == "load":
+                _redirect_output(request.get("log"))
+                job = TrialJob.from_dict(request["job"])
+                _answer(channel, {"measurement": worker.load(job).to_dict()})
+            elif op == "runs":  # a block of an interleaved comparison of loaded candidates
+                rule = StoppingRule.from_dict(request["rule"])
+                _answer(channel, {"latencies_s": worker.timed_runs(rule)})
+            elif op == "release":
+                _answer(channel, worker.release())
+            elif op == "exit":
+                return 0
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except InvalidTargetError as exc:  # no trial of this target can run here: say so once
+            log.error("%s", exc)
+            _answer(channel, {"unrunnable": str(exc)})
+            return 0
+        except BaseException as exc:
+            traceback.print_exc()
+            _answer(channel, {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+            return 1
+    return 0
+
+
+_IMPORT_S = 0.0
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    job_path, result_path = Path(argv[0]), Path(argv[1])
-    job = TrialJob.from_dict(json.loads(job_path.read_text()))
-    log.info("trial %s on %s", job.assignment, job.target.device)
-    try:
-        result = measure(job)
-    except InvalidTargetError as exc:  # no trial of this target can run here: say so once
-        log.error("%s", exc)
-        result_path.write_text(json.dumps({"unrunnable": str(exc)}))
-        return EXIT_TARGET_UNRUNNABLE
-    result_path.write_text(json.dumps(result.to_dict()))
-    log.info("done: %s", result.status)
-    return 0
+    global _IMPORT_S
+    start = time.perf_counter()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    import diffusers  # noqa: F401  (paid once per process; timed as import_s)
+    import torch  # noqa: F401
+
+    import autotune.apply  # noqa: F401
+    import autotune.pipelines  # noqa: F401
+
+    _IMPORT_S = time.perf_counter() - start
+    channel = os.fdopen(int(argv[0]), "w")
+    return serve(channel, sys.stdin)
 
 
 if __name__ == "__main__":

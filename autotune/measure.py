@@ -1,26 +1,25 @@
 """What a trial measures, and the seam that measures it.
 
-`Measurer` is anything that turns a `TrialJob` into a `Measurement`; the real one runs each trial
-in a fresh worker process (offload hooks, fp8 casting and compile caches are stateful and partly
-irreversible, and an OOM leaves allocator state behind), tests inject a fake.
+`Measurer` is anything that turns a `TrialJob` into a `Measurement`; the real one
+(`SubprocessMeasurer`) runs trials in a worker process of its own, tests inject a fake.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from autotune.errors import InvalidTargetError
 from autotune.target import Target
+from autotune.timing import StoppingRule
+from autotune.worker_process import WorkerGone, WorkerProcess, WorkerTimeout
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,18 @@ class TrialJob:
     target: Target
     assignment: dict[str, Any]
     warmup: int = 1
-    runs: int = 3
+    #: Timed runs: at least `runs`, then more until the median's 95% interval is within
+    #: `precision` of it, `time_cap_s` of runs are spent or `max_runs` are made (timing.py).
+    runs: int = 6
     seed: int = 0
     number: int | None = None  # the study's trial number, names the trial's log
+    precision: float = 0.02
+    time_cap_s: float = 10.0
+    max_runs: int = 100
+
+    def stopping_rule(self) -> StoppingRule:
+        return StoppingRule(min_runs=self.runs, max_runs=max(self.max_runs, self.runs),
+                            precision=self.precision, time_cap_s=self.time_cap_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "target": self.target.to_dict()}
@@ -61,6 +69,10 @@ class Measurement:
     device_info: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
     log_path: str | None = None
+    #: The timed runs' statistics (timing.TimingStats.to_dict()): median, 95% interval, spread.
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Device conditions before and after the timed runs (clocks, temperature), where readable.
+    conditions: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def latency_median_s(self) -> float | None:
@@ -76,9 +88,15 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def overhead_s(self) -> float | None:
+        """Wall time of the trial that was not warm-up or timed runs: the cost of measuring."""
+        return self.timings.get("overhead_s")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
     def failure(cls, error: str, backend: str = "unknown") -> Measurement:
@@ -87,67 +105,201 @@ class Measurement:
 
 
 class Measurer(Protocol):
-    def __call__(self, job: TrialJob) -> Measurement: ...
+    def __call__(self, job: TrialJob, *, timeout_s: float | None = None) -> Measurement: ...
+
+
+#: The worker's command; the answer pipe's file descriptor is appended.
+WORKER_COMMAND = (sys.executable, "-m", "autotune._worker")
+
+
+def leaves_process_state(assignment: dict[str, Any]) -> bool:
+    """True when a trial of `assignment` leaves state in its process that a later trial would
+    inherit (the knob says so: e.g. torch.compile's caches)."""
+    from autotune import knobs
+
+    return any(assignment.get(k.name, k.default) in k.process_state for k in knobs.all_knobs())
 
 
 class SubprocessMeasurer:
-    """Runs `python -m autotune._worker` once per trial; a crash or hang is that trial's FAIL."""
+    """Measures trials in a warm worker process, kept across trials while that is safe.
+
+    The same process measures the next trial unless the last one left state behind in it (a
+    knob that says so, an out-of-memory error, a failure, a timeout, a device not clean after
+    the release), or the next trial needs another device or ceiling. Then a fresh process is
+    started and its start-up is charged to that trial (`spawn_s`). On CUDA the NVML process peak
+    is sampled from here, by the worker's PID, so no sampling thread runs inside the measured
+    process.
+    """
 
     def __init__(self, timeout_s: float = 600.0, log_dir: Path | None = None,
                  env: dict[str, str] | None = None,
-                 worker_command: Sequence[str] = (sys.executable, "-m", "autotune._worker")) -> None:
+                 worker_command: Sequence[str] = WORKER_COMMAND, reuse: bool = True) -> None:
         self.timeout_s = timeout_s
         self.worker_command = list(worker_command)
         self.log_dir = log_dir
         self.env = env
+        self.reuse = reuse
         self._count = 0
+        self._worker: WorkerProcess | None = None
+        self._worker_key: tuple[str, int] | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="autotune-trials-")
 
-    def _log_name(self, job: TrialJob) -> str:
+    # -- logs -------------------------------------------------------------------------------------
+
+    def _log_path(self, job: TrialJob, suffix: str = "") -> Path:
+        folder = self.log_dir or Path(self._tmp.name)
         if job.number is not None:
-            return f"trial-{job.number:04d}.log"
+            return folder / f"trial-{job.number:04d}{suffix}.log"
         self._count += 1  # no trial number (benchmarks): the next name not yet taken
-        while (self.log_dir / f"run-{self._count:04d}.log").exists():
+        while (folder / f"run-{self._count:04d}{suffix}.log").exists():
             self._count += 1
-        return f"run-{self._count:04d}.log"
+        return folder / f"run-{self._count:04d}{suffix}.log"
 
-    def __call__(self, job: TrialJob) -> Measurement:
-        with tempfile.TemporaryDirectory(prefix="autotune-trial-") as tmp:
-            job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            job_path.write_text(json.dumps(job.to_dict()))
-            log_path = (self.log_dir / self._log_name(job)) if self.log_dir else Path(tmp) / "log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [*self.worker_command, str(job_path), str(result_path)]
-            env = {**os.environ, **(self.env or {})}
-            with open(log_path, "w") as log_file:
-                try:
-                    proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                          timeout=self.timeout_s, check=False)
-                except subprocess.TimeoutExpired:
-                    result = Measurement.failure(f"timed out after {self.timeout_s:.0f} s")
-                else:
-                    if proc.returncode == EXIT_TARGET_UNRUNNABLE and result_path.exists():
-                        raise InvalidTargetError(json.loads(result_path.read_text())["unrunnable"])
-                    if proc.returncode == 0 and result_path.exists():
-                        result = Measurement.from_dict(json.loads(result_path.read_text()))
-                    else:
-                        result = Measurement.failure(_describe_exit(proc.returncode, log_path))
-            if self.log_dir:
-                result.log_path = str(log_path)
-            return result
+    # -- workers ----------------------------------------------------------------------------------
 
+    def _start(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, float]:
+        start = time.monotonic()
+        worker = WorkerProcess(self.worker_command, log_path, self.env)
+        answer = worker.request({"op": "setup", "device": job.target.device,
+                                 "ceiling": job.target.max_vram}, deadline)
+        if "unrunnable" in answer:
+            worker.close()
+            raise InvalidTargetError(answer["unrunnable"])
+        if "failed" in answer:
+            worker.kill()
+            raise WorkerGone(f"worker failed to start: {answer['failed']}")
+        return worker, time.monotonic() - start
 
-#: The worker's exit code for a target no trial can run (e.g. a ceiling below the CUDA context):
-#: the search stops with that one message instead of failing every trial alike.
-EXIT_TARGET_UNRUNNABLE = 3
+    def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, dict[str, float]]:
+        key = (job.target.device, job.target.max_vram)
+        worker = self._worker
+        if worker is not None and (not self.reuse or worker.tainted or not worker.alive or self._worker_key != key):
+            worker.close()
+            worker = self._worker = None
+        if worker is not None:
+            return worker, {}
+        worker, spawn_s = self._start(job, log_path, deadline)
+        self._worker, self._worker_key = worker, key
+        return worker, {"spawn_s": spawn_s}
 
+    def close(self) -> None:
+        """End the warm worker (a search calls this when it is done)."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
-def _describe_exit(returncode: int, log_path: Path) -> str:
-    if returncode < 0:
+    def __enter__(self) -> SubprocessMeasurer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one trial --------------------------------------------------------------------------------
+
+    def __call__(self, job: TrialJob, *, timeout_s: float | None = None) -> Measurement:
+        """Measure one trial; `timeout_s` (e.g. what is left of a time budget) can only shorten
+        the measurer's own per-trial timeout."""
+        limit = self.timeout_s if timeout_s is None else max(0.0, min(self.timeout_s, timeout_s))
+        stopped_by = "timed out" if timeout_s is None or self.timeout_s <= timeout_s else "stopped at the time budget"
+        start = time.monotonic()
+        deadline = start + limit
+        log_path = self._log_path(job)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spawned: dict[str, float] = {}
         try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"worker killed by {name}"
-    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    last = lines[-1].strip() if lines else "no output"
-    return f"worker exited with code {returncode}: {last[:300]}"
+            worker, spawned = self._worker_for(job, log_path, deadline)
+            with _nvml_peak(job.target.device, worker.pid) as sampler:
+                answer = worker.request({"op": "trial", "job": job.to_dict(), "log": str(log_path)}, deadline)
+            if "failed" in answer:
+                worker.tainted = True
+                result = Measurement.failure(f"{answer['failed']} (traceback in the trial log)")
+            else:
+                result = Measurement.from_dict(answer["measurement"])
+                result.device_info["worker_pid"] = worker.pid
+                sampler.merge_into(result)
+                if result.status != "ok" or not result.device_info.get("worker_clean_after", True):
+                    worker.tainted = True
+                if leaves_process_state(job.assignment):
+                    worker.tainted = True
+        except WorkerTimeout:
+            self._worker = None
+            result = Measurement.failure(f"{stopped_by} after {limit:.0f} s")
+        except WorkerGone as exc:
+            self._worker = None
+            result = Measurement.failure(str(exc))
+        wall = time.monotonic() - start
+        result.timings.update(spawned)
+        result.timings["wall_s"] = wall
+        measured = sum(v for k, v in result.timings.items()
+                       if k in ("first_run_s", "timed_s") or k.startswith("warmup_"))
+        result.timings["overhead_s"] = max(0.0, wall - measured)
+        if self.log_dir:
+            result.log_path = str(log_path)
+        return result
+
+
+    # -- interleaved comparison (confirming a winner) --------------------------------------------
+
+    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int,
+                deadline: float) -> tuple[dict[int, list[float]], str]:
+        """Load each job in a fresh worker of its own, then time them in interleaved rounds
+        (the order rotates every round). Returns the block medians per job index (jobs that
+        failed to load are left out) and a note on anything cut short."""
+        workers: dict[int, WorkerProcess] = {}
+        medians: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+        notes: list[str] = []
+        block = StoppingRule(min_runs=runs_per_round, max_runs=runs_per_round, time_cap_s=1e9)
+        try:
+            for i, job in enumerate(jobs):
+                log_path = self._log_path(job, suffix="-confirm")
+                try:
+                    worker, _ = self._start(job, log_path, deadline)
+                    workers[i] = worker
+                    answer = worker.request({"op": "load", "job": job.to_dict(), "log": str(log_path)}, deadline)
+                except (WorkerGone, WorkerTimeout) as exc:
+                    workers.pop(i, None)
+                    notes.append(f"trial {job.number} could not be reloaded ({exc or 'time budget'})")
+                    continue
+                status = answer.get("measurement", {}).get("status")
+                if status != "ok":
+                    notes.append(f"trial {job.number} could not be reloaded ({answer.get('failed') or status})")
+                    workers.pop(i).kill()
+            order = list(workers)
+            for r in range(rounds):
+                if time.monotonic() >= deadline:
+                    notes.append(f"time budget reached after {r} of {rounds} rounds")
+                    break
+                rotated = order[r % len(order):] + order[:r % len(order)] if order else []
+                for i in rotated:
+                    answer = workers[i].request({"op": "runs", "rule": block.to_dict()}, deadline)
+                    medians[i].append(statistics.median(answer["latencies_s"]))
+        except (WorkerGone, WorkerTimeout) as exc:
+            notes.append(f"a worker stopped during the rounds ({exc or 'time budget'})")
+        finally:
+            for worker in workers.values():
+                worker.close()
+        complete = min((len(v) for i, v in medians.items() if i in workers), default=0)
+        return {i: v[:complete] for i, v in medians.items() if i in workers and complete}, "; ".join(notes)
+
+
+class _NoSampler:
+    def merge_into(self, result: Measurement) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _nvml_peak(device: str, pid: int) -> Iterator[Any]:
+    """On CUDA, sample the worker's NVML process usage from this process for the whole trial."""
+    reader = None
+    if device == "cuda":
+        from autotune.backends.cuda import open_nvml
+
+        reader = open_nvml()
+    if reader is None:
+        yield _NoSampler()
+        return
+    from autotune.backends.cuda import ProcessPeak
+
+    peak = ProcessPeak(reader, pid)
+    with peak:
+        yield peak

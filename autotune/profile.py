@@ -19,7 +19,10 @@ from autotune.errors import AutotuneError, ProfileError
 from autotune.space import check_values
 from autotune.target import Target
 
-SCHEMA_VERSION = 1
+#: 2 added per-entry `timing` (median's 95% interval, spread) and `phases`, and the profile's
+#: `confirmation`; version 1 files are still read (those fields are then empty).
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass
@@ -35,6 +38,10 @@ class ProfileEntry:
     memory: dict[str, int] = dataclasses.field(default_factory=dict)
     #: What the planner predicted for this entry before it was measured (None without planner).
     predicted_peak_bytes: int | None = None
+    #: The timed runs' statistics: runs, median, 95% interval of the median, spread.
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Where the trial's time went (seconds): spawn, build, apply, first run, timed runs, overhead.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
@@ -46,8 +53,9 @@ class ProfileEntry:
             _require_number(name, getattr(entry, name), (int,))
         if entry.predicted_peak_bytes is not None:
             _require_number("predicted_peak_bytes", entry.predicted_peak_bytes, (int,))
-        if not isinstance(entry.memory, dict):
-            raise ProfileError("'memory' must be a mapping of metric: bytes")
+        for name in ("memory", "timing", "phases"):
+            if not isinstance(getattr(entry, name), dict):
+                raise ProfileError(f"'{name}' must be a mapping")
         entry.settings = check_values(dict(entry.settings))
         return entry
 
@@ -59,6 +67,9 @@ class Profile:
     best: ProfileEntry
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
     alternatives: list[ProfileEntry] = dataclasses.field(default_factory=list)
+    #: The interleaved re-measurement of the top candidates (confirm.Confirmation.to_dict()):
+    #: the margin over the runner-up and whether it is significant. None if not confirmed.
+    confirmation: dict[str, Any] | None = None
     created: str = dataclasses.field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     )
@@ -77,6 +88,7 @@ class Profile:
             "settings": self.best.settings,
             "measurements": _entry_measurements(self.best),
             "search": self.search,
+            "confirmation": self.confirmation,
             "alternatives": [
                 {"settings": alt.settings, "measurements": _entry_measurements(alt)}
                 for alt in self.alternatives
@@ -89,10 +101,10 @@ class Profile:
             if not isinstance(data, dict):
                 raise ProfileError("expected a YAML mapping at the top level")
             version = data.get("schema_version")
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise ProfileError(
-                    f"schema_version {version!r} is not supported (this autotune reads version "
-                    f"{SCHEMA_VERSION}); re-run `autotune search` or upgrade autotune"
+                    f"schema_version {version!r} is not supported (this autotune reads versions "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}); re-run `autotune search` or upgrade autotune"
                 )
             _require(data, ("target", "fingerprint", "settings", "measurements"))
             return cls(
@@ -101,8 +113,9 @@ class Profile:
                 best=_entry(data),
                 search=dict(data.get("search") or {}),
                 alternatives=[_entry(alt) for alt in data.get("alternatives") or []],
+                confirmation=_optional_mapping(data, "confirmation"),
                 created=str(data.get("created", "")),
-                schema_version=version,
+                schema_version=SCHEMA_VERSION,  # read as the current version; saved as such
             )
         except AutotuneError as exc:
             raise ProfileError(f"{source}: {exc}") from None
@@ -144,6 +157,13 @@ def _entry(data: dict[str, Any]) -> ProfileEntry:
     if not isinstance(measurements, dict):
         raise ProfileError("'measurements' must be a mapping")
     return ProfileEntry.from_dict({"settings": data.get("settings"), **measurements})
+
+
+def _optional_mapping(data: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ProfileError(f"'{key}' must be a mapping")
+    return dict(value) if value is not None else None
 
 
 def _require_number(name: str, value: Any, types: tuple[type, ...]) -> None:

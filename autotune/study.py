@@ -6,6 +6,12 @@ Pareto front (Optuna's `best_trials`) gives the alternatives, so one search also
 ceilings. Over the ceiling and out-of-memory are COMPLETE trials with a violated constraint
 (Optuna learns constraints from COMPLETE trials only); crashes and timeouts are FAIL.
 Storage is any Optuna storage: a journal file in the run directory by default, or a database URL.
+
+With a time budget the search is a wall: a trial starts only if its expected duration (earlier
+trials of the same cost class: the same values of knobs that need a fresh process, e.g. compile)
+fits in what is left, a trial still running at the deadline is stopped and recorded, and time is
+kept for confirming the winner (confirm.py) at the end. Every trial is in the storage as soon as
+it is told, so a killed search loses nothing it finished.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -21,6 +28,7 @@ from typing import Any, Literal
 
 import optuna
 
+from autotune import confirm as confirming
 from autotune.errors import StudyError
 from autotune.measure import Measurement, Measurer, TrialJob
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
@@ -34,6 +42,13 @@ OBJECTIVES = ("latency_median_s", "peak_bytes")
 _ATTR_MEASUREMENT = "measurement"
 _ATTR_ASSIGNMENT = "assignment"
 _ATTR_DUPLICATE = "duplicate_of"
+_ATTR_SKIPPED = "skipped"
+_ATTR_DURATION = "autotune:duration_s"
+_ATTR_CONFIRMATION = "autotune:confirmation"
+#: Proposals in a row that do not fit the time left before the search stops asking.
+_MAX_SKIPS = 3
+#: A search without a time budget still bounds the confirmation rounds.
+_CONFIRM_TIMEOUT_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +79,19 @@ class SearchResult:
     seed: int
     duration_s: float
     proposals: int
+    #: Why the last run stopped: "trials", "time budget", "space exhausted", "sampler".
+    stop_reason: str = "trials"
+    confirmation: confirming.Confirmation | None = None
+    #: Trials left running by a killed search, closed as failed on resume.
+    interrupted: int = 0
 
     @property
     def best(self) -> TrialRecord | None:
+        """The confirmed winner when the top candidates were re-measured, else the fastest."""
+        if self.confirmation is not None:
+            for record in self.records:
+                if record.number == self.confirmation.winner:
+                    return record
         return fastest_feasible(self.records)
 
     @property
@@ -137,11 +162,13 @@ class Search:
 
     def __init__(self, target: Target, space: SearchSpace, measurer: Measurer, *,
                  storage: str | Path, seed: int = 0, resume: bool = False,
-                 warmup: int = 1, runs: int = 3, planner: Any = None,
-                 prune_margin: float = DEFAULT_PRUNE_MARGIN) -> None:
+                 warmup: int = 1, runs: int = 6, planner: Any = None,
+                 prune_margin: float = DEFAULT_PRUNE_MARGIN, precision: float = 0.02,
+                 time_cap_s: float = 10.0, confirm: bool = True) -> None:
         self.target, self.space, self.measurer = target, space, measurer
         self.planner, self.prune_margin = planner, prune_margin
         self.seed, self.warmup, self.runs = seed, warmup, runs
+        self.precision, self.time_cap_s, self.confirm = precision, time_cap_s, confirm
         self.storage_name = str(storage)
         self._storage = open_storage(storage, must_exist=resume)
         self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
@@ -164,15 +191,17 @@ class Search:
         self._check_same_space(resume)
         self.study.set_user_attr("target_key", target.key())
         self.study.set_user_attr("target", target.to_dict())
-        if resume:
-            self._fail_interrupted()
+        self.interrupted = self._fail_interrupted() if resume else 0
         self._seen: dict[str, TrialRecord] = {}
         self._pruned: dict[str, TrialRecord] = {}
         for record in self._records_from_storage():
             book = self._pruned if record.outcome == "pruned" else self._seen
             book.setdefault(assignment_key(record.assignment), record)
         self.proposals = 0
-        self.duration_s = 0.0
+        self.duration_s = float(self.study.user_attrs.get(_ATTR_DURATION, 0.0))  # over resumed runs
+        self.stop_reason = "trials"
+        stored = self.study.user_attrs.get(_ATTR_CONFIRMATION)
+        self.confirmation = confirming.Confirmation.from_dict(stored) if stored else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -189,12 +218,14 @@ class Search:
             )
         self.study.set_user_attr("space", choices)
 
-    def _fail_interrupted(self) -> None:
+    def _fail_interrupted(self) -> int:
         """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume. (Only on
         resume: several workers sharing one storage will need Optuna's heartbeats instead.)"""
-        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for trial in running:
             self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             log.warning("trial %d was interrupted; recorded as failed", trial.number)
+        return len(running)
 
     def _records_from_storage(self) -> list[TrialRecord]:
         records = []
@@ -229,8 +260,8 @@ class Search:
 
     def run(self, n_trials: int, on_trial: ProgressFn | None = None,
             time_budget_s: float | None = None) -> SearchResult:
-        """Measure up to `n_trials` new distinct assignments; fewer if the space runs out or, with
-        a time budget, once it is spent (a trial already started finishes)."""
+        """Measure up to `n_trials` new distinct assignments, then confirm the winner; fewer if
+        the space runs out or, with a time budget, once it is spent (see the module doc)."""
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
         if not self._seen and not self._pruned:
@@ -238,37 +269,112 @@ class Search:
             for candidate in self._planner_seeds(n_trials):
                 self.enqueue(candidate)
         space_size = self.space.size()
-        measured_now, asks = 0, 0
+        measured_now, asks, skips = 0, 0, 0
         max_asks = max(50, 20 * n_trials)
-        while (measured_now < n_trials and len(self._seen) + len(self._pruned) < space_size
-               and asks < max_asks and time.monotonic() < deadline):
-            asks += 1
-            trial = self.study.ask()
-            assignment = self._propose(trial)
-            if not self.space.is_valid(assignment):
-                trial.set_user_attr("invalid", True)
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                continue
-            key = assignment_key(assignment)
-            if key in self._seen:
-                self._tell_duplicate(trial, self._seen[key])
-                continue
-            if key in self._pruned:
-                trial.set_user_attr(_ATTR_DUPLICATE, self._pruned[key].number)
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                continue
-            prediction = self.planner.predict(assignment) if self.planner else None
-            if prediction is not None and prediction.surely_over(self.target.max_vram, self.prune_margin):
-                self._pruned[key] = self._prune(trial, assignment, prediction)
-                continue
-            record = self._measure(trial, assignment, prediction)
-            self._seen[key] = record
-            measured_now += 1
-            if on_trial:
-                on_trial(record, measured_now, self.best())
-        self.proposals += asks
-        self.duration_s += time.monotonic() - start
+        self.stop_reason = "trials"
+        try:
+            while measured_now < n_trials:
+                if len(self._seen) + len(self._pruned) >= space_size:
+                    self.stop_reason = "space exhausted"
+                    break
+                if asks >= max_asks:
+                    self.stop_reason = "sampler"
+                    break
+                left = deadline - time.monotonic() - self._confirm_reserve(deadline)
+                if left <= 0 or skips >= _MAX_SKIPS:
+                    self.stop_reason = "time budget"
+                    break
+                asks += 1
+                trial = self.study.ask()
+                assignment = self._propose(trial)
+                if not self.space.is_valid(assignment):
+                    trial.set_user_attr("invalid", True)
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    continue
+                key = assignment_key(assignment)
+                if key in self._seen or key in self._pruned:
+                    self._tell_duplicate(trial, (self._seen.get(key) or self._pruned[key]).number)
+                    continue
+                prediction = self.planner.predict(assignment) if self.planner else None
+                if prediction is not None and prediction.surely_over(self.target.max_vram, self.prune_margin):
+                    self._pruned[key] = self._prune(trial, assignment, prediction)
+                    continue
+                expected = self.expected_duration_s(assignment)
+                if expected is not None and expected > left:
+                    skips += 1
+                    trial.set_user_attr(_ATTR_SKIPPED, f"expected {expected:.0f} s, {left:.0f} s left")
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    continue
+                skips = 0
+                timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+                record = self._measure(trial, assignment, prediction, timeout)
+                self._seen[key] = record
+                measured_now += 1
+                if on_trial:
+                    on_trial(record, measured_now, self.best())
+            if self.confirm:
+                self._confirm(deadline)
+        finally:
+            self.proposals += asks
+            self.duration_s += time.monotonic() - start
+            self.study.set_user_attr(_ATTR_DURATION, self.duration_s)
         return self.result()
+
+    # -- the time budget -----------------------------------------------------------------------
+
+    def expected_duration_s(self, assignment: Assignment) -> float | None:
+        """Median wall time of earlier trials of the same cost class, or None if none ran."""
+        cls = cost_class(assignment)
+        walls = [r.measurement.timings["wall_s"] for r in self._seen.values()
+                 if "wall_s" in r.measurement.timings and cost_class(r.assignment) == cls]
+        return statistics.median(walls) if walls else None
+
+    def _confirm_reserve(self, deadline: float) -> float:
+        """Time kept for confirming the winner at the end of a budgeted search."""
+        if math.isinf(deadline) or not self.confirm or not hasattr(self.measurer, "compare"):
+            return 0.0
+        best = self.best()
+        if best is None:
+            return 0.0
+        return _confirm_cost(best.measurement, self._spawn_s(), candidates=2, rounds=confirming.ROUNDS)
+
+    def _spawn_s(self) -> float:
+        """What starting a worker has cost here (a fresh Python importing torch and diffusers)."""
+        spawns = [r.measurement.timings["spawn_s"] for r in self._seen.values() if "spawn_s" in r.measurement.timings]
+        return max(spawns) if spawns else 5.0
+
+    def _confirm(self, deadline: float) -> None:
+        """Re-measure the top candidates side by side (confirm.py) and record the decision."""
+        compare = getattr(self.measurer, "compare", None)
+        feasible = [r for r in self._seen.values() if r.feasible]
+        if compare is None or not feasible:
+            return
+        best = fastest_feasible(feasible)
+        assert best is not None
+        total = best.measurement.device_info.get("total_memory_bytes")
+        room = int(0.9 * total) if self.target.device == "cuda" and total else None
+        picked = confirming.pick_candidates(
+            [confirming.Candidate(r.number, r.assignment, r.measurement.latency_median_s, r.measurement.peak_bytes)
+             for r in feasible], memory_room=room)
+        if len(picked) < 2:
+            return
+        if math.isinf(deadline):
+            deadline = time.monotonic() + _CONFIRM_TIMEOUT_S
+        left = deadline - time.monotonic()
+        loads = _confirm_cost(best.measurement, self._spawn_s(), len(picked), 0)
+        per_round = _confirm_cost(best.measurement, self._spawn_s(), len(picked), 1) - loads
+        rounds = min(confirming.ROUNDS, int((left - loads) // max(per_round, 1e-9)))
+        if rounds < 1:
+            log.info("no time left to confirm the winner")
+            return
+        jobs = [self._job(c.settings, c.number) for c in picked]
+        medians, note = compare(jobs, rounds, confirming.RUNS_PER_ROUND, deadline)
+        by_number = {picked[i].number: values for i, values in medians.items()}
+        if not by_number:
+            log.warning("the winner could not be confirmed: %s", note)
+            return
+        self.confirmation = confirming.decide(picked, by_number, confirming.RUNS_PER_ROUND, note)
+        self.study.set_user_attr(_ATTR_CONFIRMATION, self.confirmation.to_dict())
 
     def _planner_seeds(self, n_trials: int) -> list[Assignment]:
         """Predicted-feasible candidates, likely-fastest first, measured before the sampler's picks."""
@@ -293,11 +399,15 @@ class Search:
                  prediction.total_bytes, self.target.max_vram)
         return TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
 
-    def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None) -> TrialRecord:
-        job = TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
-                       number=trial.number)
+    def _job(self, assignment: Assignment, number: int) -> TrialJob:
+        return TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
+                        number=number, precision=self.precision, time_cap_s=self.time_cap_s)
+
+    def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
+                 timeout_s: float | None = None) -> TrialRecord:
+        job = self._job(assignment, trial.number)
         log.info("trial %d: %s", trial.number, assignment)
-        measurement = self.measurer(job)
+        measurement = self.measurer(job, timeout_s=timeout_s)
         outcome, constraint = classify(measurement, self.target.max_vram)
         trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
@@ -313,14 +423,12 @@ class Search:
         return TrialRecord(trial.number, assignment, measurement, outcome, constraint,
                            prediction.to_dict() if prediction is not None else None)
 
-    def _tell_duplicate(self, trial: optuna.trial.Trial, original: TrialRecord) -> None:
-        """Tell the sampler what it proposed again, without measuring it again."""
-        trial.set_user_attr(_ATTR_DUPLICATE, original.number)
-        if original.outcome == "failed":
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        trial.set_constraint("memory_over_ceiling", original.constraint)
-        self.study.tell(trial, self._values(original.measurement))
+    def _tell_duplicate(self, trial: optuna.trial.Trial, original: int) -> None:
+        """A proposal of an assignment already measured (or pruned) is answered from the ledger:
+        closed as PRUNED with a pointer to the original, so it is neither measured again nor
+        counted as a COMPLETE trial by Optuna's tools (dashboard, importance, best_trials)."""
+        trial.set_user_attr(_ATTR_DUPLICATE, original)
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     @staticmethod
     def _values(measurement: Measurement) -> list[float]:
@@ -339,7 +447,8 @@ class Search:
             pareto=[r for r in pareto if r.feasible],
             study_name=self.study_name, storage=self.storage_name,
             sampler=type(self.sampler).__name__, seed=self.seed,
-            duration_s=self.duration_s, proposals=self.proposals,
+            duration_s=self.duration_s, proposals=self.proposals, stop_reason=self.stop_reason,
+            confirmation=self.confirmation, interrupted=self.interrupted,
         )
 
 
@@ -352,9 +461,34 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "failed": result.count("failed"),
         "pruned_by_planner": len(result.pruned),
         "proposals": result.proposals,
+        "interrupted": result.interrupted,
+        "stopped_by": result.stop_reason,
+        "median_overhead_s": _median_overhead(result.records),
         "sampler": result.sampler,
         "seed": result.seed,
         "duration_s": round(result.duration_s, 2),
         "study_name": result.study_name,
         "storage": result.storage,
     }
+
+
+def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:
+    """The values that decide a trial's cost beyond its runs: those of knobs that need a fresh
+    process (a compile is paid again by every trial that has one)."""
+    from autotune import knobs
+
+    return tuple((k.name, assignment[k.name]) for k in knobs.all_knobs()
+                 if assignment.get(k.name) in k.process_state)
+
+
+def _confirm_cost(best: Measurement, spawn_s: float, candidates: int, rounds: int) -> float:
+    """Estimated seconds to reload `candidates` like the best one and time `rounds` rounds."""
+    t = best.timings
+    load = spawn_s + t.get("load_weights_s", 0.0) + t.get("build_s", 0.0) + t.get("apply_s", 0.0) + t.get("first_run_s", 0.0)
+    median = best.latency_median_s or 0.0
+    return candidates * (load + rounds * confirming.RUNS_PER_ROUND * median)
+
+
+def _median_overhead(records: list[TrialRecord]) -> float | None:
+    values = [r.measurement.overhead_s for r in records if r.measurement.overhead_s is not None]
+    return round(statistics.median(values), 3) if values else None

@@ -54,7 +54,8 @@ def entry_from(record: TrialRecord) -> ProfileEntry:
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
-                        predicted_peak_bytes=predicted)
+                        predicted_peak_bytes=predicted, timing=dict(m.timing),
+                        phases={k: round(v, 3) for k, v in m.timings.items()})
 
 
 def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
@@ -71,6 +72,7 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
         best=entry_from(best),
         search=search_summary(result),
         alternatives=[entry_from(r) for r in result.alternatives],
+        confirmation=result.confirmation.to_dict() if result.confirmation else None,
     )
 
 
@@ -87,7 +89,10 @@ def start_search(
     measurer: Measurer | None = None,
     trial_timeout_s: float = 600.0,
     warmup: int = 1,
-    runs: int = 3,
+    runs: int = 6,
+    precision: float = 0.02,
+    time_cap_s: float = 10.0,
+    confirm: bool = True,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -100,7 +105,8 @@ def start_search(
     own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s) if measurer is None else None
     search = Search(target, space, measurer or own_measurer,
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
-                    warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin)
+                    warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
+                    precision=precision, time_cap_s=time_cap_s, confirm=confirm)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search
@@ -108,6 +114,9 @@ def start_search(
 
 def finish(search: Search, result: SearchResult) -> TuneResult:
     """The profile of a finished run of `search` (None when nothing fits)."""
+    close = getattr(search.measurer, "close", None)
+    if close is not None:  # the warm worker is not needed any more
+        close()
     log_dir = getattr(search.measurer, "log_dir", None)
     profile = profile_from(result, log_dir) if result.best is not None else None
     return TuneResult(search=result, profile=profile, log_dir=log_dir)
@@ -137,4 +146,10 @@ def tune(
     """Search `trials` new assignments for `target` and build the profile (None if none fit).
     `options` are those of `start_search`."""
     search = start_search(target, **options)
-    return finish(search, search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s))
+    try:
+        result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)
+    finally:
+        close = getattr(search.measurer, "close", None)
+        if close is not None:
+            close()
+    return finish(search, result)

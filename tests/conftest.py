@@ -29,16 +29,29 @@ def fake_measurement(job: TrialJob, *, latency: float = 1.0, peak: int = 2**20,
 
 
 class FakeMeasurer:
-    """Deterministic stand-in for the worker: latency and peak are functions of the assignment."""
+    """Deterministic stand-in for the worker: latency and peak are functions of the assignment.
 
-    def __init__(self, cost=None):
+    With `rounds_cost` it can also confirm: `rounds_cost(assignment, round)` is the block median
+    of that candidate in that round of the interleaved re-measurement."""
+
+    def __init__(self, cost=None, rounds_cost=None):
         self.jobs: list[TrialJob] = []
+        self.timeouts: list[float | None] = []
         self.cost = cost or (lambda a: (1.0, 2**20))
+        self.compared: list[list[TrialJob]] = []
+        if rounds_cost is not None:
+            self.rounds_cost = rounds_cost
+            self.compare = self._compare
 
-    def __call__(self, job: TrialJob) -> Measurement:
+    def __call__(self, job: TrialJob, *, timeout_s: float | None = None) -> Measurement:
         self.jobs.append(job)
+        self.timeouts.append(timeout_s)
         result = self.cost(job.assignment)
         if isinstance(result, Measurement):
             return result
         latency, peak = result
         return fake_measurement(job, latency=latency, peak=peak)
+
+    def _compare(self, jobs, rounds, runs_per_round, deadline):
+        self.compared.append(list(jobs))
+        return {i: [self.rounds_cost(job.assignment, r) for r in range(rounds)] for i, job in enumerate(jobs)}, ""

@@ -84,10 +84,11 @@ class FakeNvml:
         return "580.1"
 
 
-def backend(ceiling=8 * GiB, visible=True, total=80 * GiB):
+def backend(ceiling=8 * GiB, visible=True, total=80 * GiB, sample_in_process=False):
     cuda = FakeCuda(total=total)
     nvml = FakeNvml(cuda, visible=visible)
-    return CudaBackend(ceiling, cuda=cuda, nvml=nvml, pid=4242, sample_interval_s=0.001), cuda, nvml
+    return CudaBackend(ceiling, cuda=cuda, nvml=nvml, pid=4242, sample_interval_s=0.001,
+                       sample_in_process=sample_in_process), cuda, nvml
 
 
 def test_memory_fraction_leaves_room_for_the_context():
@@ -126,7 +127,7 @@ def test_alloc_conf_is_recorded(monkeypatch):
 
 
 def test_track_records_three_peaks_and_the_nvml_peak_decides():
-    b, cuda, nvml = backend()
+    b, cuda, nvml = backend(sample_in_process=True)
     b.setup()
     cuda.alloc(3 * GiB)  # weights
     b.prepare(None)
@@ -145,6 +146,39 @@ def test_track_records_three_peaks_and_the_nvml_peak_decides():
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
                     latencies_s=[1.0], peak_bytes=reading.peak_bytes)
     assert classify(m, 8 * GiB)[0] == "over_ceiling"
+
+
+def test_in_a_worker_the_parent_samples_nvml_by_pid_and_its_peak_decides():
+    from autotune.backends.cuda import ProcessPeak
+    from autotune.measure import Measurement
+
+    b, cuda, nvml = backend()  # a worker's backend: no sampling thread of its own
+    b.setup()
+    cuda.alloc(3 * GiB)
+    with ProcessPeak(nvml, pid=4242, interval_s=0.001) as parent_side:
+        with b.track(None) as reading:
+            cuda.alloc(2 * GiB)
+            nvml.extra = 4 * GiB
+            import time
+            time.sleep(0.05)
+            nvml.extra = 0
+    assert "nvml_process_peak" not in reading.memory
+    assert reading.peak_bytes == 5 * GiB + 500 * MiB  # reserved + context, inside the worker
+    m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
+                    latencies_s=[1.0], peak_bytes=reading.peak_bytes, memory=dict(reading.memory))
+    parent_side.merge_into(m)
+    assert m.memory["nvml_process_peak"] >= 500 * MiB + 5 * GiB + 4 * GiB
+    assert m.peak_bytes == m.memory["nvml_process_peak"]
+    assert classify(m, 8 * GiB)[0] == "over_ceiling"
+
+
+def test_release_says_whether_the_device_is_clean():
+    b, cuda, _ = backend()
+    b.setup()
+    cuda.memory_allocated = lambda: cuda.allocated
+    assert b.release()
+    cuda.alloc(1 * GiB)  # a tensor the dropped pipeline left behind
+    assert not b.release()
 
 
 def test_without_nvml_the_peak_is_reserved_plus_context():

@@ -14,7 +14,7 @@ from autotune.target import Target
 @pytest.fixture
 def job() -> TrialJob:
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**30)
-    return TrialJob(target, {"dtype": "fp32"}, warmup=1, runs=2)
+    return TrialJob(target, {"dtype": "fp32"}, warmup=1, runs=2, max_runs=2)
 
 
 def measurer(code: str, **kwargs) -> SubprocessMeasurer:
@@ -44,8 +44,8 @@ def test_crashing_worker_reports_its_last_line_and_its_log(job, tmp_path):
 
 
 def test_a_target_no_trial_can_run_stops_the_search(job):
-    code = ("import json, sys; open(sys.argv[2], 'w').write(json.dumps("
-            "{'unrunnable': '--max-vram is below the CUDA context'})); sys.exit(3)")
+    code = ("import json, os, sys; sys.stdin.readline(); os.write(int(sys.argv[1]), json.dumps("
+            "{'unrunnable': '--max-vram is below the CUDA context'}).encode() + b'\\n')")
     with pytest.raises(InvalidTargetError, match="below the CUDA context"):
         measurer(code)(job)
 
@@ -77,3 +77,59 @@ def test_unnumbered_runs_never_overwrite_earlier_logs(job, tmp_path):
     measurer("raise ValueError('second')", log_dir=tmp_path)(job)  # a new measurer, same folder
     assert "first" in (tmp_path / "run-0001.log").read_text()
     assert "second" in (tmp_path / "run-0002.log").read_text()
+
+
+# ---- the warm worker ------------------------------------------------------------------------------
+
+def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(job, tmp_path):
+    with SubprocessMeasurer(timeout_s=300, log_dir=tmp_path) as measure:
+        first = measure(dataclasses.replace(job, number=0))
+        second = measure(dataclasses.replace(job, number=1, assignment={"dtype": "bf16"}))
+    assert first.status == second.status == "ok"
+    assert first.device_info["worker_pid"] == second.device_info["worker_pid"]
+    assert "spawn_s" in first.timings and "spawn_s" not in second.timings  # start-up paid once
+    for phase in ("build_s", "apply_s", "first_run_s", "timed_s", "wall_s", "overhead_s"):
+        assert phase in second.timings, phase
+    measured = second.timings["first_run_s"] + second.timings["timed_s"]
+    assert second.overhead_s == pytest.approx(second.timings["wall_s"] - measured, abs=1e-6)
+    assert second.timing["runs"] == 2 and second.timing["median_s"] == second.latency_median_s
+    assert "trial bf16" not in (tmp_path / "trial-0000.log").read_text()  # each trial its own log
+    assert "'bf16'" in (tmp_path / "trial-0001.log").read_text()
+
+
+def test_a_trial_that_leaves_state_behind_gets_a_fresh_worker_next(job, tmp_path, monkeypatch):
+    from autotune import measure as measure_module
+
+    monkeypatch.setattr(measure_module, "leaves_process_state", lambda a: a.get("dtype") == "bf16")
+    with SubprocessMeasurer(timeout_s=300) as measure:
+        a = measure(job)
+        b = measure(dataclasses.replace(job, assignment={"dtype": "bf16"}))  # taints its worker
+        c = measure(job)
+    assert a.device_info["worker_pid"] == b.device_info["worker_pid"] != c.device_info["worker_pid"]
+    assert "spawn_s" in c.timings
+
+
+def test_compile_is_the_knob_that_needs_a_fresh_process():
+    assert measure_module_leaves({"compile": "full"}) and not measure_module_leaves({"dtype": "fp16"})
+
+
+def measure_module_leaves(assignment):
+    from autotune.measure import leaves_process_state
+
+    return leaves_process_state(assignment)
+
+
+def test_a_budget_stop_is_named_as_such(job):
+    result = measurer("import sys, time; sys.stdin.readline(); time.sleep(30)", timeout_s=60)(job, timeout_s=1)
+    assert result.status == "failed" and result.error == "stopped at the time budget after 1 s"
+
+
+def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
+    import time
+
+    jobs = [dataclasses.replace(job, number=1), dataclasses.replace(job, number=2, assignment={"dtype": "bf16"})]
+    medians, note = SubprocessMeasurer(log_dir=tmp_path).compare(jobs, rounds=2, runs_per_round=2,
+                                                                  deadline=time.monotonic() + 300)
+    assert note == "" and sorted(medians) == [0, 1]
+    assert all(len(v) == 2 and all(x > 0 for x in v) for v in medians.values())
+    assert (tmp_path / "trial-0002-confirm.log").exists()

@@ -55,7 +55,7 @@ def test_save_load_round_trip(saved):
     assert loaded.settings["vae_slicing"] is True and loaded.settings["attention"] == "sliced"
     assert loaded.best == profile.best
     assert loaded.alternatives == profile.alternatives
-    assert loaded.schema_version == SCHEMA_VERSION == 1
+    assert loaded.schema_version == SCHEMA_VERSION == 2
 
 
 def test_saved_file_is_plain_safe_yaml(saved):
@@ -64,7 +64,7 @@ def test_saved_file_is_plain_safe_yaml(saved):
     assert "!!python" not in text and "!!" not in text
     data = yaml.safe_load(text)
     assert data == profile.to_dict()
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert list(data["settings"]) == [k.name for k in knobs.all_knobs()]
     assert data["target"]["height"] == 128
     assert text == profile.to_yaml()
@@ -85,7 +85,7 @@ def test_to_yaml_uses_safe_dump(monkeypatch):
     monkeypatch.setattr(yaml, "dump", forbidden)
     text = make_profile().to_yaml()
     assert calls
-    assert yaml.safe_load(text)["schema_version"] == 1
+    assert yaml.safe_load(text)["schema_version"] == 2
 
 
 def test_settings_are_canonical_order_after_load(tmp_path):
@@ -114,9 +114,22 @@ def test_load_rejects_corrupt_yaml(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_load_rejects_schema_version_2(tmp_path):
-    path = write_variant(tmp_path, lambda d: d.update(schema_version=2))
-    with pytest.raises(ProfileError, match="schema_version 2"):
+def test_load_reads_schema_version_1(tmp_path):
+    """A version-1 profile (no timing, phases or confirmation) is still read, as version 2."""
+    def as_v1(d):
+        d["schema_version"] = 1
+        d.pop("confirmation", None)
+        for key in ("timing", "phases"):
+            d["measurements"].pop(key, None)
+
+    loaded = Profile.load(write_variant(tmp_path, as_v1))
+    assert loaded.schema_version == 2 and loaded.confirmation is None
+    assert loaded.best.timing == {} and loaded.best.phases == {}
+
+
+def test_load_rejects_a_schema_from_the_future(tmp_path):
+    path = write_variant(tmp_path, lambda d: d.update(schema_version=3))
+    with pytest.raises(ProfileError, match="schema_version 3"):
         Profile.load(path)
 
 

@@ -162,3 +162,76 @@ def test_resume_without_a_journal_creates_nothing(tmp_path):
     with pytest.raises(StudyError, match="nothing to resume"):
         Search(target(), small_space(), FakeMeasurer(cost), storage=tmp_path / "none.journal", resume=True)
     assert not (tmp_path / "none.journal").exists()
+
+
+# ---- honest bookkeeping, the time budget, the confirmed winner ----------------------------------
+
+def test_duplicate_proposals_are_not_complete_trials(tmp_path):
+    search = new_search(tmp_path, FakeMeasurer(cost))
+    result = search.run(50)
+    complete = search.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == len(result.records) == 6  # no phantom COMPLETE trial per duplicate
+
+
+def with_wall(seconds):
+    def measured(a):
+        latency, peak = cost(a)
+        m = fake_measurement(None, latency=latency, peak=peak)
+        m.timings["wall_s"] = seconds
+        return m
+    return measured
+
+
+def test_no_trial_starts_unless_its_expected_duration_fits(tmp_path):
+    fake = FakeMeasurer(with_wall(30.0))  # each trial has taken 30 s
+    search = new_search(tmp_path, fake)
+    result = search.run(6, time_budget_s=20.0)
+    # the first trial has no history and runs; the next is expected to take 30 s of the 20
+    assert len(fake.jobs) == 1 and result.stop_reason == "time budget"
+    assert fake.timeouts[0] is not None and fake.timeouts[0] <= 20.0  # stopped at the deadline
+
+
+def test_without_a_budget_trials_have_no_deadline(tmp_path):
+    fake = FakeMeasurer(cost)
+    new_search(tmp_path, fake).run(2)
+    assert fake.timeouts == [None, None]
+
+
+def test_durations_add_up_over_resumed_runs(tmp_path):
+    first = new_search(tmp_path, FakeMeasurer(cost))
+    first.run(2)
+    resumed = new_search(tmp_path, FakeMeasurer(cost), resume=True)
+    result = resumed.run(1)
+    assert result.duration_s > first.duration_s > 0
+
+
+def test_interrupted_trials_are_counted(tmp_path):
+    search = new_search(tmp_path, FakeMeasurer(cost))
+    search.run(1)
+    search.study.ask()
+    assert new_search(tmp_path, FakeMeasurer(cost), resume=True).run(1).interrupted == 1
+
+
+def test_the_winner_is_confirmed_side_by_side(tmp_path):
+    # fp16 (1.0 s) and bf16 (1.1 s) are within 10%; re-measured, they tie, and bf16 ties with
+    # the same memory, so the faster in the rounds' median keeps it.
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
+    result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
+    assert [j.assignment["dtype"] for j in fake.compared[0]] == ["fp16", "bf16"]
+    conf = result.confirmation
+    assert conf.winner == result.best.number and result.best.assignment["dtype"] == "fp16"
+    assert conf.significant and conf.margin == pytest.approx(0.2)
+    profile = profile_from(result)
+    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 6
+
+
+def test_a_tie_goes_to_the_candidate_with_less_memory(tmp_path):
+    def cost_tie(a):
+        latency, peak = cost(a)
+        return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
+
+    noise = [0.02, -0.02, 0.01, -0.01, 0.03, -0.03]
+    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r] if a["dtype"] == "bf16" else 0))
+    result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
+    assert result.best.assignment["dtype"] == "bf16"
+    assert result.confirmation.decided_by == "memory (latency tie)"

@@ -38,6 +38,12 @@ class DeviceBackend(Protocol):
     def track(self, pipe: Any) -> contextlib.AbstractContextManager[MemoryReading]:
         """Measure peak device memory over the runs inside the block."""
 
+    def release(self) -> bool:
+        """After a trial's pipeline is dropped: True when the device holds nothing of it."""
+
+    def conditions(self) -> dict[str, Any]:
+        """Readings that explain a slow run (clocks, temperature, host load), before/after timing."""
+
     def is_oom(self, exc: BaseException) -> bool: ...
 
     def oom_details(self, exc: BaseException) -> dict[str, int]:

@@ -94,6 +94,15 @@ class CpuBackend:
     def prepare(self, pipe: Any) -> None:
         return None
 
+    def release(self) -> bool:
+        return True
+
+    def conditions(self) -> dict[str, Any]:
+        """The load average: a busy host is the first suspect of a slow CPU run."""
+        import os
+
+        return {"load_average_1m": os.getloadavg()[0]}
+
     @contextlib.contextmanager
     def track(self, pipe: Any) -> Iterator[CpuReading]:
         reading = CpuReading()
@@ -106,6 +115,7 @@ class CpuBackend:
         reading.memory = {
             "cpu_live_tensor_peak": tracker.peak,
             "resident_weights": resident,
+            # Since the worker started (it may have measured earlier trials): informational.
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
 

@@ -4,7 +4,8 @@ Three peaks, recorded side by side, because each answers a different question:
 - `cuda_max_allocated`: bytes in live tensors (what the model needs),
 - `cuda_max_reserved`: what PyTorch's caching allocator holds (what the process takes from the card),
 - `nvml_process_peak`: what the driver sees for the process, CUDA context and workspaces included,
-  sampled by a thread during the runs.
+  sampled by the parent process by PID during the whole trial (`ProcessPeak`), so no sampling
+  thread competes with the measured process for its interpreter.
 The ceiling is checked against the largest of `nvml_process_peak` and reserved + measured context.
 
 Ceiling emulation: on a card larger than `--max-vram`, the worker caps PyTorch with
@@ -66,6 +67,12 @@ class Nvml(Protocol):
     def driver(self) -> str | None: ...
 
 
+def _read_conditions(nvml: Any) -> dict[str, Any]:
+    """Clocks, temperature and power, when the reader offers them (fakes may not)."""
+    read = getattr(nvml, "conditions", None)
+    return read() if read is not None else {}
+
+
 class PynvmlReader:
     """NVML for one device index. Per-process usage may be invisible inside containers (PID
     namespaces); callers then fall back to the device-wide delta over a baseline."""
@@ -91,6 +98,25 @@ class PynvmlReader:
     def driver(self) -> str | None:
         value = self._nvml.nvmlSystemGetDriverVersion()
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    def conditions(self) -> dict[str, Any]:
+        """SM/memory clocks (MHz), temperature (C), power (W), throttle reasons: what explains a
+        run slower than the last one. A reading the device does not offer is left out."""
+        nvml, handle = self._nvml, self._handle
+        reads = {
+            "sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
+            "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000,
+            "throttle_reasons": lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle),
+        }
+        out: dict[str, Any] = {}
+        for name, read in reads.items():
+            try:
+                out[name] = read()
+            except (nvml.NVMLError, AttributeError):
+                continue
+        return out
 
 
 def open_nvml() -> PynvmlReader | None:
@@ -138,6 +164,23 @@ class PeakSampler:
         self._sample()
 
 
+class ProcessPeak(PeakSampler):
+    """The NVML peak of another process (the worker), sampled from this one by PID."""
+
+    def __init__(self, nvml: Nvml, pid: int, interval_s: float = 0.005) -> None:
+        super().__init__(lambda: nvml.process_used_bytes(pid), interval_s)
+
+    def merge_into(self, result: Any) -> None:
+        """Add the sampled peak to a measurement; the ceiling is checked against the larger of
+        it and reserved + context (which the worker computed)."""
+        if not self.samples:
+            return
+        result.memory["nvml_process_peak"] = self.peak
+        result.device_info["nvml_source"] = "process (sampled by the parent)"
+        if result.status == "ok":
+            result.peak_bytes = max(self.peak, result.peak_bytes or 0)
+
+
 @dataclasses.dataclass
 class CudaReading:
     peak_bytes: int | None = None
@@ -151,7 +194,8 @@ class CudaBackend:
     track_timed_runs = True
 
     def __init__(self, ceiling: int | None = None, *, cuda: Any = None, nvml: Nvml | None = None,
-                 pid: int | None = None, sample_interval_s: float = 0.01) -> None:
+                 pid: int | None = None, sample_interval_s: float = 0.01,
+                 sample_in_process: bool = False) -> None:
         if cuda is None:
             import torch
 
@@ -161,6 +205,8 @@ class CudaBackend:
         self.ceiling = ceiling
         self.pid = os.getpid() if pid is None else pid
         self.sample_interval_s = sample_interval_s
+        #: False in workers (the parent samples NVML by PID); True for in-process measuring.
+        self.sample_in_process = sample_in_process
         self.context_bytes = 0
         self.fraction: float | None = None
         self._baseline_used = 0
@@ -225,14 +271,25 @@ class CudaBackend:
         self.cuda.empty_cache()
         self.cuda.reset_peak_memory_stats()
 
+    def release(self) -> bool:
+        """After a trial's pipeline is dropped: give cached blocks back; True when no tensor of it
+        is left on the device (else the parent replaces this process)."""
+        self.cuda.synchronize()
+        self.cuda.empty_cache()
+        allocated = getattr(self.cuda, "memory_allocated", None)
+        return allocated is None or int(allocated()) == 0
+
+    def conditions(self) -> dict[str, Any]:
+        return _read_conditions(self.nvml) if self.nvml is not None else {}
+
     @contextlib.contextmanager
     def track(self, pipe: Any) -> Iterator[CudaReading]:
         reading = CudaReading()
         self.cuda.synchronize()
         self.cuda.reset_peak_memory_stats()
-        sampler = PeakSampler(self._process_used, self.sample_interval_s)
+        sampler = PeakSampler(self._process_used, self.sample_interval_s) if self.sample_in_process else None
         try:
-            with sampler:
+            with sampler or contextlib.nullcontext():
                 yield reading
                 self.cuda.synchronize()
         finally:
@@ -240,9 +297,11 @@ class CudaBackend:
             reserved = int(self.cuda.max_memory_reserved())
             reading.memory = {"cuda_max_allocated": allocated, "cuda_max_reserved": reserved,
                               "cuda_context": self.context_bytes}
-            if sampler.samples:
+            peak = reserved + self.context_bytes
+            if sampler is not None and sampler.samples:
                 reading.memory["nvml_process_peak"] = sampler.peak
-            reading.peak_bytes = max(sampler.peak, reserved + self.context_bytes)
+                peak = max(peak, sampler.peak)
+            reading.peak_bytes = peak
 
     def is_oom(self, exc: BaseException) -> bool:
         oom_type = getattr(self.cuda, "OutOfMemoryError", None)

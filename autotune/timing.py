@@ -1,0 +1,128 @@
+"""How many timed runs are enough, and how sure we are of a median.
+
+Latency samples are skewed and carry outliers (a GC pause, a descheduled thread, a clock ramp),
+so the statistic is the median and its confidence interval is distribution-free: the order
+statistics x(k) and x(n-k+1) bracket the true median with probability >= 95% when k is chosen
+from the binomial(n, 1/2) tail. No normality is assumed, nothing is fitted, and one wild run
+cannot move it. A trial keeps timing until that interval is narrow enough (2% half-width of the
+median by default) or its time cap is spent; whatever it reached is recorded beside the number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Sequence
+
+#: Below this many runs no 95% interval for a median exists (n=5: 1 - 2/32 < 0.95).
+MIN_RUNS_FOR_CI = 6
+
+
+def _binom_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median, or None when `samples` are too few."""
+    n = len(samples)
+    alpha = (1 - confidence) / 2
+    k = 0  # the largest k with P(X < k) <= alpha; the interval is [x(k), x(n-k+1)] (1-based)
+    while k < n // 2 and _binom_cdf(k, n) <= alpha:
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(samples)
+    return ordered[k - 1], ordered[n - k]
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingStats:
+    """What the timed runs of one trial say: the median, how sure, and how spread."""
+
+    runs: int
+    median_s: float
+    ci_low_s: float | None
+    ci_high_s: float | None
+    min_s: float
+    max_s: float
+    iqr_s: float
+
+    @property
+    def ci_rel_half_width(self) -> float | None:
+        """Half the confidence interval as a fraction of the median (None: too few runs)."""
+        if self.ci_low_s is None or self.ci_high_s is None or self.median_s <= 0:
+            return None
+        return (self.ci_high_s - self.ci_low_s) / 2 / self.median_s
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median."""
+        return self.iqr_s / self.median_s if self.median_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {**dataclasses.asdict(self), "ci_rel_half_width": self.ci_rel_half_width,
+                "spread": self.spread}
+
+
+def timing_stats(samples: Sequence[float]) -> TimingStats:
+    if not samples:
+        raise ValueError("no timed runs")
+    ci = median_ci(samples)
+    if len(samples) >= 2:
+        quartiles = statistics.quantiles(samples, n=4)
+        iqr = quartiles[2] - quartiles[0]
+    else:
+        iqr = 0.0
+    return TimingStats(runs=len(samples), median_s=statistics.median(samples),
+                       ci_low_s=ci[0] if ci else None, ci_high_s=ci[1] if ci else None,
+                       min_s=min(samples), max_s=max(samples), iqr_s=iqr)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoppingRule:
+    """When a trial's timed runs stop: precise enough, or out of time, or out of runs.
+
+    `min_runs` are always made (the cheapest trial still gets a median of several); past them
+    the loop stops as soon as the 95% interval's half-width is within `precision` of the median,
+    or `time_cap_s` of timed runs are spent, or `max_runs` are made.
+    """
+
+    min_runs: int = MIN_RUNS_FOR_CI
+    max_runs: int = 100
+    precision: float = 0.02
+    time_cap_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.min_runs < 1 or self.max_runs < self.min_runs:
+            raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
+        if self.precision <= 0 or self.time_cap_s <= 0:
+            raise ValueError("precision and time_cap_s must be positive")
+
+    def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
+        n = len(samples)
+        if n < self.min_runs:
+            return False
+        if n >= self.max_runs or elapsed_s >= self.time_cap_s:
+            return True
+        rel = timing_stats(samples).ci_rel_half_width
+        return rel is not None and rel <= self.precision
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | int]) -> StoppingRule:
+        return cls(**data)  # type: ignore[arg-type]
+
+
+def sign_test_p(ratios: Sequence[float]) -> float:
+    """Two-sided sign test that paired ratios are centred on 1 (ties dropped): a drift-robust
+    test for interleaved rounds, where each round compares two candidates under the same
+    conditions."""
+    above = sum(r > 1 for r in ratios)
+    below = sum(r < 1 for r in ratios)
+    n = above + below
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * _binom_cdf(min(above, below), n))

@@ -1,0 +1,42 @@
+"""Median intervals, the stopping rule and the sign test: the statistics a ranking rests on."""
+from __future__ import annotations
+
+import pytest
+
+from autotune.timing import StoppingRule, median_ci, sign_test_p, timing_stats
+
+
+def test_no_interval_below_six_runs():
+    assert median_ci([1.0] * 5) is None
+    assert median_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (1.0, 6.0)  # n=6: the extremes, 96.9%
+
+
+def test_interval_narrows_with_runs_and_ignores_one_outlier():
+    samples = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00, 50.0, 1.00, 1.01, 0.99, 1.0, 1.0, 1.0]
+    low, high = median_ci(samples)
+    assert 0.98 <= low <= 1.0 <= high <= 1.02  # the 50 s outlier cannot reach the interval
+
+
+def test_stats_report_the_relative_half_width():
+    stats = timing_stats([1.0, 1.0, 1.0, 1.0, 1.0, 1.1])
+    assert stats.median_s == 1.0 and stats.ci_rel_half_width == pytest.approx(0.05)
+    assert timing_stats([1.0, 2.0]).ci_rel_half_width is None
+
+
+def test_stopping_rule_stops_on_precision_time_or_count():
+    rule = StoppingRule(min_runs=6, max_runs=20, precision=0.02, time_cap_s=5.0)
+    steady = [1.0] * 6
+    noisy = [1.0, 1.5, 0.7, 1.2, 0.9, 1.3]
+    assert not rule.done(steady[:5], 0.1)          # minimum first
+    assert rule.done(steady, 0.1)                  # precise enough
+    assert not rule.done(noisy, 0.1)               # keep going
+    assert rule.done(noisy, 5.0)                   # out of time
+    assert rule.done(noisy * 4, 0.1)               # out of runs (24 >= 20)
+    with pytest.raises(ValueError):
+        StoppingRule(min_runs=3, max_runs=2)
+
+
+def test_sign_test():
+    assert sign_test_p([1.1] * 6) == pytest.approx(2 / 64)   # all rounds agree: significant
+    assert sign_test_p([1.1] * 5 + [0.9]) > 0.05             # one disagrees at n=6: not
+    assert sign_test_p([1.0] * 6) == 1.0                      # ties carry no evidence
