@@ -1,16 +1,24 @@
-"""What the user wants tuned: model, output size, batch, steps, memory ceiling, device."""
+"""What the user wants tuned: model, output size, batch, steps, memory ceiling, device, and what
+else the pipeline is called with (frames of a video, the user's own call arguments)."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import Any, Union
 
 from autotune.errors import InvalidTargetError
 
 #: Latent diffusion VAEs downsample by 8: pixel sizes must divide by it or the pipeline refuses them.
 PIXEL_MULTIPLE = 8
 SUPPORTED_DEVICES = ("cpu", "cuda")
+#: The ceiling of a target made without `--max-vram` (`autotune plan` only): every size fits under it.
+NO_CEILING = 2**63 - 1
+#: What a call argument can hold: what `--call-arg KEY=VALUE` parses to and YAML stores as is.
+Scalar = Union[str, int, float, bool, None]
+#: Fields added after profiles were first written: left out of `key()` while at their default, so
+#: run directories and resumable studies of older targets keep their names.
+_LATER_FIELDS = {"frames": None, "call_args": {}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +34,10 @@ class Target:
     device: str = "cpu"
     pipeline_class: str | None = None
     prompt: str = "a photo of an astronaut riding a horse on mars"
+    #: Frames per video for video pipelines (`num_frames`); None: the pipeline's own default.
+    frames: int | None = None
+    #: Extra `__call__` arguments, e.g. {"strength": 0.6, "use_resolution_binning": False}.
+    call_args: dict[str, Scalar] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -45,6 +57,18 @@ class Target:
             raise InvalidTargetError(
                 f"--device must be one of {', '.join(SUPPORTED_DEVICES)} (or 'auto'), got {self.device!r}"
             )
+        if self.frames is not None and (not _is_int(self.frames) or self.frames < 1):
+            raise InvalidTargetError(f"--frames must be 1 or more, got {self.frames!r}")
+        # A private sorted copy: the caller's dict cannot change a frozen target afterwards.
+        object.__setattr__(self, "call_args", _checked_call_args(self.call_args))
+
+    @property
+    def has_ceiling(self) -> bool:
+        return self.max_vram != NO_CEILING
+
+    def __hash__(self) -> int:  # the generated hash would fail on the call_args dict
+        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "call_args")
+        return hash((fields, tuple(self.call_args.items())))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -59,9 +83,23 @@ class Target:
 
     def key(self) -> str:
         """A short stable id for run directories and study names."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        data = {k: v for k, v in self.to_dict().items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        blob = json.dumps(data, sort_keys=True).encode()
         slug = self.model.replace("/", "-").replace(":", "-")
         return f"{slug}-{self.width}x{self.height}-b{self.batch}-{hashlib.sha1(blob).hexdigest()[:8]}"
+
+
+def _checked_call_args(call_args: object) -> dict[str, Scalar]:
+    if not isinstance(call_args, dict):
+        raise InvalidTargetError(f"call_args must be a mapping of argument names to values, got {call_args!r}")
+    for name, value in call_args.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InvalidTargetError(f"--call-arg names a keyword argument of the pipeline call, got {name!r}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidTargetError(
+                f"--call-arg {name} must be a number, true/false, null or text, got {value!r}"
+            )
+    return dict(sorted(call_args.items()))
 
 
 def _is_int(value: object) -> bool:

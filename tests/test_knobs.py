@@ -13,6 +13,7 @@ from autotune.apply import apply_settings, hooked_modules, pipeline_components
 from autotune.errors import InvalidAssignmentError, UnknownKnobError
 from autotune.knobs import ApplyContext, Context, Knob, Stage
 from autotune.space import SearchSpace
+from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 PAIRS = [(k.name, v) for k in knobs.all_knobs() for v in k.choices]
 SLOW = {("compile", "full"), ("compile", "regional")}
@@ -98,6 +99,11 @@ def check_attention(pipe, value):
         raise AssertionError(value)
 
 
+def check_attention_backend(pipe, value):
+    assert value == "native"  # the only value on cpu; and the UNet does not dispatch through it
+    assert all(getattr(p, "_attention_backend", None) is None for p in pipe.unet.attn_processors.values())
+
+
 def check_vae_slicing(pipe, value):
     assert pipe.vae.use_slicing is value
 
@@ -118,6 +124,7 @@ CHECKS = {
     "channels_last": check_channels_last,
     "offload": check_offload,
     "attention": check_attention,
+    "attention_backend": check_attention_backend,
     "vae_slicing": check_vae_slicing,
     "vae_tiling": check_vae_tiling,
     "compile": check_compile,
@@ -316,3 +323,135 @@ def test_register_and_get_a_new_knob():
     finally:
         registry._KNOBS.pop(name, None)
     assert name not in [k.name for k in knobs.all_knobs()]
+
+
+# ---- availability from the modules themselves (module facts) -----------------------------------
+
+def _cuda_ctx(name: str) -> Context:
+    from zoo import build
+
+    from autotune.knobs.probe import pipeline_context
+
+    return pipeline_context(build(name), "cuda")
+
+
+def _reason(ctx: Context, name: str, value) -> str | None:
+    return knobs.get(name).reason_unavailable(value, ctx)
+
+
+@pytest.fixture(scope="module")
+def zoo_contexts():
+    return {name: _cuda_ctx(name) for name in ("sd", "sdxl", "pixart", "wan")}
+
+
+#: (kind, knob, value) -> available on cuda; when not, words the reason must contain.
+WHERE = [
+    ("sd", "channels_last", True, None),
+    ("pixart", "channels_last", True, None),
+    ("wan", "channels_last", True, ["AutoencoderKLWan", "3-D convolutions", "WanTransformer3DModel"]),
+    ("sd", "attention", "sliced", None),
+    ("sdxl", "attention", "sliced", None),
+    ("pixart", "attention", "sliced", ["PixArtTransformer2DModel", "set_attention_slice"]),
+    ("wan", "attention", "sliced", ["WanTransformer3DModel", "set_attention_slice"]),
+    ("wan", "attention_backend", "_native_flash", None),
+    ("sd", "attention_backend", "_native_flash", ["UNet2DConditionModel", "set_attention_backend"]),
+    ("pixart", "attention_backend", "_native_flash", ["PixArtTransformer2DModel", "change nothing"]),
+    ("sd", "compile", "regional", None),
+    ("wan", "compile", "regional", None),
+    ("pixart", "compile", "regional", ["PixArtTransformer2DModel", "repeated blocks"]),
+    ("wan", "vae_tiling", True, None),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "value", "words"), WHERE,
+                         ids=[f"{k}-{n}={v}" for k, n, v, _ in WHERE])
+def test_availability_comes_from_the_modules(zoo_contexts, kind, name, value, words):
+    reason = _reason(zoo_contexts[kind], name, value)
+    if words is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        for word in words:
+            assert word in reason, reason
+
+
+def test_attention_backend_needs_cuda_and_its_package(zoo_contexts):
+    wan = zoo_contexts["wan"]
+    cpu = dataclasses.replace(wan, device="cpu")
+    assert "cuda" in _reason(cpu, "attention_backend", "_native_flash")
+    if not wan.has_package("sageattention"):
+        assert "sageattention" in _reason(wan, "attention_backend", "sage")
+    assert _reason(cpu, "attention_backend", "native") is None
+
+
+def test_attention_backend_unknown_without_module_facts():
+    bare = Context(device="cuda", components=frozenset({"transformer", "vae"}))
+    assert "probe" in _reason(bare, "attention_backend", "_native_flash")
+
+
+def test_half_precision_kernels_conflict_with_fp32():
+    from autotune.space import check_values
+
+    with pytest.raises(InvalidAssignmentError, match="fp16/bf16"):
+        check_values({"attention_backend": "_native_flash", "dtype": "fp32"})
+    check_values({"attention_backend": "_native_flash", "dtype": "bf16"})
+    check_values({"attention_backend": "_native_efficient", "dtype": "fp32"})
+
+
+def test_meta_probe_matches_the_loaded_modules(tiny_pipe):
+    from autotune.knobs.probe import model_context, pipeline_context
+
+    before = model_context("builtin:tiny-sd", "cpu")
+    loaded = pipeline_context(tiny_pipe, "cpu")
+    assert before.modules == loaded.modules
+    assert set(before.modules) == {"unet", "vae"}  # diffusers models only
+    assert before.component_classes["unet"] == ("diffusers", "UNet2DConditionModel")
+    unet = before.modules["unet"]
+    assert unet.conv_dims == {2} and unet.attention_slicing and not unet.attention_dispatch
+
+
+def test_meta_probe_of_a_saved_video_folder(zoo):
+    from zoo import build
+
+    from autotune.knobs.probe import model_context, pipeline_context
+
+    folder = str(zoo["wan"])
+    assert model_context(folder, "cuda").modules == pipeline_context(build("wan"), "cuda").modules
+
+
+def test_channels_last_touches_only_2d_conv_modules():
+    from zoo import build
+
+    wan = build("wan")
+    knobs.get("channels_last").apply(wan, True, ApplyContext("cpu"))  # no rank-5 error: nothing to do
+    assert wan.vae.decoder.conv_in.weight.dim() == 5 and wan.vae.decoder.conv_in.weight.is_contiguous()
+    pixart = build("pixart")
+    knobs.get("channels_last").apply(pixart, True, ApplyContext("cpu"))
+    assert pixart.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not pixart.vae.decoder.conv_in.weight.is_contiguous()
+
+
+def test_attention_backend_applies_to_dispatching_transformers_and_undoes():
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+    from zoo import build
+
+    from autotune.call import call_kwargs, output_array
+    from autotune.target import Target
+
+    pipe = build("wan")
+    target = Target(model="zoo:wan", height=32, width=32, batch=1, steps=2, max_vram=2**30, frames=5,
+                    call_args={"max_sequence_length": 16})
+    baseline = output_array(pipe(**call_kwargs(pipe, target, 0)))
+    processors = lambda: [m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")]  # noqa: E731
+    active = _AttentionBackendRegistry._active_backend
+    knob = knobs.get("attention_backend")
+    try:
+        # _native_flash is searched on cuda only, but PyTorch's CPU flash kernel runs it here too
+        knob.apply(pipe, "_native_flash", ApplyContext("cpu"))
+        assert {str(p._attention_backend.value) for p in processors()} == {"_native_flash"}
+        np.testing.assert_allclose(output_array(pipe(**call_kwargs(pipe, target, 0))), baseline, atol=1e-5)
+        knob.apply(pipe, "native", ApplyContext("cpu"))
+        assert all(p._attention_backend is None for p in processors())
+        assert _AttentionBackendRegistry._active_backend.value == "native"
+    finally:
+        _AttentionBackendRegistry._active_backend = active

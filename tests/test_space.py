@@ -268,3 +268,50 @@ def test_selectors_that_would_change_nothing_are_errors():
     with pytest.raises(InvalidAssignmentError, match="offload=model cannot run here: needs an accelerator"):
         SearchSpace(ctx, include=["offload=model"])
     assert SearchSpace(ctx, exclude=["dtype"]).choices["dtype"] == ("fp32",)
+
+
+# ---- a context with module facts (what autotune.knobs.probe reads off the modules) ---------------
+
+def wan_like_context(device: str = "cuda") -> Context:
+    """A 3-D-conv video pipeline whose transformer dispatches attention through diffusers."""
+    from autotune.knobs import ModuleFacts
+
+    return Context(
+        device=device, components=frozenset({"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}),
+        component_classes={"transformer": ("diffusers", "WanTransformer3DModel"), "vae": ("diffusers", "AutoencoderKLWan")},
+        modules={
+            "transformer": ModuleFacts("WanTransformer3DModel", conv_dims=frozenset({3}), max_tensor_rank=5,
+                                       attention_dispatch=True, repeated_blocks=("WanTransformerBlock",)),
+            "vae": ModuleFacts("AutoencoderKLWan", conv_dims=frozenset({2, 3}), max_tensor_rank=5,
+                               slicing=True, tiling=True),
+        },
+    )
+
+
+def test_space_from_module_facts_offers_what_the_modules_can_do():
+    space = SearchSpace(wan_like_context())
+    assert space.choices["channels_last"] == (False,)
+    channels_last = statuses_of(space, "channels_last")[True]
+    assert channels_last.state == "unavailable"
+    assert "vae (AutoencoderKLWan) has 2-D and 3-D convolutions (rank-5 weights)" in channels_last.reason
+    assert "sliced" not in space.choices["attention"]
+    assert "attention_backend" in space.searched_knobs
+    assert {"native", "_native_flash", "_native_efficient", "_native_cudnn"} <= set(space.choices["attention_backend"])
+    assert "regional" in space.choices["compile"]
+
+
+def test_space_never_pairs_a_half_precision_kernel_with_fp32():
+    space = SearchSpace(wan_like_context(), exclude=["offload", "compile", "layerwise_fp8"])
+    candidates = list(space)
+    assert candidates
+    assert any(c["attention_backend"] == "_native_flash" for c in candidates)
+    assert not any(c["attention_backend"] == "_native_flash" and c["dtype"] == "fp32" for c in candidates)
+    assert not space.is_valid({**space.default(), "attention_backend": "_native_flash"})  # default dtype is fp32
+
+
+def test_attention_backend_on_cpu_says_cuda():
+    space = SearchSpace(wan_like_context("cpu"))
+    status = statuses_of(space, "attention_backend")["_native_flash"]
+    assert status.state == "unavailable" and "--device cuda" in status.reason
+    with pytest.raises(InvalidAssignmentError, match="attention_backend=_native_flash"):
+        SearchSpace(wan_like_context("cpu"), include=["attention_backend=_native_flash"])

@@ -2,33 +2,88 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
 
-def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str) -> None:
+def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
+                         ceiling_required: bool = True) -> None:
+    """Add the target flags. With `ceiling_required=False` (`autotune plan`), `--max-vram` may be
+    left out: `target_from_args` then uses the ceiling its caller passes, or none at all."""
     p.add_argument("--model", help="builtin:tiny-sd | builtin:sd15 | builtin:sdxl, a hub id or a diffusers "
                                    f"folder (default: {model_default_help})")
     p.add_argument("--height", type=int, help="image height in pixels, a multiple of 8 (default: the model's native size)")
     p.add_argument("--width", type=int, help="image width in pixels, a multiple of 8 (default: the model's native size)")
-    p.add_argument("--batch", type=int, default=1, help="images per prompt (default: 1)")
+    p.add_argument("--batch", type=int, default=1, help="images (or videos) per prompt (default: 1)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per image (default: 20)")
-    p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
+    p.add_argument("--frames", type=int, help="frames per video, for video pipelines (default: the pipeline's own)")
+    p.add_argument("--call-arg", dest="call_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="another argument of the pipeline call, repeatable; values read as YAML scalars "
+                        "(e.g. --call-arg strength=0.6 --call-arg use_resolution_binning=false)")
+    if ceiling_required:
+        p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
+    else:
+        p.add_argument("--max-vram", help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (default: none)")
     p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
                    help="search a value left out by default (e.g. --include compile)")
     p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",
                    help="do not search this knob or value (e.g. --exclude dtype=fp16)")
 
 
-def target_from_args(args: argparse.Namespace, device: str, default_model: str) -> Any:
-    """A validated Target; sizes left out take the model's native size (0 is an error, not "unset")."""
+def parse_call_args(items: list[str]) -> dict[str, Any]:
+    """['strength=0.6', 'use_resolution_binning=false'] -> {'strength': 0.6, 'use_resolution_binning': False}.
+    Values parse like YAML scalars (25, 0.6, true, null); anything else stays text."""
+    import yaml
+
+    from autotune.errors import InvalidTargetError
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidTargetError(f"--call-arg must look like KEY=VALUE (e.g. strength=0.6), got {item!r}")
+        if key in parsed:
+            raise InvalidTargetError(f"--call-arg {key} is given twice; keep one")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dt.date, dt.datetime)):
+            value = raw.strip()
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidTargetError(
+                f"--call-arg {key} takes a number, true/false, null or text, got {raw!r}"
+            )
+        parsed[key] = value
+    return parsed
+
+
+def target_from_args(args: argparse.Namespace, device: str, default_model: str, *,
+                     max_vram: int | None = None) -> Any:
+    """A validated Target; sizes left out take the model's native size (0 is an error, not "unset").
+
+    The ceiling is `--max-vram` when given, else `max_vram` from the caller (e.g. the device's
+    memory), else `target.NO_CEILING` ("no ceiling", possible only when the parser was built with
+    `ceiling_required=False`; check `target.has_ceiling`). `--call-arg`s and `--frames` are checked
+    against the pipeline class's `__call__` here, before anything slow runs.
+    """
+    from autotune.call import check_call_args, pipeline_class
     from autotune.pipelines import model_info
-    from autotune.target import Target
+    from autotune.target import NO_CEILING, Target
     from autotune.units import parse_size
 
-    max_vram = parse_size(args.max_vram)
+    if args.max_vram is not None:
+        max_vram = parse_size(args.max_vram)
+    call_args = parse_call_args(getattr(args, "call_args", None) or [])
     model = args.model or default_model
     info = model_info(model)
-    return Target(model=model, height=info.native_height if args.height is None else args.height,
-                  width=info.native_width if args.width is None else args.width,
-                  batch=args.batch, steps=args.steps, max_vram=max_vram, device=device,
-                  pipeline_class=info.pipeline_class)
+    target = Target(model=model, height=info.native_height if args.height is None else args.height,
+                    width=info.native_width if args.width is None else args.width,
+                    batch=args.batch, steps=args.steps, max_vram=NO_CEILING if max_vram is None else max_vram,
+                    device=device, pipeline_class=info.pipeline_class,
+                    frames=getattr(args, "frames", None), call_args=call_args)
+    cls = pipeline_class(info.pipeline_class)
+    if cls is not None:
+        check_call_args(cls, target)
+    return target

@@ -1,5 +1,7 @@
 """Knob registry; importing this package registers the built-in knobs."""
 from autotune.knobs import builtin as _builtin  # noqa: F401  (registers the knobs)
+from autotune.knobs import attention_backend as _attention_backend  # noqa: F401  (after builtin: its conflicts name them)
+from autotune.knobs.context import ModuleFacts
 from autotune.knobs.registry import (
     ApplyContext,
     Conflict,
@@ -16,6 +18,6 @@ from autotune.knobs.registry import (
 )
 
 __all__ = [
-    "ApplyContext", "Conflict", "Context", "Knob", "Stage", "Value", "all_knobs", "conflicts",
+    "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "Stage", "Value", "all_knobs", "conflicts",
     "get", "iter_conflicts", "register", "register_conflict",
 ]

@@ -9,11 +9,13 @@ import functools
 import logging
 from typing import Any
 
+from autotune.knobs.context import DENOISERS
 from autotune.knobs.registry import (
     ApplyContext,
     Conflict,
     Context,
     Knob,
+    ReasonFn,
     Stage,
     Value,
     register,
@@ -22,7 +24,6 @@ from autotune.knobs.registry import (
 
 log = logging.getLogger(__name__)
 
-DENOISERS = ("unet", "transformer")
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -92,16 +93,31 @@ def _apply_channels_last(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     if value:
         import torch
 
-        for name in ("unet", "vae"):
-            module = getattr(pipe, name, None)
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
+        from autotune.knobs.probe import pipeline_context
+
+        facts = pipeline_context(pipe, ctx.device).modules or {}
+        for name, module_facts in facts.items():
+            if module_facts.channels_last_ok:
+                getattr(pipe, name).to(memory_format=torch.channels_last)
+
+
+def _channels_last_reason(value: Value, ctx: Context) -> str | None:
+    if not value:
+        return None
+    modules = ctx.modules
+    if modules is None:  # no module facts: the UNet and VAE of SD-like pipelines
+        return None if {"unet", "vae"} & ctx.components else "the pipeline has no unet or vae component"
+    if any(f.channels_last_ok for f in modules.values()):
+        return None
+    seen = "; ".join(f"{ctx.class_name(n)} has {f.conv_summary()}" for n, f in modules.items() if f.conv_dims)
+    return "channels_last needs 2-D convolutions and no rank-5 weights" + (f": {seen}" if seen else "")
 
 
 register(Knob(
     name="channels_last", choices=(False, True), default=False, stage=Stage.LOAD,
-    help="NHWC memory layout for the conv nets (UNet, VAE); faster convolutions on GPUs",
-    apply=_apply_channels_last, requires_components=("unet", "vae"),
+    help="NHWC memory layout for the components with 2-D convolutions (UNet, 2-D VAE); faster "
+         "convolutions on GPUs",
+    apply=_apply_channels_last, unavailable_reason=_channels_last_reason,
 ))
 
 
@@ -162,8 +178,20 @@ def _apply_attention(pipe: Any, value: Value, ctx: ApplyContext) -> None:
 
 
 def _attention_reason(value: Value, ctx: Context) -> str | None:
+    if value == "sliced":
+        facts = ctx.facts(ctx.denoiser())
+        if facts is not None and not facts.attention_slicing:
+            return (f"{ctx.class_name(ctx.denoiser() or '')} does not implement attention slicing "
+                    "(no set_attention_slice): enable_attention_slicing would change nothing")
+        return None
     if value != "xformers":
         return None
+    return xformers_unavailable_reason(ctx)
+
+
+def xformers_unavailable_reason(ctx: Context) -> str | None:
+    """Why xFormers' kernels cannot run here (not installed, no CUDA, a wheel for another
+    torch/CUDA), or None."""
     if not ctx.has_package("xformers"):
         return "xformers is not installed (pip install 'diffusers-autotune[xformers]')"
     if ctx.device != "cuda":
@@ -198,10 +226,19 @@ def _apply_vae_slicing(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     (pipe.vae.enable_slicing if value else pipe.vae.disable_slicing)()
 
 
+def _vae_reason(method: str) -> ReasonFn:
+    def reason(value: Value, ctx: Context) -> str | None:
+        facts = ctx.facts("vae")
+        if value and facts is not None and not getattr(facts, method.removeprefix("enable_")):
+            return f"{ctx.class_name('vae')} has no {method}()"
+        return None
+    return reason
+
+
 register(Knob(
     name="vae_slicing", choices=(False, True), default=False, stage=Stage.TUNE,
     help="decode the batch one image at a time (lower VAE peak for batch > 1)",
-    apply=_apply_vae_slicing, requires_components=("vae",),
+    apply=_apply_vae_slicing, requires_components=("vae",), unavailable_reason=_vae_reason("enable_slicing"),
 ))
 
 
@@ -214,6 +251,7 @@ register(Knob(
     help="decode in overlapping tiles (lower VAE peak at large sizes; changes pixels slightly, "
          "does nothing below the tile size)",
     apply=_apply_vae_tiling, lossy=frozenset({True}), requires_components=("vae",),
+    unavailable_reason=_vae_reason("enable_tiling"),
 ))
 
 
@@ -229,6 +267,14 @@ def _apply_compile(pipe: Any, value: Value, ctx: ApplyContext) -> None:
         raise ValueError(f"unknown compile mode {value!r}")
 
 
+def _compile_reason(value: Value, ctx: Context) -> str | None:
+    facts = ctx.facts(ctx.denoiser())
+    if value == "regional" and facts is not None and not facts.repeated_blocks:
+        return (f"{ctx.class_name(ctx.denoiser() or '')} declares no repeated blocks "
+                "(_repeated_blocks) for compile_repeated_blocks; compile=full compiles it whole")
+    return None
+
+
 def _compile_excluded(value: Value, ctx: Context) -> str | None:
     if value != "none" and ctx.device == "cpu":
         return "cold torch.compile takes ~50 s per trial on CPU; add --include compile to search it"
@@ -238,7 +284,9 @@ def _compile_excluded(value: Value, ctx: Context) -> str | None:
 register(Knob(
     name="compile", choices=("none", "full", "regional"), default="none", stage=Stage.COMPILE,
     help="torch.compile the denoiser: whole model, or only its repeated blocks (faster to compile)",
-    apply=_apply_compile, requires_components=DENOISERS, excluded_by_default=_compile_excluded,
+    apply=_apply_compile, requires_components=DENOISERS, unavailable_reason=_compile_reason,
+    excluded_by_default=_compile_excluded,
+    process_state=frozenset({"full", "regional"}),
 ))
 
 

@@ -2,17 +2,18 @@
 
 A knob knows its choices, the stage it applies in, what it needs to run, and which of its
 choices change the numbers beyond float reordering (lossy). Availability is asked of the knob
-with a `Context`, never guessed from isinstance ladders elsewhere. Torch-free at import.
+with a `Context` (knobs/context.py), never guessed from isinstance ladders elsewhere.
+Torch-free at import.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from autotune.errors import UnknownKnobError
+from autotune.knobs.context import Context
 
 Value = Any  # str | bool | int: whatever YAML and Optuna categoricals carry
 
@@ -25,17 +26,6 @@ class Stage(enum.IntEnum):
     PLACE = 1
     TUNE = 2
     COMPILE = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-    """What availability depends on: the device trials run on and the pipeline's components."""
-
-    device: str
-    components: frozenset[str]
-
-    def has_package(self, name: str) -> bool:
-        return importlib.util.find_spec(name) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +58,9 @@ class Knob:
     #: Why a choice is left out of the search by default though it could run (e.g. too slow on
     #: CPU), or None. The user can include it back.
     excluded_by_default: ReasonFn = _always_available
+    #: Choices that leave state in the process beyond the pipeline (torch.compile's caches and
+    #: recompile counters): the worker that measured one is replaced before the next trial.
+    process_state: frozenset[Value] = frozenset()
 
     def reason_unavailable(self, value: Value, ctx: Context) -> str | None:
         if value == self.default:

@@ -1,0 +1,122 @@
+"""Facts for knob availability, read off the component modules themselves.
+
+Two sources, one reader (`module_facts`): a loaded pipeline (`pipeline_context`, used when a
+profile is applied), or each diffusers component built from its own config on the meta device
+with `accelerate.init_empty_weights()` (`model_context`, used before a search: no weights are
+read; an SDXL UNet takes ~0.3 s). Text encoders and other non-diffusers components are not
+probed: no knob depends on them.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from autotune.knobs.context import Context, ModuleFacts
+
+log = logging.getLogger(__name__)
+
+ComponentClasses = Mapping[str, tuple[str, str]]
+
+
+def module_facts(module: Any) -> ModuleFacts:
+    """What the knobs need to know of one module (real or on the meta device)."""
+    import torch
+    from diffusers.models.attention import AttentionModuleMixin
+    from diffusers.models.attention_processor import Attention, MochiAttention
+
+    attention_classes = (Attention, MochiAttention, AttentionModuleMixin)
+    conv_dims, dispatch = set(), False
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            conv_dims.add(len(sub.kernel_size))
+        elif isinstance(sub, attention_classes):
+            # the test diffusers' own set_attention_backend applies before touching a processor
+            dispatch = dispatch or hasattr(getattr(sub, "processor", None), "_attention_backend")
+    ranks = [t.dim() for t in itertools.chain(module.parameters(), module.buffers())]
+    cls = type(module)
+    return ModuleFacts(
+        class_name=cls.__name__,
+        conv_dims=frozenset(conv_dims),
+        max_tensor_rank=max(ranks, default=0),
+        attention_slicing=callable(getattr(cls, "set_attention_slice", None)),
+        attention_dispatch=dispatch,
+        slicing=callable(getattr(cls, "enable_slicing", None)),
+        tiling=callable(getattr(cls, "enable_tiling", None)),
+        repeated_blocks=tuple(getattr(cls, "_repeated_blocks", None) or ()),
+    )
+
+
+def pipeline_context(pipe: Any, device: str) -> Context:
+    """The context of a loaded pipeline: facts from its own modules."""
+    from diffusers import ModelMixin
+
+    parts = {name: module for name, module in pipe.components.items() if module is not None}
+    classes = {name: (type(m).__module__.split(".")[0], type(m).__name__) for name, m in parts.items()}
+    modules = {name: module_facts(m) for name, m in parts.items() if isinstance(m, ModelMixin)}
+    return Context(device=device, components=frozenset(parts), component_classes=classes, modules=modules)
+
+
+def model_context(model: str, device: str, info: Any = None) -> Context:
+    """The context of a model before loading it: its components and classes from `model_info`
+    (or its model_index), facts from each diffusers component built on the meta device. A model
+    whose components cannot be built so gets a context without facts (rules by name), logged."""
+    from autotune.pipelines import model_info
+
+    info = info or model_info(model)
+    classes = dict(getattr(info, "component_classes", None) or component_classes(model))
+    modules = probe_model(model, tuple(sorted(classes.items())))
+    return Context(device=device, components=info.components, component_classes=classes, modules=modules)
+
+
+def component_classes(model: str) -> dict[str, tuple[str, str]]:
+    """{name: (library, class_name)} from the model's model_index (no weights)."""
+    index = _model_index(model)
+    return {name: (value[0], value[1]) for name, value in index.items()
+            if not name.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2
+            and value[0] is not None and value[1] is not None}
+
+
+@functools.lru_cache(maxsize=32)
+def probe_model(model: str, classes: tuple[tuple[str, tuple[str, str]], ...]) -> Mapping[str, ModuleFacts] | None:
+    """Facts of each diffusers model component, built from its config on the meta device."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    facts: dict[str, ModuleFacts] = {}
+    for name, (library, class_name) in classes:
+        cls = getattr(diffusers, class_name, None) if library == "diffusers" else None
+        if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+            continue
+        try:
+            config = _component_config(model, name, cls)
+            with init_empty_weights():
+                module = cls.from_config(config)
+        # what reading a config (missing file, offline hub) or building from it raises
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("cannot probe %s of %s (%s): knob availability falls back to component names",
+                        name, model, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+            return None
+        facts[name] = module_facts(module)
+    return facts
+
+
+def _model_index(model: str) -> dict[str, Any]:
+    from autotune import pipelines
+
+    if model.startswith(pipelines.BUILTIN_PREFIX):
+        return dict(pipelines._builtin_configs(model)["model_index"])
+    from diffusers import DiffusionPipeline
+
+    return dict(DiffusionPipeline.load_config(model))
+
+
+def _component_config(model: str, name: str, cls: type) -> dict[str, Any]:
+    """A component's own config: the built-in's, or `<model>/<name>/config.json` read by its class."""
+    from autotune import pipelines
+
+    if model.startswith(pipelines.BUILTIN_PREFIX):
+        return dict(pipelines._builtin_configs(model)[name])
+    return dict(cls.load_config(model, subfolder=name))
