@@ -146,6 +146,20 @@ def call_kwargs(pipe: Any, target: Target, seed: int) -> dict[str, Any]:
     return kwargs
 
 
+def call_pipeline(pipe: Any, target: Target, seed: int) -> Any:
+    """`pipe(**call_kwargs(pipe, target, seed))`; a call the pipeline refuses is raised as
+    InvalidTargetError with `describe_call_error`'s line (no trial of this target can run),
+    anything else (out of memory, a knob's bug) as it came."""
+    kwargs = call_kwargs(pipe, target, seed)
+    try:
+        return pipe(**kwargs)
+    except (TypeError, ValueError) as exc:
+        message = describe_call_error(exc, pipe, kwargs)
+        if message is None:
+            raise
+        raise InvalidTargetError(message) from exc
+
+
 def _batch_kwargs(pipe: Any, params: Mapping[str, Any], target: Target) -> dict[str, Any]:
     for name in _BATCH_ARGS:
         if name in params:

@@ -10,6 +10,7 @@ from zoo import build
 from autotune.call import (
     accepted_call_args,
     call_kwargs,
+    call_pipeline,
     check_call_args,
     describe_call_error,
     output_array,
@@ -238,3 +239,19 @@ def test_generator_is_seeded(pipes):
     a = call_kwargs(pipes["sd"], target(), seed=5)["generator"]
     b = call_kwargs(pipes["sd"], target(), seed=5)["generator"]
     assert torch.equal(torch.randn(3, generator=a), torch.randn(3, generator=b))
+
+
+def test_call_pipeline_raises_a_refused_call_as_one_line(pipes):
+    assert output_array(call_pipeline(pipes["sd"], target(), seed=0)).shape == (1, SIZE, SIZE, 3)
+    with pytest.raises(InvalidTargetError, match="use_resolution_binning=false") as info:
+        call_pipeline(pipes["pixart"], target("pixart", call_args={"max_sequence_length": 16}), seed=0)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_call_pipeline_lets_other_failures_through(pipes):
+    class Broken:
+        def __call__(self, prompt: str, height: int, width: int):
+            raise ValueError("a bug inside the model")
+
+    with pytest.raises(ValueError, match="a bug inside"):
+        call_pipeline(Broken(), target(), seed=0)
