@@ -142,16 +142,19 @@ def vae_spatial_scale(vae: dict[str, Any] | None) -> int:
     return 2 ** (len(blocks) - 1) if blocks else 8
 
 
-def _call_defaults(pipeline_class: str) -> dict[str, int]:
-    """The integer defaults of `height`, `width` and `num_frames` in the pipeline's `__call__`."""
+def call_default(pipeline_class: str, name: str) -> Any:
+    """The default of argument `name` of the pipeline class's `__call__` (None if it has none)."""
     import diffusers
 
     cls = getattr(diffusers, pipeline_class, None)
-    if cls is None:
-        return {}
-    params = inspect.signature(cls.__call__).parameters
-    return {k: params[k].default for k in ("height", "width", "num_frames")
-            if k in params and isinstance(params[k].default, int)}
+    parameter = inspect.signature(cls.__call__).parameters.get(name) if cls is not None else None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def _call_defaults(pipeline_class: str) -> dict[str, int]:
+    """The integer defaults of `height`, `width` and `num_frames` in the pipeline's `__call__`."""
+    found = {k: call_default(pipeline_class, k) for k in ("height", "width", "num_frames")}
+    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def _native_size(pipeline_class: str, configs: dict[str, Any]) -> tuple[int, int, int | None]:

@@ -84,13 +84,19 @@ def test_layerwise_fp8_stores_cast_layers_in_one_byte():
     assert cast.phases["denoiser step"] < plain.phases["denoiser step"]
 
 
-def test_unsupported_pipeline_is_refused(monkeypatch):
+def test_unsupported_pipeline_is_refused_saying_why(monkeypatch):
     from autotune import pipelines
 
     info = pipelines.model_info("builtin:tiny-sd")
+    classes = {"transformer": ("diffusers", "FluxTransformer2DModel"), "vae": ("diffusers", "AutoencoderKL"),
+               "text_encoder": ("transformers", "CLIPTextModel")}
     monkeypatch.setattr(pipelines, "model_info", lambda m: dataclasses.replace(
-        info, components=frozenset({"transformer", "vae", "text_encoder"})))
-    with pytest.raises(PlannerUnsupportedError, match="traces UNet \\+ VAE pipelines"):
+        info, components=frozenset(classes), component_classes=classes))
+    with pytest.raises(PlannerUnsupportedError, match="its transformer is a FluxTransformer2DModel .traced: "
+                                                      "UNet2DConditionModel, PixArtTransformer2DModel"):
+        Planner(tiny())
+    del classes["vae"]
+    with pytest.raises(PlannerUnsupportedError, match="a denoiser .unet or transformer. and a vae"):
         Planner(tiny())
 
 
@@ -237,3 +243,68 @@ def test_fake_components_are_built_from_the_folders_configs(zoo):  # noqa: F811
         for component, module in fake.items():
             assert (sum(p.numel() for p in module.parameters())
                     == sum(p.numel() for p in getattr(real, component).parameters())), (name, component)
+
+
+# ---- transformer pipelines: DiT (PixArt) and video (Wan) ------------------------------------------
+
+ZOO_CALLS = {"pixart": {"use_resolution_binning": False}, "wan": {}}
+
+
+def tracked_peak(folder, name, size, batch, frames=None) -> int:
+    """The CPU tracker's peak over one real call of the pipeline (what the CPU backend measures)."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(ZOO_CALLS.get(name, {}), height=size, width=size, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator("cpu").manual_seed(0))
+    kwargs.update({"num_frames": frames, "num_videos_per_prompt": batch} if frames else {"num_images_per_prompt": batch})
+    with CpuBackend().track(pipe) as reading:
+        pipe("a red fox", **kwargs)
+    return reading.peak_bytes
+
+
+@pytest.mark.parametrize("name, size, batch, frames", [("pixart", 128, 2, None), ("wan", 32, 1, 5)])
+def test_transformer_pipeline_prediction_is_within_5_percent_of_the_tracker(zoo, name, size, batch, frames):  # noqa: F811
+    target = Target(model=str(zoo[name]), height=size, width=size, batch=batch, steps=2, max_vram=2**30,
+                    device="cpu", frames=frames)
+    predicted = Planner(target).predict(DEFAULTS)
+    measured = tracked_peak(zoo[name], name, size, batch, frames)
+    assert abs(predicted.total_bytes - measured) / measured < 0.05
+    assert set(predicted.phases) == {"text encoder", "denoiser step", "VAE decode"}
+
+
+def test_video_frames_and_t5_tokens_reach_the_traces(zoo):  # noqa: F811
+    def phases(frames, **call_args):
+        target = Target(model=str(zoo["wan"]), height=32, width=32, batch=1, steps=2, max_vram=2**30,
+                        device="cpu", frames=frames, call_args=call_args)
+        return Planner(target).predict(DEFAULTS).phases
+
+    base = phases(5)
+    longer = phases(17)
+    assert longer["VAE decode"] > base["VAE decode"] and longer["denoiser step"] > base["denoiser step"]
+    assert longer["text encoder"] == base["text encoder"]
+    short = phases(5, max_sequence_length=64)          # Wan's default is 512 tokens
+    assert short["text encoder"] < base["text encoder"] / 4
+
+
+def test_block_offload_groups_a_transformer_as_diffusers_does(zoo):  # noqa: F811
+    from diffusers import DiffusionPipeline
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from autotune.planner.fake import fake_components
+
+    real = DiffusionPipeline.from_pretrained(zoo["wan"]).transformer
+    fake = fake_components(str(zoo["wan"]), torch.float32, FakeTensorMode(allow_non_fake_inputs=True))["transformer"]
+    stats = weight_stats(fake)
+    nbytes = lambda m: sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])  # noqa: E731
+    assert stats.total == nbytes(real)
+    assert stats.largest_block == max(nbytes(b) for b in real.blocks)                 # one WanTransformerBlock
+    assert stats.block_unmatched == nbytes(real) - sum(nbytes(b) for b in real.blocks)
+    planner = Planner(Target(model=str(zoo["wan"]), height=32, width=32, batch=1, steps=2, max_vram=2**30,
+                             device="cuda", frames=5))
+    none = planner.predict({**DEFAULTS, "offload": "none"})
+    block = planner.predict({**DEFAULTS, "offload": "group-block-1"})
+    # while the transformer runs, block offload keeps its unmatched modules and one block, nothing else
+    assert (none.phases["denoiser step"] - block.phases["denoiser step"]
+            == none.resident_weights_bytes - (stats.block_unmatched + stats.largest_block))

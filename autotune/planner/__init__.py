@@ -18,9 +18,8 @@ from autotune.target import Target
 
 log = logging.getLogger(__name__)
 
-#: The knobs each trace depends on; every other knob is modelled, not traced.
-_TRACE_KNOBS = {"text_encoder": ("dtype",), "text_encoder_2": ("dtype",),
-                "unet": ("dtype", "attention"), "transformer": ("dtype", "attention"),
+#: The knobs each trace depends on (text encoders: dtype only); every other knob is modelled.
+_TRACE_KNOBS = {"unet": ("dtype", "attention"), "transformer": ("dtype", "attention"),
                 "vae": ("dtype", "vae_slicing", "vae_tiling")}
 
 
@@ -64,20 +63,21 @@ class Planner:
     def __init__(self, target: Target) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        from autotune.pipelines import model_info
+        from autotune.pipelines import call_default, model_info
 
         info = model_info(target.model)
-        if "unet" not in info.components or "vae" not in info.components:
-            raise PlannerUnsupportedError(
-                f"the planner traces UNet + VAE pipelines; {target.model} has "
-                f"{', '.join(sorted(info.components))}"
-            )
+        self._denoiser = _supported(target.model, info)
+        self._frames = getattr(target, "frames", None) or info.native_frames
+        call_args = getattr(target, "call_args", None) or {}
+        self._max_sequence_length = call_args.get("max_sequence_length") or call_default(
+            info.pipeline_class, "max_sequence_length")
         self.target = target
         self._upcasts_vae = info.pipeline_class.startswith("StableDiffusionXL")
         self._mode = FakeTensorMode(allow_non_fake_inputs=True)
         self._modules: dict[str, dict[str, Any]] = {}
         self._traces: dict[tuple, int] = {}
         self._stats: dict[tuple, Any] = {}
+        self._processors: dict[int, Any] = {}
 
     # -- cached building blocks ----------------------------------------------------------------
 
@@ -99,29 +99,49 @@ class Planner:
         return dtype
 
     def _activation(self, component: str, assignment: dict[str, Any]) -> int:
-        key = (component, self._dtype(component, assignment), *(assignment.get(k) for k in _TRACE_KNOBS[component]))
+        key = (component, self._dtype(component, assignment), *(assignment.get(k) for k in _TRACE_KNOBS.get(component, ("dtype",))))
         if key not in self._traces:
             self._traces[key] = self._trace(component, assignment)
         return self._traces[key]
 
     def _trace(self, component: str, assignment: dict[str, Any]) -> int:
-        from autotune.planner import trace
+        from autotune.planner import inputs, trace
 
         modules = self._components(self._dtype(component, assignment))
         module = modules[component]
-        denoiser = modules.get("unet") or modules.get("transformer")
         if component.startswith("text_encoder"):
-            return trace.trace_text_encoder(component, module, self._mode).activation_bytes
+            tokens = inputs.text_tokens(module, self._max_sequence_length)
+            return trace.trace_text_encoder(component, module, self._mode, tokens).activation_bytes
         if component == "vae":
             (module.enable_slicing if assignment.get("vae_slicing") else module.disable_slicing)()
             (module.enable_tiling if assignment.get("vae_tiling") else module.disable_tiling)()
-            return trace.trace_vae_decode(module, self.target, denoiser, self._mode).activation_bytes
-        if assignment.get("attention") == "sliced":
+            shapes = self._shapes(module, inputs.vae_latent_channels(module), 1, module.dtype)
+            return trace.trace_vae_decode(module, shapes, self._mode).activation_bytes
+        call = inputs.DENOISER_CALLS[type(module).__name__]
+        self._set_attention(module, assignment.get("attention"))
+        shapes = self._shapes(modules["vae"], module.config.in_channels, call.cfg_batch, module.dtype,
+                              call.text_tokens(self._max_sequence_length))
+        return trace.trace_denoiser_step(component, module, shapes, call, self._mode).activation_bytes
+
+    def _shapes(self, vae: Any, channels: int, cfg_batch: int, dtype: Any, tokens: int = 0) -> Any:
+        """One call on the target's latents, as `vae` shapes them (frames for a video VAE)."""
+        from autotune.pipelines import vae_spatial_scale
+        from autotune.planner import inputs
+
+        scale = vae_spatial_scale(dict(vae.config))
+        frames = inputs.latent_frames(vae, self._frames or 1) if inputs.vae_is_video(vae) else None
+        return inputs.Shapes(batch=cfg_batch * self.target.batch, channels=channels, frames=frames,
+                             height=self.target.height // scale, width=self.target.width // scale,
+                             text_tokens=tokens, dtype=dtype)
+
+    def _set_attention(self, module: Any, attention: Any) -> None:
+        """Sliced attention where the denoiser implements it; otherwise the processors it was
+        built with (the fake modules are shared between traces: undo an earlier sliced one)."""
+        original = self._processors.setdefault(id(module), dict(getattr(module, "attn_processors", {})))
+        if attention == "sliced" and callable(getattr(module, "set_attention_slice", None)):
             module.set_attention_slice("auto")
-        else:  # the fake modules are shared between traces: undo an earlier sliced one
-            _reset_attention(module)
-        return trace.trace_denoiser_step(component, module, self.target, modules["vae"], self._mode,
-                                         cfg_batch=2).activation_bytes
+        elif original and any(p is not original[k] for k, p in module.attn_processors.items()):
+            module.set_attn_processor(dict(original))
 
     def _weight_stats(self, component: str, assignment: dict[str, Any]) -> Any:
         from autotune.planner.stats import weight_stats
@@ -167,12 +187,28 @@ def _workspace_factor(assignment: dict[str, Any]) -> float:
     return calibration.VAE_DECODE_WORKSPACE_FACTOR
 
 
-def _reset_attention(module: Any) -> None:
-    """Back to the default SDPA processors after a sliced trace."""
-    if hasattr(module, "set_default_attn_processor"):
-        from diffusers.models.attention_processor import AttnProcessor2_0
+def _supported(model: str, info: Any) -> str:
+    """The denoiser's component name, or PlannerUnsupportedError saying what cannot be traced."""
+    from autotune.planner import inputs
 
-        module.set_attn_processor(AttnProcessor2_0())
+    classes = info.component_classes
+    denoiser = next((n for n in ("unet", "transformer") if n in classes), None)
+    if denoiser is None or "vae" not in classes:
+        raise PlannerUnsupportedError(
+            f"the planner traces pipelines with a denoiser (unet or transformer) and a vae; {model} has "
+            f"{', '.join(sorted(info.components))}"
+        )
+    reasons = []
+    if classes[denoiser][1] not in inputs.DENOISER_CALLS:
+        reasons.append(f"its {denoiser} is a {classes[denoiser][1]} (traced: {', '.join(inputs.DENOISER_CALLS)})")
+    if classes["vae"][1] not in inputs.VAE_CLASSES:
+        reasons.append(f"its vae is a {classes['vae'][1]} (traced: {', '.join(inputs.VAE_CLASSES)})")
+    extra = sorted(n for n in classes if n.startswith("transformer_") or n.startswith("unet_"))
+    if extra:
+        reasons.append(f"it has a second denoiser ({', '.join(extra)}) the planner does not model")
+    if reasons:
+        raise PlannerUnsupportedError(f"the planner cannot trace {model}: " + "; ".join(reasons))
+    return denoiser
 
 
 __all__ = ["Planner", "Prediction", "calibration"]

@@ -14,7 +14,7 @@ import dataclasses
 
 from autotune.planner.stats import WeightStats
 
-PHASE_LABELS = {"text_encoder": "text encoder", "text_encoder_2": "text encoder 2",
+PHASE_LABELS = {"text_encoder": "text encoder", "text_encoder_2": "text encoder 2", "text_encoder_3": "text encoder 3",
                 "unet": "denoiser step", "transformer": "denoiser step", "vae": "VAE decode"}
 
 
