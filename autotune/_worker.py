@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import IO, Any
 
 from autotune.errors import InvalidTargetError
@@ -36,16 +37,17 @@ log = logging.getLogger("autotune.worker")
 MEMORY_RUN_STEPS = 2
 
 
-def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None) -> Any:
-    import torch
+def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None,
+                 capture_latents: list[Any] | None = None) -> Any:
+    """Call the pipeline as the target says (call.py: text-to-image, image-to-image, video...)."""
+    import dataclasses
 
-    target = job.target
-    generator = torch.Generator("cpu").manual_seed(job.seed)
-    return pipe(
-        prompt=target.prompt, height=target.height, width=target.width,
-        num_images_per_prompt=target.batch, num_inference_steps=steps or target.steps,
-        generator=generator, output_type="np",
-    )
+    from autotune.call import call_pipeline
+
+    target = job.target if steps is None else dataclasses.replace(job.target, steps=steps)
+    if capture_latents is None:
+        return call_pipeline(pipe, target, job.seed)
+    return call_pipeline(pipe, target, job.seed, capture_latents=capture_latents)
 
 
 class HostWeights:
@@ -98,6 +100,7 @@ class Worker:
         self.job: TrialJob | None = None
         self.result: Measurement | None = None
         self._tracked_warmup = False
+        self._references: dict[str, Any] = {}
 
     # -- one trial in three steps ---------------------------------------------------------------
 
@@ -129,19 +132,39 @@ class Worker:
         Where tracking memory is slow (CPU) and nothing is compiled, the first run also measures
         memory, so no extra run is paid for it."""
         self._tracked_warmup = False
-        for i in range(job.warmup):
+        for i in range(max(1, job.warmup)):
             track = i == 0 and not self.backend.track_timed_runs and not _compiles(job)
+            latents: list[Any] = []
             start = time.perf_counter()
             if track:
                 with self.backend.track(self.pipe) as reading:
-                    run_pipeline(self.pipe, job)
+                    output = run_pipeline(self.pipe, job, capture_latents=latents)
                     self.backend.synchronize()
                 self._store_reading(reading)
                 self._tracked_warmup = True
             else:
-                run_pipeline(self.pipe, job)
+                output = run_pipeline(self.pipe, job, capture_latents=latents)
                 self.backend.synchronize()
             result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
+            if i == 0:
+                self._judge_output(job, result, output, latents[0] if latents else None)
+
+    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, latents: Any) -> None:
+        """The first run's output: saved as the reference, or compared with it (quality.py)."""
+        from autotune import quality
+        from autotune.call import output_array
+
+        if not (job.save_reference or job.reference):
+            return
+        images = output_array(output)
+        if job.save_reference:
+            quality.save_reference(Path(job.save_reference), images, latents)
+            result.quality = quality.compare(images, latents, {"images": images, **({"latents": latents} if latents is not None else {})})
+        else:
+            reference = self._references.get(job.reference)
+            if reference is None:
+                reference = self._references[job.reference] = quality.load_reference(Path(job.reference))
+            result.quality = quality.compare(images, latents, reference)
 
     def time(self, rule: StoppingRule) -> Measurement:
         """Timed runs until `rule` is satisfied; memory too, where that is free (CUDA)."""

@@ -41,6 +41,11 @@ class PipelineStateError(AutotuneError):
     """The pipeline already carries offload or casting hooks, so a profile cannot be applied cleanly."""
 
 
+class KnobApplyError(PipelineStateError):
+    """A knob failed while settings were applied; the message names the knob and whether the
+    pipeline was restored."""
+
+
 class NoFeasibleTrialError(AutotuneError):
     """Every measured trial broke the memory ceiling or failed; no profile is written."""
 

@@ -39,6 +39,10 @@ class TrialJob:
     precision: float = 0.02
     time_cap_s: float = 10.0
     max_runs: int = 100
+    #: Where the reference output is (quality.py): the first run's output is compared with it.
+    reference: str | None = None
+    #: Save the first run's output here as the reference (the search's reference trial).
+    save_reference: str | None = None
 
     def stopping_rule(self) -> StoppingRule:
         return StoppingRule(min_runs=self.runs, max_runs=max(self.max_runs, self.runs),
@@ -73,6 +77,8 @@ class Measurement:
     timing: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Device conditions before and after the timed runs (clocks, temperature), where readable.
     conditions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The first run's output against the reference: psnr_db, ssim, latent_rel_error (quality.py).
+    quality: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def latency_median_s(self) -> float | None:
@@ -210,6 +216,9 @@ class SubprocessMeasurer:
             worker, spawned = self._worker_for(job, log_path, deadline)
             with _nvml_peak(job.target.device, worker.pid) as sampler:
                 answer = worker.request({"op": "trial", "job": job.to_dict(), "log": str(log_path)}, deadline)
+            if "unrunnable" in answer:  # e.g. the pipeline refuses the call: no trial can run
+                self._worker = None
+                raise InvalidTargetError(answer["unrunnable"])
             if "failed" in answer:
                 worker.tainted = True
                 result = Measurement.failure(f"{answer['failed']} (traceback in the trial log)")

@@ -19,8 +19,8 @@ from autotune.errors import AutotuneError, ProfileError
 from autotune.space import check_values
 from autotune.target import Target
 
-#: 2 added per-entry `timing` (median's 95% interval, spread) and `phases`, and the profile's
-#: `confirmation`; version 1 files are still read (those fields are then empty).
+#: 2 added per-entry `timing` (median's 95% interval, spread), `phases` and `quality`, and the
+#: profile's `confirmation`; version 1 files are still read (those fields are then empty).
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
@@ -42,6 +42,8 @@ class ProfileEntry:
     timing: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Where the trial's time went (seconds): spawn, build, apply, first run, timed runs, overhead.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Its output against the exact reference: psnr_db, ssim, latent_rel_error (quality.py).
+    quality: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
@@ -53,7 +55,7 @@ class ProfileEntry:
             _require_number(name, getattr(entry, name), (int,))
         if entry.predicted_peak_bytes is not None:
             _require_number("predicted_peak_bytes", entry.predicted_peak_bytes, (int,))
-        for name in ("memory", "timing", "phases"):
+        for name in ("memory", "timing", "phases", "quality"):
             if not isinstance(getattr(entry, name), dict):
                 raise ProfileError(f"'{name}' must be a mapping")
         entry.settings = check_values(dict(entry.settings))

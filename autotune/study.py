@@ -37,7 +37,7 @@ from autotune.target import Target
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["feasible", "over_ceiling", "oom", "failed", "pruned"]
+Outcome = Literal["feasible", "over_ceiling", "below_quality", "oom", "failed", "pruned"]
 OBJECTIVES = ("latency_median_s", "peak_bytes")
 _ATTR_MEASUREMENT = "measurement"
 _ATTR_ASSIGNMENT = "assignment"
@@ -60,6 +60,8 @@ class TrialRecord:
     constraint: float
     #: The planner's prediction (Prediction.to_dict()), when a planner was used.
     prediction: dict[str, Any] | None = None
+    #: How far under the quality floor (<= 0 passes), see `quality_constraint`.
+    quality_constraint: float = 0.0
 
     @property
     def feasible(self) -> bool:
@@ -84,6 +86,9 @@ class SearchResult:
     confirmation: confirming.Confirmation | None = None
     #: Trials left running by a killed search, closed as failed on resume.
     interrupted: int = 0
+    #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
+    min_psnr: float | None = None
+    reference: dict[str, Any] | None = None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -126,6 +131,27 @@ def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
     return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
 
 
+def quality_constraint(assignment: Assignment, measurement: Measurement, min_psnr: float | None) -> float:
+    """The second constraint (<= 0 passes): PSNR under the floor, relative to it. Settings made of
+    exact knob values only pass by definition: their differences from the reference are float
+    reordering, and a floor must never reject them for that."""
+    from autotune import knobs
+    from autotune.quality import below_floor
+
+    exact = not any(knobs.get(name).is_lossy(value) for name, value in assignment.items())
+    return 0.0 if exact else below_floor(measurement.quality, min_psnr)
+
+
+def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
+          min_psnr: float | None) -> tuple[Outcome, float, float]:
+    """Outcome, memory constraint and quality constraint of one measurement."""
+    outcome, memory = classify(measurement, ceiling)
+    quality = quality_constraint(assignment, measurement, min_psnr) if outcome in ("feasible", "over_ceiling") else 0.0
+    if outcome == "feasible" and quality > 0:
+        outcome = "below_quality"
+    return outcome, memory, quality
+
+
 def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """A database URL (sqlite:///..., postgresql://...) or a journal file path; errors become
     one-line `StudyError`s (bad URL, missing driver, unwritable folder)."""
@@ -164,8 +190,11 @@ class Search:
                  storage: str | Path, seed: int = 0, resume: bool = False,
                  warmup: int = 1, runs: int = 6, planner: Any = None,
                  prune_margin: float = DEFAULT_PRUNE_MARGIN, precision: float = 0.02,
-                 time_cap_s: float = 10.0, confirm: bool = True) -> None:
+                 time_cap_s: float = 10.0, confirm: bool = True,
+                 min_psnr: float | None = None, reference_dir: Path | None = None,
+                 reference_dtype: str = "fp32") -> None:
         self.target, self.space, self.measurer = target, space, measurer
+        self.min_psnr, self.reference_dtype = min_psnr, reference_dtype
         self.planner, self.prune_margin = planner, prune_margin
         self.seed, self.warmup, self.runs = seed, warmup, runs
         self.precision, self.time_cap_s, self.confirm = precision, time_cap_s, confirm
@@ -181,6 +210,8 @@ class Search:
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
             name = f"{target.key()}-{stamp}"
         self.study_name = name
+        #: The reference output of this study (quality.py); None: quality is not judged.
+        self.reference_path = reference_dir / f"{name}.npz" if reference_dir is not None else None
         self.study = optuna.create_study(
             study_name=name, storage=self._storage, sampler=self.sampler,
             directions=["minimize", "minimize"], load_if_exists=True,
@@ -191,6 +222,8 @@ class Search:
         self._check_same_space(resume)
         self.study.set_user_attr("target_key", target.key())
         self.study.set_user_attr("target", target.to_dict())
+        self.study.set_user_attr("autotune:min_psnr", min_psnr)
+        self.study.set_user_attr("autotune:reference", {"dtype": reference_dtype} if reference_dir else None)
         self.interrupted = self._fail_interrupted() if resume else 0
         self._seen: dict[str, TrialRecord] = {}
         self._pruned: dict[str, TrialRecord] = {}
@@ -233,9 +266,10 @@ class Search:
             if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
                 continue
             measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
-            outcome, constraint = classify(measurement, self.target.max_vram)
-            records.append(TrialRecord(trial.number, trial.user_attrs[_ATTR_ASSIGNMENT],
-                                       measurement, outcome, constraint, trial.user_attrs.get("prediction")))
+            assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
+            outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
+            records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
+                                       trial.user_attrs.get("prediction"), quality))
         return records
 
     @property
@@ -265,6 +299,8 @@ class Search:
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
         if not self._seen and not self._pruned:
+            if self.reference_path is not None:
+                self.enqueue(self.reference_assignment())  # first: every later trial compares to it
             self.enqueue(self.space.default())
             for candidate in self._planner_seeds(n_trials):
                 self.enqueue(candidate)
@@ -296,7 +332,10 @@ class Search:
                     self._tell_duplicate(trial, (self._seen.get(key) or self._pruned[key]).number)
                     continue
                 prediction = self.planner.predict(assignment) if self.planner else None
-                if prediction is not None and prediction.surely_over(self.target.max_vram, self.prune_margin):
+                is_reference = self.reference_path is not None and not self.reference_path.exists() \
+                    and key == assignment_key(self.reference_assignment())
+                if (prediction is not None and not is_reference
+                        and prediction.surely_over(self.target.max_vram, self.prune_margin)):
                     self._pruned[key] = self._prune(trial, assignment, prediction)
                     continue
                 expected = self.expected_duration_s(assignment)
@@ -400,15 +439,27 @@ class Search:
         return TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
 
     def _job(self, assignment: Assignment, number: int) -> TrialJob:
+        reference = save_reference = None
+        if self.reference_path is not None:
+            if self.reference_path.exists():
+                reference = str(self.reference_path)
+            elif assignment_key(assignment) == assignment_key(self.reference_assignment()):
+                save_reference = str(self.reference_path)
         return TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
-                        number=number, precision=self.precision, time_cap_s=self.time_cap_s)
+                        number=number, precision=self.precision, time_cap_s=self.time_cap_s,
+                        reference=reference, save_reference=save_reference)
+
+    def reference_assignment(self) -> Assignment:
+        """The exact settings the quality reference is made with: every knob at its (exact)
+        default, in the reference dtype."""
+        return canonical({**self.space.default(), "dtype": self.reference_dtype})
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
                  timeout_s: float | None = None) -> TrialRecord:
         job = self._job(assignment, trial.number)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job, timeout_s=timeout_s)
-        outcome, constraint = classify(measurement, self.target.max_vram)
+        outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
         trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("outcome", outcome)
@@ -419,9 +470,10 @@ class Search:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             trial.set_constraint("memory_over_ceiling", constraint)
+            trial.set_constraint("quality_below_floor", quality)
             self.study.tell(trial, self._values(measurement))
         return TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                           prediction.to_dict() if prediction is not None else None)
+                           prediction.to_dict() if prediction is not None else None, quality)
 
     def _tell_duplicate(self, trial: optuna.trial.Trial, original: int) -> None:
         """A proposal of an assignment already measured (or pruned) is answered from the ledger:
@@ -449,6 +501,8 @@ class Search:
             sampler=type(self.sampler).__name__, seed=self.seed,
             duration_s=self.duration_s, proposals=self.proposals, stop_reason=self.stop_reason,
             confirmation=self.confirmation, interrupted=self.interrupted,
+            min_psnr=self.min_psnr,
+            reference=self.reference_assignment() if self.reference_path is not None else None,
         )
 
 
@@ -457,6 +511,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "trials_measured": len(result.records),
         "feasible": result.count("feasible"),
         "over_ceiling": result.count("over_ceiling"),
+        "below_quality": result.count("below_quality"),
         "oom": result.count("oom"),
         "failed": result.count("failed"),
         "pruned_by_planner": len(result.pruned),
@@ -464,6 +519,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "stopped_by": result.stop_reason,
         "median_overhead_s": _median_overhead(result.records),
+        "quality": {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None,
         "sampler": result.sampler,
         "seed": result.seed,
         "duration_s": round(result.duration_s, 2),

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 #: Below this many runs no 95% interval for a median exists (n=5: 1 - 2/32 < 0.95).
 MIN_RUNS_FOR_CI = 6
+#: Runs so slow that `min_runs` would blow the time cap stop at this many (a median of three).
+MIN_RUNS_WHEN_SLOW = 3
 
 
 def _binom_cdf(k: int, n: int) -> float:
@@ -83,9 +85,10 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
 class StoppingRule:
     """When a trial's timed runs stop: precise enough, or out of time, or out of runs.
 
-    `min_runs` are always made (the cheapest trial still gets a median of several); past them
-    the loop stops as soon as the 95% interval's half-width is within `precision` of the median,
-    or `time_cap_s` of timed runs are spent, or `max_runs` are made.
+    `min_runs` are made (the cheapest trial still gets a median of several) unless runs are so
+    slow that the `time_cap_s` is spent first, then `MIN_RUNS_WHEN_SLOW`; past them the loop
+    stops as soon as the 95% interval's half-width is within `precision` of the median, or the
+    time cap is spent, or `max_runs` are made.
     """
 
     min_runs: int = MIN_RUNS_FOR_CI
@@ -101,10 +104,12 @@ class StoppingRule:
 
     def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
         n = len(samples)
+        if n >= self.max_runs:
+            return True
+        if elapsed_s >= self.time_cap_s:
+            return n >= min(self.min_runs, MIN_RUNS_WHEN_SLOW)
         if n < self.min_runs:
             return False
-        if n >= self.max_runs or elapsed_s >= self.time_cap_s:
-            return True
         rel = timing_stats(samples).ci_rel_half_width
         return rel is not None and rel <= self.precision
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from autotune import hardware
 from autotune.errors import NoFeasibleTrialError, PlannerUnsupportedError
-from autotune.knobs import Context
 from autotune.measure import Measurer, SubprocessMeasurer
 from autotune.pipelines import model_info
 from autotune.planner import Planner
@@ -23,6 +22,12 @@ from autotune.units import format_size
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN_DIR = Path(".autotune")
+#: The default quality floor, PSNR in dB against the exact reference. 30 dB is an RMS error of
+#: 3% of the pixel range, where compression artefacts start to be seen. Measured on CPU
+#: (builtin:tiny-sd, 128 px, 20 steps): exact knobs 100 dB (identical), fp16 69 dB, bf16 51 dB,
+#: layerwise fp8 44 dB, bf16 + fp8 43 dB: the floor passes them all and rejects broken outputs
+#: (NaN or black images from an overflow score 0-10 dB). See README "Quality guard".
+DEFAULT_MIN_PSNR = 30.0
 
 
 @dataclasses.dataclass
@@ -33,8 +38,11 @@ class TuneResult:
 
 
 def space_for(target: Target, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> SearchSpace:
+    """The knob values that can run for this model on this device (decided by its modules)."""
+    from autotune.knobs.probe import model_context
+
     info = model_info(target.model)
-    return SearchSpace(Context(device=target.device, components=info.components), include, exclude)
+    return SearchSpace(model_context(target.model, target.device, info), include, exclude)
 
 
 def make_planner(target: Target) -> Planner | None:
@@ -54,7 +62,7 @@ def entry_from(record: TrialRecord) -> ProfileEntry:
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
-                        predicted_peak_bytes=predicted, timing=dict(m.timing),
+                        predicted_peak_bytes=predicted, timing=dict(m.timing), quality=dict(m.quality),
                         phases={k: round(v, 3) for k, v in m.timings.items()})
 
 
@@ -63,9 +71,15 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     best = result.best
     if best is None:
         raise NoFeasibleTrialError(no_feasible_message(result, log_dir))
+    from autotune.apply import MODEL_IDENTITY_KEY
+    from autotune.pipelines import model_identity
+
     fingerprint = hardware.fingerprint(result.target.device)
+    # So a relative model folder still matches when the profile is applied from elsewhere.
+    fingerprint[MODEL_IDENTITY_KEY] = model_identity(result.target.model)
     # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.
-    fingerprint.update(best.measurement.device_info)
+    fingerprint.update({k: v for k, v in best.measurement.device_info.items()
+                        if k not in ("worker_pid", "worker_clean_after")})
     return Profile(
         target=result.target,
         fingerprint=fingerprint,
@@ -93,6 +107,8 @@ def start_search(
     precision: float = 0.02,
     time_cap_s: float = 10.0,
     confirm: bool = True,
+    min_psnr: float | None = DEFAULT_MIN_PSNR,
+    reference_dtype: str = "fp32",
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -106,7 +122,8 @@ def start_search(
     search = Search(target, space, measurer or own_measurer,
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
-                    precision=precision, time_cap_s=time_cap_s, confirm=confirm)
+                    precision=precision, time_cap_s=time_cap_s, confirm=confirm,
+                    min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search
@@ -131,6 +148,7 @@ def no_feasible_message(result: SearchResult, log_dir: Path | None = None) -> st
         return f"all {failed} measured trials failed (first: {first}){where}"
     return (f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
             f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
+            f"{result.count('below_quality')} below the quality floor, "
             f"{result.count('oom')} out of memory, {failed} failed), {len(result.pruned)} predicted "
             "over it by the planner; raise --max-vram, lower --batch or the size, or add trials")
 

@@ -27,7 +27,7 @@ PARSER_ERRORS = [  # answered by argparse: no torch, no library call
     (["search", "--max-vrma", "2GB"], ["unknown flag --max-vrma; did you mean --max-vram?",
                                        "(see `autotune search --help`)"]),
     (["search", "--mod", "builtin:tiny-sd", "--max-vram", "2GB"], ["unknown flag --mod; did you mean --model?"]),
-    (["search", "--max", "3"], ["unknown flag --max; did you mean --max-vram?"]),
+    (["search", "--max", "3"], ["unknown flag --max; did you mean --max-"]),
     (["search", "--max-vram", "2GB", "--trial", "3"], ["unknown flag --trial; did you mean --trials?"]),
     (["search", "--max-vram=2GB", "--tirals=3"], ["unknown flag --tirals; did you mean --trials?"]),
     (["plan", "--trials", "3"], ["unknown flag --trials; it is a flag of `autotune search`",

@@ -235,3 +235,47 @@ def test_a_tie_goes_to_the_candidate_with_less_memory(tmp_path):
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
     assert result.best.assignment["dtype"] == "bf16"
     assert result.confirmation.decided_by == "memory (latency tie)"
+
+
+# ---- the quality guard ---------------------------------------------------------------------------
+
+def with_quality(psnr_by_dtype):
+    """fp16 is the fastest but drifts; bf16 keeps close to the reference."""
+    def measured(a):
+        latency, peak = cost(a)
+        m = fake_measurement(None, latency=latency, peak=peak)
+        m.quality = {"psnr_db": psnr_by_dtype[a["dtype"]], "ssim": 0.9}
+        return m
+    return measured
+
+
+def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp_path):
+    fake = FakeMeasurer(with_quality({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}))
+    search = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    result = search.run(6)
+    by_dtype = {(r.assignment["dtype"], r.assignment["vae_slicing"]): r for r in result.records}
+    assert by_dtype[("fp16", False)].outcome == "below_quality"   # fastest, but lossy and far off
+    assert by_dtype[("bf16", False)].outcome == "feasible"
+    assert result.best.assignment["dtype"] == "bf16"
+    # an exact knob (VAE slicing) on the exact dtype passes even with float-noise quality numbers
+    assert by_dtype[("fp32", True)].outcome == "feasible"
+    assert profile_from(result).best.quality["psnr_db"] == 45.0
+    assert profile_from(result).search["quality"] == {"min_psnr_db": 30.0, "reference": search.reference_assignment()}
+
+
+def test_exact_settings_pass_whatever_the_float_noise():
+    from autotune.study import quality_constraint
+
+    noisy = fake_measurement(None)
+    noisy.quality = {"psnr_db": 12.0}
+    assert quality_constraint({"dtype": "fp32", "vae_slicing": True}, noisy, 30.0) == 0.0
+    assert quality_constraint({"dtype": "fp16"}, noisy, 30.0) > 0
+
+
+def test_the_reference_is_measured_first_and_saved_once(tmp_path):
+    fake = FakeMeasurer(cost)
+    search = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    search.run(2)
+    first, second = fake.jobs
+    assert first.assignment == search.reference_assignment() and first.save_reference
+    assert second.save_reference is None  # the fake wrote no file: later jobs have no reference

@@ -32,6 +32,8 @@ def test_stopping_rule_stops_on_precision_time_or_count():
     assert not rule.done(noisy, 0.1)               # keep going
     assert rule.done(noisy, 5.0)                   # out of time
     assert rule.done(noisy * 4, 0.1)               # out of runs (24 >= 20)
+    assert not rule.done([9.0, 9.0], 18.0)         # slow runs: past the cap, still a median of 3
+    assert rule.done([9.0, 9.0, 9.0], 27.0)
     with pytest.raises(ValueError):
         StoppingRule(min_runs=3, max_runs=2)
 

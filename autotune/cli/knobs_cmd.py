@@ -21,13 +21,13 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autotune import knobs
+    from autotune.knobs.probe import model_context
     from autotune.pipelines import model_info
     from autotune.space import SearchSpace
 
     device = resolve_device(args.device)
     model = args.model or default_model(device)
-    info = model_info(model)
-    space = SearchSpace(knobs.Context(device=device, components=info.components))
+    space = SearchSpace(model_context(model, device, model_info(model)))
     if args.json:
         print_json([{"knob": s.knob, "value": s.value, "state": s.state, "reason": s.reason,
                      "stage": knobs.get(s.knob).stage.name.lower(),

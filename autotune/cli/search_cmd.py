@@ -1,43 +1,69 @@
-"""`autotune search`: measure candidate settings under a ceiling and write the winning profile."""
+"""`autotune search`: measure candidate settings under a ceiling and write the winning profile.
+
+Progress goes to stderr, one line per finished trial as it finishes; the summary and the
+profile's path go to stdout (or JSON with --json).
+"""
 from __future__ import annotations
 
 import argparse
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size, table
+from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
+from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size
 from autotune.cli.target_args import add_target_arguments, target_from_args
+
+#: The summary and the trial lines fit this many columns.
+WIDTH = 100
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search", help="measure settings under a memory ceiling, write the fastest as a profile",
-        description=textwrap.fill("Search the memory/speed settings valid for this model and device, measuring "
-                    "each trial in its own process, and write the fastest one that fits under "
-                    "--max-vram as a profile YAML. Finished trials are kept in --run-dir: an "
-                    "interrupted search continues with --resume.", width=88),
+        description=textwrap.fill(
+            "Search the memory/speed settings valid for this model and device and write the fastest "
+            "one that fits under --max-vram as a profile YAML. Trials run in a warm worker process "
+            "(a fresh one after compile, an out-of-memory error or a crash); each is timed until "
+            "its median is known within --precision or --max-run-time is spent. The top candidates "
+            "are then re-measured side by side to confirm the winner. Finished trials are kept in "
+            "--run-dir: an interrupted search continues with --resume.", width=88),
         epilog="examples:\n  autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.yaml\n"
-               "  autotune search --model builtin:sd15 --max-vram 8GB --batch 4 --trials 30\n"
+               "  autotune search --model builtin:sd15 --max-vram 8GB --batch 4 --time-budget 600\n"
                "  autotune search --model ./my-sd-folder --max-vram 12GB --resume\n\n"
                "sizes: '8GB' and '8GiB' both mean 8 * 2**30 bytes, as GPUs are labelled.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_target_arguments(p, model_default_help="builtin:sd15 on a GPU, builtin:tiny-sd on CPU")
+    add_target_arguments(p, model_default_help=MODEL_DEFAULT_HELP)
     p.add_argument("--trials", type=int, default=20, help="distinct settings to measure (default: 20)")
     p.add_argument("--out", type=Path, help="profile path (default: profiles/<model>-<W>x<H>-b<batch>-<ceiling>-<device>.yaml)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: auto = cuda when present)")
+    add_device_argument(p)
     p.add_argument("--resume", action="store_true", help="continue the latest search of this same target")
     p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
     p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
-    p.add_argument("--runs", type=int, default=3, help="timed runs per trial, after one warm-up (default: 3)")
+    p.add_argument("--runs", type=int, default=6, help="fewest timed runs per trial, after one warm-up (default: 6)")
+    p.add_argument("--precision", type=float, default=0.02,
+                   help="keep timing a trial until the 95%% interval of its median is within this "
+                        "fraction of it (default: 0.02)")
+    p.add_argument("--max-run-time", type=float, default=10.0, metavar="SECONDS",
+                   help="stop timing a trial after this many seconds of runs, precise or not (default: 10)")
+    p.add_argument("--min-psnr", type=float, default=30.0, metavar="DB",
+                   help="quality floor: a trial whose first image is further than this from the exact "
+                        "reference (PSNR, dB) is infeasible; exact settings always pass; 0 turns the "
+                        "guard off (default: 30)")
+    p.add_argument("--reference-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="precision of the reference output the quality guard compares with (default: "
+                        "fp32; on a GPU the pipeline's native half precision is a common choice)")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="do not re-measure the top candidates side by side at the end")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
     p.add_argument("--no-planner", action="store_true",
                    help="measure every candidate the sampler proposes, without memory predictions")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="start no new trial after this many seconds (default: no limit)")
+                   help="a wall for the whole search: no trial starts unless it is expected to fit, "
+                        "one still running at the end is stopped (default: no limit)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 
@@ -48,29 +74,31 @@ def build_target(args: argparse.Namespace) -> Any:
     from autotune.units import parse_size
 
     parse_size(args.max_vram)  # the most common mistake: say it before anything slower
-    if args.trials < 1:
-        raise InvalidTargetError(f"--trials must be 1 or more, got {args.trials}")
-    if args.timeout <= 0:
-        raise InvalidTargetError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise InvalidTargetError(f"--time-budget must be more than 0 seconds, got {args.time_budget:g}")
-    if args.runs < 1:
-        raise InvalidTargetError(f"--runs must be 1 or more, got {args.runs}")
-    device = hardware.default_device() if args.device == "auto" else args.device
+    checks = [("--trials", args.trials >= 1, "1 or more"), ("--runs", args.runs >= 1, "1 or more"),
+              ("--timeout", args.timeout > 0, "more than 0 seconds"),
+              ("--precision", 0 < args.precision < 1, "between 0 and 1, e.g. 0.02"),
+              ("--max-run-time", args.max_run_time > 0, "more than 0 seconds"),
+              ("--min-psnr", 0 <= args.min_psnr < 100, "between 0 and 100 dB, e.g. 30"),
+              ("--time-budget", args.time_budget is None or args.time_budget > 0, "more than 0 seconds")]
+    for flag, ok, expected in checks:
+        if not ok:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise InvalidTargetError(f"{flag} must be {expected}, got {value:g}")
+    device = resolve_device(args.device)
     if device == "cuda":
         hardware.require_gpu()
-    return target_from_args(args, device, "builtin:sd15" if device == "cuda" else "builtin:tiny-sd")
+    return target_from_args(args, device, default_model(device))
 
 
 def default_out(target: Any) -> Path:
     model = target.model.replace("builtin:", "").replace("/", "-")
     gib = target.max_vram / 2**30
-    return Path("profiles") / f"{model}-{target.width}x{target.height}-b{target.batch}-{gib:g}GB-{target.device}.yaml"
+    frames = f"-f{target.frames}" if target.frames else ""
+    return Path("profiles") / (f"{model}-{target.width}x{target.height}{frames}-b{target.batch}-{gib:g}GB-"
+                               f"{target.device}.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from autotune.errors import NoFeasibleTrialError
     from autotune.tune import finish, no_feasible_message, space_for, start_search
 
@@ -79,66 +107,149 @@ def run(args: argparse.Namespace) -> int:
     space = space_for(target, args.include, args.exclude)
     search = start_search(target, space=space, run_dir=args.run_dir, storage=args.storage,
                           resume=args.resume, seed=args.seed, trial_timeout_s=args.timeout,
-                          runs=args.runs, use_planner=not args.no_planner)
-    _print_header(target, space)
-    bar = tqdm(total=args.trials, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True)
-
-    def on_trial(record: Any, done: int, best: Any) -> None:
-        bar.update(1)
-        best_text = seconds(best.measurement.latency_median_s) if best else "none feasible yet"
-        bar.set_postfix_str(f"last: {record.outcome}, best: {best_text}")
-
+                          runs=args.runs, precision=args.precision, time_cap_s=args.max_run_time,
+                          confirm=not args.no_confirm, use_planner=not args.no_planner,
+                          min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype)
+    defaults = space.default()
+    _print_header(target, space, getattr(search.measurer, "log_dir", None))
+    progress = TrialPrinter(defaults, args.trials, verbose=bool(getattr(args, "verbose", False)))
+    progress.header()
     try:
-        result = finish(search, search.run(args.trials, on_trial=on_trial, time_budget_s=args.time_budget))
+        result = search.run(args.trials, on_trial=progress, time_budget_s=args.time_budget)
     finally:
-        bar.close()
-    trials = result.search
+        close = getattr(search.measurer, "close", None)
+        if close is not None:
+            close()
+    tuned = finish(search, result)
     if args.json:
-        print_json({"study": trials.study_name, "trials": [_record_json(r) for r in trials.records],
-                    "pruned": [_record_json(r) for r in trials.pruned],
-                    "profile": result.profile.to_dict() if result.profile else None})
-    else:
-        _print_trials(trials, space.default())
-    if result.profile is None:
-        raise NoFeasibleTrialError(no_feasible_message(trials, result.log_dir))
-    result.profile.save(out)
+        print_json({"study": result.study_name, "stopped_by": result.stop_reason,
+                    "duration_s": round(result.duration_s, 2),
+                    "trials": [_record_json(r) for r in result.records],
+                    "pruned": [_record_json(r) for r in result.pruned],
+                    "confirmation": result.confirmation.to_dict() if result.confirmation else None,
+                    "profile": tuned.profile.to_dict() if tuned.profile else None})
+    if tuned.profile is None:
+        raise NoFeasibleTrialError(no_feasible_message(result, tuned.log_dir))
+    tuned.profile.save(out)
     if not args.json:
-        best = result.profile.best
-        print(f"\nbest: {settings_diff(best.settings, space.default())}  "
-              f"{seconds(best.latency_median_s)} median, {size(best.peak_bytes)} peak ({best.peak_metric})")
+        print(summary(result, defaults, args.time_budget))
         print(f"profile written to {out}  (show it: autotune show {out})")
-        fp = result.profile.fingerprint
+        fp = tuned.profile.fingerprint
         if fp.get("ceiling_mode") == "emulated":
-            print(f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.get('device_name')} "
-                  f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
-                  "patterns differ on a real card of that size: confirm the profile there")
+            print(textwrap.fill(
+                f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.get('device_name')} "
+                f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
+                "patterns differ on a real card of that size: confirm the profile there", WIDTH))
     return 0
 
 
-def _print_header(target: Any, space: Any) -> None:
+def _print_header(target: Any, space: Any, log_dir: Path | None) -> None:
+    err = sys.stderr
     print(f"target: {target.model} {target.width}x{target.height} batch {target.batch}, "
           f"{target.steps} steps, ceiling {size(target.max_vram)} ({target.max_vram} bytes) on {target.device}",
-          file=sys.stderr)
-    print(f"space: {space.size()} valid combinations of {', '.join(space.searched_knobs)}", file=sys.stderr)
+          file=err)
+    print(textwrap.fill(f"space: {space.size()} valid combinations of {', '.join(space.searched_knobs)}",
+                        WIDTH, subsequent_indent="  "), file=err)
     for status in space.statuses:
         if status.state == "excluded":
-            print(f"  not searched: {status.knob}={status.value}: {status.reason}", file=sys.stderr)
+            print(_clip(f"  not searched: {status.knob}={status.value}: {status.reason}"), file=err)
+    if log_dir is not None:
+        print(f"trial logs: {log_dir}/", file=err)
     if target.device == "cpu":
-        print("note: on CPU, memory is the peak of live tensors in RAM, not VRAM", file=sys.stderr)
+        print("note: on CPU, memory is the peak of live tensors in RAM, not VRAM", file=err)
+
+
+def _clip(text: str, width: int = WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+class TrialPrinter:
+    """One line per finished trial, as it finishes: number, outcome, latency and its precision,
+    peak, the planner's prediction, the settings changed from the defaults. `-v` adds where
+    the trial's time went."""
+
+    COLUMNS = "{:>5}  {:<13} {:>9} {:>6} {:>10} {:>10} {:>6}  {}"
+
+    def __init__(self, defaults: dict[str, Any], total: int, verbose: bool = False) -> None:
+        self.defaults, self.total, self.verbose = defaults, total, verbose
+
+    def header(self) -> None:
+        print(self.COLUMNS.format("trial", "outcome", "latency", "±", "peak", "predicted", "psnr", "settings"),
+              file=sys.stderr)
+
+    def __call__(self, record: Any, done: int, best: Any) -> None:
+        m = record.measurement
+        precision = m.timing.get("ci_rel_half_width") if m.timing else None
+        detail = m.error if record.outcome == "failed" else settings_diff(record.assignment, self.defaults)
+        line = self.COLUMNS.format(
+            record.number, record.outcome, seconds(m.latency_median_s),
+            "-" if precision is None else f"{100 * precision:.1f}%", size(m.peak_bytes),
+            size(record.prediction["total_bytes"]) if record.prediction else "-",
+            f"{m.quality['psnr_db']:.0f}" if "psnr_db" in m.quality else "-", detail)
+        print(_clip(line), file=sys.stderr)
+        if self.verbose:
+            print(_clip("       " + phases_line(m), WIDTH), file=sys.stderr)
+        sys.stderr.flush()
+
+
+#: Phases in the order a trial goes through them, with their short names.
+PHASES = (("spawn_s", "spawn"), ("load_weights_s", "weights"), ("build_s", "build"), ("apply_s", "apply"),
+          ("first_run_s", "first run"), ("timed_s", "timed"), ("memory_run_s", "memory run"),
+          ("release_s", "release"), ("overhead_s", "overhead"))
+
+
+def phases_line(m: Any) -> str:
+    parts = [f"{name} {m.timings[key]:.2f}" for key, name in PHASES if key in m.timings]
+    runs = f" ({m.timing['runs']} runs)" if m.timing else ""
+    return "phases (s): " + ", ".join(parts) + runs
+
+
+def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
+    """The end of a search in a few lines of at most WIDTH columns."""
+    lines = []
+    best = result.best
+    m = best.measurement
+    precision = m.timing.get("ci_rel_half_width") if m.timing else None
+    plus = f" ±{100 * precision:.1f}%" if precision is not None else ""
+    lines.append(_clip(f"winner     {settings_diff(best.assignment, defaults)}"))
+    lines.append(f"           {seconds(m.latency_median_s)}{plus} median of {len(m.latencies_s)} runs, "
+                 f"peak {size(m.peak_bytes)} ({m.peak_metric})")
+    if m.quality and result.reference:
+        lines.append(f"           quality vs the exact reference: PSNR {m.quality['psnr_db']:.1f} dB, "
+                     f"SSIM {m.quality.get('ssim', float('nan')):.4f}"
+                     + (f" (floor {result.min_psnr:g} dB)" if result.min_psnr else ""))
+    conf = result.confirmation
+    if conf is not None and conf.runner_up is not None:
+        runner = next(c for c in conf.candidates if c["number"] == conf.runner_up)
+        verdict = "significant" if conf.significant else "within the noise: a tie"
+        lines.append(_clip(f"runner-up  {settings_diff(runner['settings'], defaults)}"))
+        lines.append(f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} "
+                     f"interleaved rounds (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}")
+    elif len([r for r in result.records if r.feasible]) > 1:
+        lines.append("runner-up  none within 10% of the winner: not re-measured")
+    if result.alternatives:
+        lines.append(f"alternatives  {len(result.alternatives)} faster-or-smaller trade-offs kept in the profile")
+    counts = (f"{result.count('feasible')} feasible, {result.count('over_ceiling')} over the ceiling, "
+              f"{result.count('below_quality')} below the quality floor, "
+              f"{result.count('oom')} out of memory, {result.count('failed')} failed")
+    pruned = f"; {len(result.pruned)} pruned by the planner" if result.pruned else ""
+    lines.append(textwrap.fill(f"measured   {len(result.records)} trials in {result.duration_s:.0f} s: {counts}{pruned}",
+                               WIDTH, subsequent_indent="           "))
+    stop = {"trials": "the requested number of trials was measured",
+            "space exhausted": "every valid combination was measured",
+            "sampler": "the sampler kept proposing measured combinations",
+            "time budget": f"the --time-budget of {budget:g} s" if budget else "the time budget"}
+    lines.append(f"stopped by {stop.get(result.stop_reason, result.stop_reason)}")
+    if result.interrupted:
+        lines.append(f"note       {result.interrupted} trial(s) interrupted by an earlier stop were recorded as failed")
+    return "\n".join(lines)
 
 
 def _record_json(record: Any) -> dict[str, Any]:
     m = record.measurement
     return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
             "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
-            "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric, "memory": m.memory,
-            "predicted": record.prediction, "error": m.error}
-
-
-def _print_trials(search: Any, defaults: dict[str, Any]) -> None:
-    rows = [(r.number, r.outcome, seconds(r.measurement.latency_median_s), size(r.measurement.peak_bytes),
-             size(r.prediction["total_bytes"]) if r.prediction else "-",
-             r.measurement.error or settings_diff(r.assignment, defaults)) for r in search.records]
-    print(table(["trial", "outcome", "latency", "peak", "predicted", "settings (vs defaults)"], rows))
-    if search.pruned:
-        print(f"not measured: {len(search.pruned)} candidate(s) the planner predicted over the ceiling")
+            "timing": m.timing, "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric,
+            "memory": m.memory, "overhead_s": m.overhead_s, "phases": m.timings,
+            "conditions": m.conditions, "quality": m.quality, "predicted": record.prediction, "error": m.error,
+            "log": m.log_path}
