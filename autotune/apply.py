@@ -19,14 +19,16 @@ from typing import Any
 from autotune import knobs
 from autotune.errors import (
     InvalidTargetError,
+    KnobApplyError,
     NoMatchingProfileError,
     PipelineStateError,
     ProfileError,
     ProfileMismatchError,
 )
 from autotune.knobs import ApplyContext, Value
-from autotune.profile import Profile
+from autotune.profile import Profile, ProfileEntry
 from autotune.space import check_available, check_values
+from autotune.units import format_size, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,44 @@ DEFAULT_PROFILE_DIR = "profiles"
 
 @dataclasses.dataclass(frozen=True)
 class AppliedProfile:
-    """What `apply_profile` did, in order."""
+    """What `apply_profile` did: which file, which of its entries, the settings in the order they
+    were applied, and what changed on the pipeline's dtype or device. `str()` says it all."""
 
     profile: Profile
     applied: tuple[tuple[str, Value], ...]
     device: str
+    #: The profile file (None for a `Profile` object passed in).
     source: str | None = None
+    #: The entry whose settings were applied: the profile's best, or an alternative for `max_vram`.
+    entry: ProfileEntry | None = None
+    #: "best" or "alternative N" (1-based, in the profile's order).
+    choice: str = "best"
+    #: The ceiling the entry was picked for (bytes), when `max_vram` was given.
+    max_vram: int | None = None
+    #: Why this file was chosen among the matching ones (auto-discovery only).
+    reason: str | None = None
+    #: Each component whose dtype or device changed: "unet: float32 -> bfloat16".
+    changes: tuple[str, ...] = ()
+
+    @property
+    def settings(self) -> dict[str, Value]:
+        return dict(self.applied)
 
     def __str__(self) -> str:
-        settings = ", ".join(f"{k}={v}" for k, v in self.applied)
-        return f"applied on {self.device}: {settings}"
+        defaults = {k.name: k.default for k in knobs.all_knobs()}
+        changed = " ".join(f"{k}={v}" for k, v in self.applied if defaults.get(k) != v)
+        lines = [f"profile  {self.source or '(in memory)'}"]
+        if self.reason:
+            lines.append(f"chosen   {self.reason}")
+        entry = self.entry or self.profile.best
+        why = f", the fastest under max_vram {format_size(self.max_vram)}" if self.max_vram is not None else ""
+        lines.append(f"entry    {self.choice}{why}: {entry.latency_median_s:.3f} s median, "
+                     f"peak {format_size(entry.peak_bytes)} ({entry.peak_metric})")
+        lines.append(f"settings {changed or 'all defaults'}{' (others at defaults)' if changed else ''} "
+                     f"on {self.device}")
+        if self.changes:
+            lines.append(f"changed  {'; '.join(self.changes)}")
+        return "\n".join(lines)
 
 
 def pipeline_components(pipe: Any) -> frozenset[str]:
@@ -79,10 +109,6 @@ def _has_hooks(module: Any) -> bool:
 #: fit, a missing accelerator or package, a conflicting hook): turned into one line naming the knob.
 KNOB_FAILURES = (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError, KeyError,
                  ImportError, AssertionError)
-
-
-class KnobApplyError(PipelineStateError):
-    """A knob failed while a profile was applied; the message says whether the pipeline was restored."""
 
 
 def apply_settings(pipe: Any, settings: dict[str, Value], device: str) -> tuple[tuple[str, Value], ...]:
@@ -206,13 +232,15 @@ def state_signature(pipe: Any) -> list[Any]:
     return signature
 
 
-def load_pipeline(profile: Profile | str | os.PathLike[str]) -> Any:
-    """Build the pipeline the profile was tuned for, from the same model, in its dtype."""
+def load_pipeline(profile: Profile | str | os.PathLike[str], *, max_vram: str | int | None = None) -> Any:
+    """Build the pipeline the profile was tuned for, from the same model, in its dtype (with
+    `max_vram`, in the dtype of the entry `apply_profile` picks for that ceiling)."""
     from autotune.knobs.builtin import torch_dtype
     from autotune.pipelines import build_pipeline
 
     profile = _as_profile(profile)
-    return build_pipeline(profile_model_source(profile), torch_dtype=torch_dtype(profile.settings.get("dtype", "fp32")))
+    entry = choose_entry(profile, ceiling_bytes(max_vram) if max_vram is not None else None)[1]
+    return build_pipeline(profile_model_source(profile), torch_dtype=torch_dtype(entry.settings.get("dtype", "fp32")))
 
 
 def profile_model_source(profile: Profile) -> str:
@@ -235,6 +263,7 @@ def apply_profile(
     pipe: Any,
     profile: Profile | str | os.PathLike[str] | None = None,
     *,
+    max_vram: str | int | None = None,
     device: str | None = None,
     height: int | None = None,
     width: int | None = None,
@@ -245,13 +274,23 @@ def apply_profile(
     """Apply a profile's settings to a fresh pipeline.
 
     With no profile, the one matching this pipeline (model, pipeline class, and the given
-    height/width/batch) is looked up in `profile_dir`, else $AUTOTUNE_PROFILE_DIR, else ./profiles.
-    A model or pipeline-class mismatch raises (a warning with strict=False); another device warns.
+    height/width/batch) is looked up in `profile_dir`, else $AUTOTUNE_PROFILE_DIR, else ./profiles,
+    and a log line says why it was chosen. A model or pipeline-class mismatch raises (a warning
+    with strict=False); another device warns.
+
+    `max_vram` ("6GB", or bytes) picks, without a new search, the fastest of the profile's entries
+    (its best and its stored alternatives) whose measured peak fits that lower ceiling; a ceiling
+    no entry fits raises `NoMatchingProfileError` naming the smallest entry's peak.
+    Every change to a component's dtype or device is logged (and a half-precision pipeline turned
+    into float32 warns); the returned handle says what was applied, from where and why.
     """
-    source = None
+    ceiling = ceiling_bytes(max_vram) if max_vram is not None else None
+    source, reason = None, None
     if profile is None:
-        source = str(find_profile(pipe, height=height, width=width, batch=batch, profile_dir=profile_dir))
-        profile = source
+        path, reason = discover_profile(pipe, height=height, width=width, batch=batch,
+                                        profile_dir=profile_dir, max_vram=ceiling)
+        log.info("apply_profile: %s", reason)
+        profile = source = str(path)
     elif not isinstance(profile, Profile):
         source = str(profile)
     profile = _as_profile(profile)
@@ -262,11 +301,114 @@ def apply_profile(
             f"{', ...' if len(hooked) > 3 else ''}); apply the profile to a freshly loaded pipeline"
         )
     _check_fingerprint(pipe, profile, strict)
+    choice, entry = choose_entry(profile, ceiling)
+    if ceiling is not None:
+        log.info("apply_profile: %s of %s fits max_vram %s: %.3f s median, peak %s", choice,
+                 source or "the profile", format_size(ceiling), entry.latency_median_s, format_size(entry.peak_bytes))
     device = device or profile.target.device
     require_device(device)
-    applied = apply_settings(pipe, profile.settings, device)
-    log.info("applied profile %s: %s", source or "(in memory)", dict(applied))
-    return AppliedProfile(profile=profile, applied=applied, device=device, source=source)
+    before = placement(pipe)
+    applied = apply_settings(pipe, entry.settings, device)
+    changes = placement_changes(before, placement(pipe))
+    for change in changes:
+        log.info("apply_profile changed %s", change)
+    _warn_upcast(before, placement(pipe), dict(applied).get("dtype"))
+    log.info("applied profile %s (%s): %s", source or "(in memory)", choice, dict(applied))
+    return AppliedProfile(profile=profile, applied=applied, device=device, source=source, entry=entry,
+                          choice=choice, max_vram=ceiling, reason=reason, changes=tuple(changes))
+
+
+def ceiling_bytes(max_vram: str | int) -> int:
+    """`max_vram` as bytes: a size like '6GB' (GiB, see units.py) or a positive int."""
+    if isinstance(max_vram, str):
+        return parse_size(max_vram, what="max_vram")
+    if isinstance(max_vram, bool) or not isinstance(max_vram, int) or max_vram <= 0:
+        raise InvalidTargetError(f"max_vram must be a size like '6GB' or a number of bytes > 0, got {max_vram!r}")
+    return max_vram
+
+
+def profile_entries(profile: Profile) -> list[tuple[str, ProfileEntry]]:
+    """The profile's best and its alternatives, labelled as `AppliedProfile.choice` names them."""
+    return [("best", profile.best)] + [(f"alternative {i}", alt) for i, alt in enumerate(profile.alternatives, 1)]
+
+
+def choose_entry(profile: Profile, max_vram: int | None) -> tuple[str, ProfileEntry]:
+    """The best entry, or under a lower ceiling the fastest entry whose measured peak fits it (the
+    best itself when it fits: it is the search's confirmed answer)."""
+    entries = profile_entries(profile)
+    if max_vram is None:
+        return entries[0]
+    fitting = [(label, e) for label, e in entries if e.peak_bytes <= max_vram]
+    if not fitting:
+        label, smallest = min(entries, key=lambda item: item[1].peak_bytes)
+        raise NoMatchingProfileError(
+            f"no entry of this profile fits max_vram {format_size(max_vram)} ({max_vram} bytes): the "
+            f"smallest, {label} ({_changed(smallest.settings)}), peaks at {format_size(smallest.peak_bytes)} "
+            f"({smallest.peak_bytes} bytes); raise max_vram or run `autotune search --max-vram "
+            f"{_gib(max_vram)}` for this ceiling"
+        )
+    if fitting[0][0] == "best":
+        return fitting[0]
+    if max_vram > profile.target.max_vram:
+        log.info("max_vram %s is above the %s the profile was searched under: a search with the higher "
+                 "ceiling may find faster settings", format_size(max_vram), format_size(profile.target.max_vram))
+    return min(fitting, key=lambda item: item[1].latency_median_s)
+
+
+def _changed(settings: dict[str, Value]) -> str:
+    defaults = {k.name: k.default for k in knobs.all_knobs()}
+    return " ".join(f"{k}={v}" for k, v in settings.items() if defaults.get(k) != v) or "defaults"
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.3g}GB"
+
+
+#: component -> (dtypes of its parameters, devices of its parameters), e.g. ("bfloat16", "cpu")
+Placement = dict[str, tuple[str, str]]
+
+
+def placement(pipe: Any) -> Placement:
+    """Each torch component's parameter dtypes and devices, joined ("float8_e4m3fn+float32")."""
+    import torch
+
+    found: Placement = {}
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            params = list(component.parameters())
+            if params:
+                dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+                devices = sorted({p.device.type for p in params})
+                found[name] = ("+".join(dtypes), "+".join(devices))
+    return found
+
+
+def placement_changes(before: Placement, after: Placement) -> list[str]:
+    """'unet: dtype float32 -> bfloat16', 'vae: device cpu -> cuda' for each component that changed."""
+    changes = []
+    for name in sorted(set(before) & set(after)):
+        for i, what in enumerate(("dtype", "device")):
+            if before[name][i] != after[name][i]:
+                changes.append(f"{name}: {what} {before[name][i]} -> {after[name][i]}")
+    return changes
+
+
+_HALF = {"float16", "bfloat16"}
+
+
+def _warn_upcast(before: Placement, after: Placement, dtype: Value) -> None:
+    """A user's half-precision pipeline turned into float32 by the profile costs twice the memory:
+    say so, and how to keep it."""
+    upcast = sorted(name for name in set(before) & set(after)
+                    if before[name][0] in _HALF and after[name][0] == "float32")
+    if upcast:
+        was = before[upcast[0]][0]
+        warnings.warn(
+            f"the profile's dtype={dtype} converted {', '.join(upcast)} from {was} to float32 (about "
+            f"twice the weight memory); to keep {was}, apply a profile searched and won in that dtype, "
+            "or load the pipeline with load_pipeline(profile)",
+            stacklevel=3,
+        )
 
 
 def require_device(device: str) -> None:
@@ -361,9 +503,40 @@ def find_profile(
     width: int | None = None,
     batch: int | None = None,
     profile_dir: str | os.PathLike[str] | None = None,
+    max_vram: int | None = None,
 ) -> Path:
-    """The best-matching profile file for this pipeline and size (see `rank` for the order)."""
+    """The best-matching profile file for this pipeline and size (see `rank_profiles`)."""
+    return discover_profile(pipe, height=height, width=width, batch=batch, profile_dir=profile_dir,
+                            max_vram=max_vram)[0]
+
+
+def discover_profile(
+    pipe: Any,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    batch: int | None = None,
+    profile_dir: str | os.PathLike[str] | None = None,
+    max_vram: int | None = None,
+) -> tuple[Path, str]:
+    """The best-matching profile file and one sentence saying why it won over the others."""
     folder = Path(profile_dir) if profile_dir else profile_dir_default()
+    candidates = matching_profiles(pipe, folder, height=height, width=width, batch=batch)
+    ranked = rank_profiles(candidates, max_vram)
+    if not ranked:  # none has an entry under max_vram
+        assert max_vram is not None
+        peak, path = min((min(e.peak_bytes for _, e in profile_entries(p)), path) for p, path in candidates)
+        raise NoMatchingProfileError(
+            f"no profile in {str(folder)!r} for this pipeline has an entry that fits max_vram "
+            f"{format_size(max_vram)} ({max_vram} bytes): the smallest peak is {format_size(peak)} in "
+            f"{path.name}; raise max_vram or run `autotune search --max-vram {_gib(max_vram)}`"
+        )
+    return ranked[0].path, ranked[0].explain(ranked, folder)
+
+
+def matching_profiles(pipe: Any, folder: Path, *, height: int | None = None, width: int | None = None,
+                      batch: int | None = None) -> list[tuple[Profile, Path]]:
+    """Readable profiles in `folder` for this pipeline's model and class (and size, where given)."""
     model = getattr(pipe, "name_or_path", None)
     identity = pipe_identity(pipe)
     pipeline_class = type(pipe).__name__
@@ -386,20 +559,88 @@ def find_profile(
             f"no profile in {str(folder)!r} matches {wanted}; run `autotune search --model {model} "
             f"--out {folder}/NAME.yaml` or pass a profile path"
         )
+    return candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedProfile:
+    """A candidate profile and the facts it is ranked by."""
+
+    profile: Profile
+    path: Path
+    here: bool          # measured on this device
+    fits: bool          # its ceiling fits this device's memory (unknown counts as fits)
+    capacity: int | None
+    latency_s: float    # of the entry that would be applied
+    #: What decides the order, most important first (see rank_profiles).
+    key: tuple
+
+    def explain(self, ranked: list[RankedProfile], folder: Path) -> str:
+        """'b.yaml, 1 of 3 matching profiles in 'profiles': measured on this device, unlike a.yaml'."""
+        head = f"chose {self.path.name}"
+        if len(ranked) == 1:
+            return f"{head}, the only profile in {str(folder)!r} for this pipeline{self._trials()}"
+        runner = ranked[1]
+        why = self._why(runner)
+        others = ", ".join(f"{r.path.name} ({r.latency_s:.3f} s{r._trials(short=True)})" for r in ranked[1:4])
+        more = f" and {len(ranked) - 4} more" if len(ranked) > 4 else ""
+        return (f"{head} ({self.latency_s:.3f} s{self._trials(short=True)}) among {len(ranked)} matching "
+                f"profiles in {str(folder)!r}: {why}; the others: {others}{more}")
+
+    def _why(self, runner: RankedProfile) -> str:
+        index = next((i for i, (a, b) in enumerate(zip(self.key, runner.key)) if a != b), len(self.key))
+        name, t = runner.path.name, self.profile.target
+        if index == 0:
+            return (f"measured on this device, unlike {name} "
+                    f"({runner.profile.fingerprint.get('device_name')})")
+        if len(self.key) == 3:  # ranked for an explicit max_vram: fastest entry under it
+            return (f"its fastest entry under max_vram is faster ({self.latency_s:.3f} s vs "
+                    f"{runner.latency_s:.3f} s for {name})" if index == 1 else f"same numbers as {name}; first by name")
+        if index == 1:
+            return (f"its {format_size(t.max_vram)} ceiling fits this device's {format_size(self.capacity)}, "
+                    f"{name}'s {format_size(runner.profile.target.max_vram)} does not")
+        if index == 2:
+            return (f"the largest ceiling this device holds ({format_size(t.max_vram)}; {name}: "
+                    f"{format_size(runner.profile.target.max_vram)}), so the most memory it may use")
+        if index == 3:
+            return f"the fastest at this ceiling ({self.latency_s:.3f} s vs {runner.latency_s:.3f} s for {name})"
+        return f"same numbers as {name}; first by name"
+
+    def _trials(self, short: bool = False) -> str:
+        search = self.profile.search
+        if not search.get("trials_measured"):
+            return ""
+        stopped = search.get("stopped_by")
+        note = f", stopped by {stopped}" if stopped and stopped != "trials" else ""
+        return f", {search['trials_measured']} trials{note}" if short else \
+            f" ({search['trials_measured']} trials measured{note})"
+
+
+def rank_profiles(candidates: list[tuple[Profile, Path]], max_vram: int | None = None) -> list[RankedProfile]:
+    """Candidates best first. Measured on this device first; then a ceiling this device can hold,
+    the largest such (the most memory it may use is the fastest it can be); then the fastest.
+    With an explicit `max_vram`, the device's capacity no longer decides: after "this device",
+    the fastest entry under `max_vram` wins, and a profile with none is left out."""
     devices = {p.target.device for p, _ in candidates}
     here = {d: _current_device_name(d) for d in devices}
     capacity = {d: _current_device_memory(d) for d in devices}
-
-    def rank(candidate: tuple[Profile, Path]) -> tuple:
-        """Measured on this device first; then a ceiling this device can hold, the largest such
-        (the most memory it may use is the fastest it can be); then the fastest."""
-        prof, path = candidate
-        card = capacity[prof.target.device]
-        fits = card is None or prof.target.max_vram <= card
-        return (prof.fingerprint.get("device_name") != here[prof.target.device], not fits,
-                -prof.target.max_vram if fits else prof.target.max_vram, prof.best.latency_median_s, str(path))
-
-    return min(candidates, key=rank)[1]
+    ranked = []
+    for prof, path in candidates:
+        t = prof.target
+        on_here = prof.fingerprint.get("device_name") == here[t.device]
+        card = capacity[t.device]
+        fits = card is None or t.max_vram <= card
+        if max_vram is None:
+            latency = prof.best.latency_median_s
+            key: tuple = (not on_here, not fits, -t.max_vram if fits else t.max_vram, latency, str(path))
+        else:
+            try:
+                latency = choose_entry(prof, max_vram)[1].latency_median_s
+            except NoMatchingProfileError:
+                continue
+            key = (not on_here, latency, str(path))
+        ranked.append(RankedProfile(prof, path, on_here, fits, card, latency, key))
+    return sorted(ranked, key=lambda r: r.key)
 
 
 def _current_device_memory(device: str) -> int | None:

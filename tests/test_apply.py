@@ -288,3 +288,143 @@ def test_relative_profile_made_elsewhere_matches_by_its_recorded_identity(zoo, t
     assert load_pipeline(profile).name_or_path == str(folder.resolve())
     with pytest.raises(ProfileMismatchError):
         apply_profile(DiffusionPipeline.from_pretrained(folder), folder_profile("sd"))
+
+
+# ---- one search, several ceilings: max_vram picks a stored entry -------------------------------
+
+MiB = 2**20
+
+
+def tiered_profile() -> Profile:
+    """best: fp32, 8 MiB, 1.0 s; alternatives: bf16 5 MiB 1.5 s, bf16+slicing 3 MiB 2.0 s,
+    sliced attention 5 MiB 1.8 s (slower than the bf16 one at the same peak)."""
+    p = make_profile(latency=1.0)
+    p.best.peak_bytes = 8 * MiB
+
+    def alt(settings, peak, latency):
+        full = {**p.best.settings, **settings}
+        return ProfileEntry(settings=full, latency_median_s=latency, latency_p90_s=latency,
+                            peak_bytes=peak, peak_metric="cpu_live_tensor_peak", runs=3)
+
+    p.alternatives = [alt({"dtype": "bf16"}, 5 * MiB, 1.5),
+                      alt({"dtype": "bf16", "vae_slicing": True}, 3 * MiB, 2.0),
+                      alt({"attention": "sliced"}, 5 * MiB, 1.8)]
+    return p
+
+
+@pytest.mark.parametrize("max_vram, choice, peak", [
+    (None, "best", 8), ("100MB", "best", 8), (8 * MiB, "best", 8),
+    ("6MB", "alternative 1", 5), (5 * MiB, "alternative 1", 5), ("4.5MiB", "alternative 2", 3),
+])
+def test_max_vram_picks_the_fastest_entry_that_fits(max_vram, choice, peak):
+    from autotune.apply import choose_entry, ceiling_bytes
+
+    label, entry = choose_entry(tiered_profile(), None if max_vram is None else ceiling_bytes(max_vram))
+    assert (label, entry.peak_bytes) == (choice, peak * MiB)
+
+
+def test_apply_with_max_vram_applies_the_alternative_and_says_so(tmp_path, tiny_pipe, caplog):
+    path = tiered_profile().save(tmp_path / "tiers.yaml")
+    with caplog.at_level("INFO", logger="autotune.apply"):
+        handle = apply_profile(tiny_pipe, path, max_vram="4MB")
+    assert handle.choice == "alternative 2" and handle.max_vram == 4 * MiB
+    assert handle.entry.peak_bytes == 3 * MiB and handle.settings["vae_slicing"] is True
+    assert tiny_pipe.unet.dtype == torch.bfloat16 and tiny_pipe.vae.use_slicing
+    text = str(handle)
+    assert str(path) in text and "alternative 2, the fastest under max_vram 4.00 MiB" in text
+    assert "dtype=bf16 vae_slicing=True" in text and "peak 3.00 MiB" in text
+    assert "alternative 2 of" in caplog.text and "fits max_vram 4.00 MiB" in caplog.text
+    assert load_pipeline(path, max_vram="4MB").unet.dtype == torch.bfloat16  # built in that entry's dtype
+
+
+def test_a_ceiling_no_entry_fits_is_refused_naming_the_smallest(tiny_pipe):
+    from autotune.errors import InvalidTargetError
+
+    before = module_state(tiny_pipe)
+    with pytest.raises(NoMatchingProfileError) as info:
+        apply_profile(tiny_pipe, tiered_profile(), max_vram="2MB")
+    message = str(info.value)
+    assert "\n" not in message and "fits max_vram 2.00 MiB (2097152 bytes)" in message
+    assert "alternative 2 (dtype=bf16 vae_slicing=True), peaks at 3.00 MiB" in message
+    assert "autotune search --max-vram" in message
+    assert module_state(tiny_pipe) == before  # refused before anything was applied
+    for bad in ("6", 0, -5, True, 1.5):
+        with pytest.raises(InvalidTargetError, match="max_vram"):
+            apply_profile(tiny_pipe, tiered_profile(), max_vram=bad)
+
+
+def test_cli_apply_max_vram(tmp_path, capsys):
+    from test_cli import cli
+
+    path = tiered_profile().save(tmp_path / "tiers.yaml")
+    png = tmp_path / "x.png"
+    refused = cli(capsys, "apply", path, "--max-vram", "1MB", "--out", png)
+    assert refused.code == 2 and "smallest, alternative 2" in refused.err and "Traceback" not in refused.err
+    assert not png.exists()
+    run = cli(capsys, "apply", path, "--max-vram", "6MB", "--out", png)
+    assert run.code == 0, run.err
+    assert "alternative 1, the fastest under max_vram 6.00 MiB" in run.out and "dtype=bf16" in run.out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- apply_profile tells what it did ------------------------------------------------------------
+
+def test_handle_names_file_entry_settings_and_dtype_changes(tmp_path, tiny_pipe, caplog):
+    path = make_profile({"dtype": "bf16", "attention": "sliced"}).save(tmp_path / "p.yaml")
+    with caplog.at_level("INFO", logger="autotune.apply"):
+        handle = apply_profile(tiny_pipe, path)
+    assert handle.source == str(path) and handle.choice == "best" and handle.reason is None
+    assert "unet: dtype float32 -> bfloat16" in handle.changes
+    assert "text_encoder: dtype float32 -> bfloat16" in handle.changes
+    lines = str(handle).splitlines()
+    assert lines[0] == f"profile  {path}"
+    assert lines[1].startswith("entry    best: 1.000 s median, peak 1.00 MiB")
+    assert lines[2] == "settings dtype=bf16 attention=sliced (others at defaults) on cpu"
+    assert lines[3].startswith("changed  ") and "unet: dtype float32 -> bfloat16" in lines[3]
+    assert "apply_profile changed unet: dtype float32 -> bfloat16" in caplog.text
+    exact = apply_profile(load_pipeline(make_profile()), make_profile())
+    assert exact.changes == () and "changed" not in str(exact) and "all defaults" in str(exact)
+
+
+def test_a_half_precision_pipeline_turned_to_fp32_warns(tiny_pipe):
+    import warnings
+
+    from autotune.pipelines import build_pipeline
+
+    pipe = build_pipeline("builtin:tiny-sd", torch_dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match=r"dtype=fp32 converted .*unet.* from bfloat16 to float32"):
+        handle = apply_profile(pipe, make_profile())
+    assert "unet: dtype bfloat16 -> float32" in handle.changes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fp32 -> bf16 is what the profile asks: no warning
+        apply_profile(tiny_pipe, make_profile({"dtype": "bf16"}))
+
+
+def test_auto_discovery_says_why_it_chose_the_profile(tmp_path, tiny_pipe, caplog):
+    make_profile(latency=0.5, device_name="Other CPU").save(tmp_path / "a.yaml")
+    make_profile(latency=0.9).save(tmp_path / "b.yaml")
+    make_profile(latency=0.7).save(tmp_path / "c.yaml")
+    with caplog.at_level("INFO", logger="autotune.apply"):
+        handle = apply_profile(tiny_pipe, profile_dir=tmp_path)
+    assert handle.source.endswith("c.yaml")
+    assert handle.reason.startswith("chose c.yaml (0.700 s) among 3 matching profiles")
+    assert "the fastest at this ceiling (0.700 s vs 0.900 s for b.yaml)" in handle.reason
+    assert "a.yaml (0.500 s)" in handle.reason
+    assert handle.reason in caplog.text and f"chosen   {handle.reason}" in str(handle)
+    (tmp_path / "c.yaml").unlink()
+    reason = apply_profile(load_pipeline(make_profile()), profile_dir=tmp_path).reason
+    assert "measured on this device, unlike a.yaml (Other CPU)" in reason
+    (tmp_path / "a.yaml").unlink()
+    assert "the only profile" in apply_profile(load_pipeline(make_profile()), profile_dir=tmp_path).reason
+
+
+def test_auto_discovery_with_max_vram_uses_the_fastest_entry_that_fits(tmp_path, tiny_pipe):
+    fast = make_profile(latency=0.5)
+    fast.best.peak_bytes = 10 * MiB  # faster, but nothing under 6 MiB
+    fast.save(tmp_path / "fast.yaml")
+    tiered_profile().save(tmp_path / "tiers.yaml")
+    handle = apply_profile(tiny_pipe, profile_dir=tmp_path, max_vram="6MB")
+    assert handle.source.endswith("tiers.yaml") and handle.choice == "alternative 1"
+    assert apply_profile(load_pipeline(make_profile()), profile_dir=tmp_path).source.endswith("fast.yaml")
+    with pytest.raises(NoMatchingProfileError, match=r"smallest peak is 3.00 MiB in tiers.yaml"):
+        apply_profile(load_pipeline(make_profile()), profile_dir=tmp_path, max_vram="1MB")

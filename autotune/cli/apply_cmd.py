@@ -16,21 +16,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prompt", help="prompt (default: the one the profile was measured with)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.add_argument("--device", help="override the profile's device (cuda, cpu)")
+    p.add_argument("--max-vram", help="a lower ceiling, e.g. 6GB (GiB): apply the fastest of the profile's "
+                                      "best and stored alternatives whose measured peak fits it, no new search")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.apply import apply_profile, load_pipeline, require_device
+    from autotune.apply import apply_profile, choose_entry, load_pipeline, require_device
     from autotune.cli.format import check_output_path
     from autotune.profile import Profile
+    from autotune.units import parse_size
 
     check_output_path(args.out, (".png",), "--out", create_parents=False)
+    max_vram = parse_size(args.max_vram) if args.max_vram is not None else None
     profile = Profile.load(args.profile)
+    if max_vram is not None:
+        choose_entry(profile, max_vram)  # a ceiling no entry fits is refused before the load
     require_device(args.device or profile.target.device)  # before a load that can take a minute
     import torch  # after the checks above: a wrong path is answered without the 2 s import
 
-    pipe = load_pipeline(profile)
-    handle = apply_profile(pipe, profile, device=args.device)
+    pipe = load_pipeline(profile, max_vram=max_vram)  # in the chosen entry's dtype
+    handle = apply_profile(pipe, profile, device=args.device, max_vram=max_vram)
     t = profile.target
     images = pipe(prompt=args.prompt or t.prompt, height=t.height, width=t.width,
                   num_images_per_prompt=t.batch, num_inference_steps=t.steps,

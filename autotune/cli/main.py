@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (search_cmd, plan_cmd, apply_cmd, show_cmd, profiles_cmd, diff_cmd, probe_cmd,
                    knobs_cmd, env_cmd):
         module.add_parser(sub)
+    __import__("autotune.cli.report_cmd", fromlist=["add_parser"]).add_parser(sub)
     for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps a
         # value given before it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
