@@ -212,6 +212,7 @@ class Search:
         self.study_name = name
         #: The reference output of this study (quality.py); None: quality is not judged.
         self.reference_path = reference_dir / f"{name}.npz" if reference_dir is not None else None
+        self._warned_reference = False
         self.study = optuna.create_study(
             study_name=name, storage=self._storage, sampler=self.sampler,
             directions=["minimize", "minimize"], load_if_exists=True,
@@ -332,10 +333,7 @@ class Search:
                     self._tell_duplicate(trial, (self._seen.get(key) or self._pruned[key]).number)
                     continue
                 prediction = self.planner.predict(assignment) if self.planner else None
-                is_reference = self.reference_path is not None and not self.reference_path.exists() \
-                    and key == assignment_key(self.reference_assignment())
-                if (prediction is not None and not is_reference
-                        and prediction.surely_over(self.target.max_vram, self.prune_margin)):
+                if prediction is not None and prediction.surely_over(self.target.max_vram, self.prune_margin):
                     self._pruned[key] = self._prune(trial, assignment, prediction)
                     continue
                 expected = self.expected_duration_s(assignment)
@@ -348,6 +346,7 @@ class Search:
                 timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
                 record = self._measure(trial, assignment, prediction, timeout)
                 self._seen[key] = record
+                self._warn_without_reference()
                 measured_now += 1
                 if on_trial:
                     on_trial(record, measured_now, self.best())
@@ -449,6 +448,21 @@ class Search:
                         number=number, precision=self.precision, time_cap_s=self.time_cap_s,
                         reference=reference, save_reference=save_reference)
 
+    @property
+    def has_reference(self) -> bool:
+        return self.reference_path is not None and self.reference_path.exists()
+
+    def _warn_without_reference(self) -> None:
+        """The reference trial ran (or was pruned) and left no output: say the guard is off."""
+        if self.reference_path is None or self.has_reference or self._warned_reference:
+            return
+        key = assignment_key(self.reference_assignment())
+        if key in self._seen or key in self._pruned:
+            self._warned_reference = True
+            log.warning("no quality reference (the exact %s run did not fit or failed): the quality "
+                        "guard is off for this search; try --reference-dtype fp16 or a higher ceiling",
+                        self.reference_dtype)
+
     def reference_assignment(self) -> Assignment:
         """The exact settings the quality reference is made with: every knob at its (exact)
         default, in the reference dtype."""
@@ -502,7 +516,7 @@ class Search:
             duration_s=self.duration_s, proposals=self.proposals, stop_reason=self.stop_reason,
             confirmation=self.confirmation, interrupted=self.interrupted,
             min_psnr=self.min_psnr,
-            reference=self.reference_assignment() if self.reference_path is not None else None,
+            reference=self.reference_assignment() if self.has_reference else None,
         )
 
 

@@ -33,6 +33,7 @@ from autotune import hardware  # noqa: E402
 from autotune.cli.format import settings_diff  # noqa: E402
 from autotune import knobs  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
+from autotune.knobs.probe import model_context  # noqa: E402
 from autotune.measure import Measurement, SubprocessMeasurer, TrialJob  # noqa: E402
 from autotune.pipelines import model_info  # noqa: E402
 from autotune.profile import atomic_write_text  # noqa: E402
@@ -66,6 +67,17 @@ def ladder(device: str, ctx: Context) -> list[tuple[str, dict[str, Any] | None, 
         base = compiled if device != "cpu" else {"dtype": "fp16", "channels_last": True}
         rows.append(("+xformers attention", {**base, "attention": "xformers"}, ""))
     return rows
+
+
+def hand_choice(target: Target, device: str) -> dict[str, Any]:
+    """What a user would pick from the docs for this ceiling: fp16 with SDPA, plus model offload
+    when the fp16 weights x1.5 do not fit (on CPU, where nothing offloads, fp32)."""
+    if device != "cuda":
+        return {"dtype": "fp32"}
+    from autotune.planner import Planner
+
+    weights = Planner(target).predict({"dtype": "fp16"}).resident_weights_bytes
+    return {"dtype": "fp16", **({"offload": "model"} if weights * 1.5 > target.max_vram else {})}
 
 
 def preflight(measurer: SubprocessMeasurer, report: Report, md_path: Path) -> bool:
@@ -171,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--ceilings", nargs="+", default=["4GB", "8GB"])
     p.add_argument("--trials", type=int, default=12, help="trials per search (a budget may stop it sooner)")
-    p.add_argument("--runs", type=int, default=2, help="timed runs per trial")
+    p.add_argument("--runs", type=int, default=6, help="fewest timed runs per trial (default: 6)")
+    p.add_argument("--max-runs", type=int, default=100, help="most timed runs per trial (default: 100)")
+    p.add_argument("--max-run-time", type=float, default=10.0, help="seconds of timed runs per trial (default: 10)")
     p.add_argument("--trial-timeout", type=float, default=90.0, help="seconds before a search trial counts as hung")
     p.add_argument("--ladder-timeout", type=float, default=240.0,
                    help="seconds per ladder step (a cold full compile of the SD1.5 UNet takes minutes)")
@@ -185,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.smoke:
-        args.height, args.width, args.steps, args.trials, args.runs = 64, 64, 2, 2, 1
+        args.height, args.width, args.steps, args.trials, args.runs, args.max_runs = 64, 64, 2, 2, 1, 1
     start = time.monotonic()
     info = model_info(args.model)
     height, width = args.height or info.native_height, args.width or info.native_width
@@ -202,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     })
     measurer = SubprocessMeasurer(timeout_s=args.ladder_timeout, log_dir=run_dir / "ladder-logs")
-    ctx = Context(device=args.device, components=info.components)
+    ctx = model_context(args.model, args.device, info)
 
     def remaining() -> float:
         return args.budget_s - (time.monotonic() - start)
@@ -219,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(model=args.model, height=height, width=width, batch=args.batch, steps=args.steps,
                             max_vram=NO_CEILING, device=args.device, pipeline_class=info.pipeline_class)
             log.info("ladder %s: %s", label, assignment)
-            measured = measurer(TrialJob(target, assignment, warmup=1, runs=args.runs))
+            measured = measurer(TrialJob(target, assignment, warmup=1, runs=args.runs, max_runs=args.max_runs,
+                                         time_cap_s=args.max_run_time))
             row["measurement"] = measured.to_dict()
             report.meta.update({k: v for k, v in measured.device_info.items() if k in ("driver",) and v})
         report.ladder.append(row)
@@ -236,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                         max_vram=parse_size(ceiling), device=args.device, pipeline_class=info.pipeline_class)
         log.info("search under %s: %d trials, %.0f s", ceiling, args.trials, share)
         result: TuneResult = tune(target, trials=args.trials, run_dir=run_dir, seed=0, exclude=args.exclude,
-                                  trial_timeout_s=args.trial_timeout, runs=args.runs, time_budget_s=share)
+                                  trial_timeout_s=args.trial_timeout, runs=args.runs, time_cap_s=args.max_run_time,
+                                  confirm=not args.smoke, time_budget_s=share)
         s = result.search
+        hand = hand_choice(target, args.device)
+        hand_measured = measurer(TrialJob(target, hand, warmup=1, runs=args.runs, max_runs=args.max_runs,
+                                          time_cap_s=args.max_run_time))
+        measurer.close()
         summary = (f"{len(s.records)} trials measured in {s.duration_s:.0f} s: {s.count('feasible')} feasible, "
                    f"{s.count('over_ceiling')} over the ceiling, {s.count('oom')} out of memory, "
                    f"{s.count('failed')} failed; {len(s.pruned)} not measured (planner: over the ceiling).")
@@ -249,8 +269,17 @@ def main(argv: list[str] | None = None) -> int:
             result.profile.save(md_path.with_name(f"{md_path.stem}-{slug(ceiling)}.yaml"))
         else:
             summary += " No feasible trial: no profile."
+        ratio = None
+        if result.profile and hand_measured.latency_median_s:
+            ratio = result.profile.best.latency_median_s / hand_measured.latency_median_s
+            summary += (f" Hand choice ({_settings(hand)}): {_s(hand_measured.latency_median_s)}, "
+                        f"{format_size(hand_measured.peak_bytes)}; profile / hand = {ratio:.3f}.")
         report.searches.append({
             "ceiling": ceiling, "ceiling_bytes": target.max_vram, "summary": summary,
+            "wall_s": s.duration_s, "budget_s": share, "stopped_by": s.stop_reason,
+            "hand_choice": {"assignment": hand, "measurement": hand_measured.to_dict()},
+            "profile_over_hand": ratio,
+            "confirmation": s.confirmation.to_dict() if s.confirmation else None,
             "study": s.study_name, "records": [
                 {"number": r.number, "outcome": r.outcome, "assignment": r.assignment,
                  "measurement": r.measurement.to_dict(), "prediction": r.prediction} for r in s.records],

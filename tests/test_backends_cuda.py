@@ -206,7 +206,7 @@ def test_worker_records_oom_as_a_measured_outcome(monkeypatch):
     b, cuda, _ = backend()
     calls = []
 
-    def run(pipe, job):
+    def run(pipe, job, **kwargs):
         calls.append(1)
         if len(calls) > 1:  # warm-up passes, the first timed run does not fit
             raise FakeOOM(OOM_MESSAGE)
@@ -223,7 +223,7 @@ def test_worker_records_oom_as_a_measured_outcome(monkeypatch):
 
 def test_worker_lets_other_errors_through(monkeypatch):
     b, _, _ = backend()
-    monkeypatch.setattr(_worker, "run_pipeline", lambda p, j: (_ for _ in ()).throw(
+    monkeypatch.setattr(_worker, "run_pipeline", lambda p, j, **kw: (_ for _ in ()).throw(
         RuntimeError("CUDA error: an illegal memory access was encountered")))
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=1, max_vram=8 * GiB)
     with pytest.raises(RuntimeError, match="illegal memory access"):

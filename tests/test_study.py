@@ -252,6 +252,8 @@ def with_quality(psnr_by_dtype):
 def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp_path):
     fake = FakeMeasurer(with_quality({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}))
     search = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    search.reference_path.parent.mkdir()
+    search.reference_path.touch()  # the fake measurer writes no reference output itself
     result = search.run(6)
     by_dtype = {(r.assignment["dtype"], r.assignment["vae_slicing"]): r for r in result.records}
     assert by_dtype[("fp16", False)].outcome == "below_quality"   # fastest, but lossy and far off
