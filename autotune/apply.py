@@ -361,7 +361,11 @@ def _changed(settings: dict[str, Value]) -> str:
 
 
 def _gib(num_bytes: int) -> str:
-    return f"{num_bytes / 2**30:.3g}GB"
+    """A size as `--max-vram` takes it: '6GB', '3.35MB' (binary units, see units.py)."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if num_bytes >= size:
+            return f"{num_bytes / size:.3g}{unit}"
+    return f"{num_bytes}B"
 
 
 #: component -> (dtypes of its parameters, devices of its parameters), e.g. ("bfloat16", "cpu")

@@ -84,10 +84,7 @@ def require_packages() -> None:
 
 
 def _save(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 

@@ -29,13 +29,13 @@ TIMED = ("feasible", "below_quality", "over_ceiling")
 UNTIMED = ("oom", "pruned", "failed")
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
+    """A figure of its own: no pyplot, so the caller's backend and open figures are left alone
+    (savefig renders PNG with Agg whatever the backend)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **kwargs)
 
 
 def _unit(max_bytes: float) -> tuple[float, str]:
@@ -75,7 +75,6 @@ def title_of(data: StudyRows) -> str:
 
 
 def tradeoff_figure(data: StudyRows) -> Any:
-    plt = _pyplot()
     timed = [r for r in data.rows if r.category in TIMED and r.timed]
     untimed = [r for r in data.rows if r.category in UNTIMED or (r.category in TIMED and not r.timed)]
     ceiling = data.ceiling
@@ -86,10 +85,10 @@ def tradeoff_figure(data: StudyRows) -> Any:
     scale, unit = _unit(max(data_max, ceiling if show_ceiling else 0))
 
     if placed or unplaced:
-        fig, (ax, strip) = plt.subplots(2, 1, sharex=True, figsize=(9, 6.4),
+        fig, (ax, strip) = _subplots(2, 1, sharex=True, figsize=(9, 6.4),
                                         gridspec_kw={"height_ratios": [4, 1.1], "hspace": 0.08})
     else:
-        fig, ax = plt.subplots(figsize=(9, 5.4))
+        fig, ax = _subplots(figsize=(9, 5.4))
         strip = None
 
     for category in TIMED:
@@ -156,10 +155,9 @@ def prediction_figure(data: StudyRows) -> Any | None:
     rows = [r for r in data.rows if r.predicted_bytes is not None and r.peak_bytes is not None]
     if not rows:
         return None
-    plt = _pyplot()
     top = max(max(r.predicted_bytes for r in rows), max(r.peak_bytes for r in rows))
     scale, unit = _unit(top)
-    fig, ax = plt.subplots(figsize=(6.6, 6))
+    fig, ax = _subplots(figsize=(6.6, 6))
     line = [0, top / scale * 1.08]
     ax.plot(line, line, color="#333333", linewidth=1, label="prediction = measurement")
     ax.fill_between(line, [v * 0.9 for v in line], [v * 1.1 for v in line], color="#999999", alpha=0.15,
@@ -200,10 +198,9 @@ def knob_figure(data: StudyRows) -> Any | None:
     knobs = [k for k in data.space if len({repr(r.settings.get(k)) for r in timed if k in r.settings}) > 1]
     if not timed or not knobs:
         return None
-    plt = _pyplot()
     top = max(r.peak_bytes for r in timed)
     scale, unit = _unit(top)
-    fig, axes = plt.subplots(2, len(knobs), figsize=(max(6.0, 2.3 * len(knobs)), 5.6), squeeze=False, sharey="row")
+    fig, axes = _subplots(2, len(knobs), figsize=(max(6.0, 2.3 * len(knobs)), 5.6), squeeze=False, sharey="row")
     baseline = next((r for r in timed if r.number == min(x.number for x in timed)), None)
     for col, knob in enumerate(knobs):
         values = [v for v in data.space[knob] if any(r.settings.get(knob) == v for r in timed)]
@@ -232,6 +229,13 @@ def knob_figure(data: StudyRows) -> Any | None:
             axes[0][0].set_ylabel("latency, median (s)")
             axes[1][0].set_ylabel(f"peak ({unit})")
     _latency_scale(axes[0][0], [r.latency_s for r in timed])
+    present = [c for c in TIMED if any(r.category == c for r in timed)]
+    if len(present) > 1:  # which marker is which, once
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker=STYLE[c][0], color=STYLE[c][1], linestyle="",
+                          markerfacecolor=STYLE[c][1] if STYLE[c][2] else "none") for c in present]
+        axes[0][-1].legend(handles, [LABELS[c] for c in present], fontsize=7, loc="best")
     axes[1][0].set_ylim(bottom=0)  # memory from zero: savings read at their true size
     if data.ceiling and data.ceiling <= top * 1.6:
         for ax in axes[1]:
@@ -252,8 +256,7 @@ def quality_figure(data: StudyRows) -> Any | None:
     rows = [r for r in data.rows if r.quality and r.latency_s is not None]
     if not rows:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(10, 4.6), sharey=True)
     for ax, key, name in ((axes[0], "psnr_db", "PSNR to the exact reference (dB; 100 = identical)"),
                           (axes[1], "ssim", "SSIM to the exact reference (1 = identical)")):
         for category in TIMED:
@@ -263,6 +266,8 @@ def quality_figure(data: StudyRows) -> Any | None:
                 _scatter(ax, chosen, category, xs, ys, f"{LABELS[category]} ({len(chosen)})")
                 _label_points(ax, xs, ys, chosen)
         ax.set_xlabel(name, fontsize=9)
+        ax.margins(x=0.08)
+        ax.ticklabel_format(axis="x", useOffset=False)
         ax.grid(True, alpha=0.3, which="both")
     if data.min_psnr is not None:
         axes[0].axvline(data.min_psnr, color="#9467bd", linestyle="--", linewidth=1.2,
