@@ -12,8 +12,7 @@ body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1180px;
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 32px; border-bottom: 1px solid #ddd; }
 table.summary td { padding: 2px 14px 2px 0; vertical-align: top; }
 table.trials { border-collapse: collapse; font-size: 12px; }
-table.trials th, table.trials td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
-table.trials td:last-child, table.trials th:last-child { text-align: left; }
+table.trials th, table.trials td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 13px; }
 """
 
