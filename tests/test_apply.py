@@ -364,6 +364,7 @@ def test_cli_apply_max_vram(tmp_path, capsys):
     run = cli(capsys, "apply", path, "--max-vram", "6MB", "--out", png)
     assert run.code == 0, run.err
     assert "alternative 1, the fastest under max_vram 6.00 MiB" in run.out and "dtype=bf16" in run.out
+    assert f"profile  {path}" in run.out
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import torch  # after the checks above: a wrong path is answered without the 2 s import
 
     pipe = load_pipeline(profile, max_vram=max_vram)  # in the chosen entry's dtype
-    handle = apply_profile(pipe, profile, device=args.device, max_vram=max_vram)
+    handle = apply_profile(pipe, args.profile, device=args.device, max_vram=max_vram)  # the handle names the file
     t = profile.target
     images = pipe(prompt=args.prompt or t.prompt, height=t.height, width=t.width,
                   num_images_per_prompt=t.batch, num_inference_steps=t.steps,
