@@ -270,6 +270,7 @@ def apply_profile(
     batch: int | None = None,
     profile_dir: str | os.PathLike[str] | None = None,
     strict: bool = True,
+    compile_artifacts: bool = True,
 ) -> AppliedProfile:
     """Apply a profile's settings to a fresh pipeline.
 
@@ -283,6 +284,10 @@ def apply_profile(
     no entry fits raises `NoMatchingProfileError` naming the smallest entry's peak.
     Every change to a component's dtype or device is logged (and a half-precision pipeline turned
     into float32 warns); the returned handle says what was applied, from where and why.
+
+    A compiled profile's artifacts (`autotune warmup`, compile_cache.py) are loaded before the
+    first call when their key matches this machine (`compile_artifacts=False` skips them); else
+    the first call compiles cold, with a warning naming what differs.
     """
     ceiling = ceiling_bytes(max_vram) if max_vram is not None else None
     source, reason = None, None
@@ -314,6 +319,12 @@ def apply_profile(
         log.info("apply_profile changed %s", change)
     _warn_upcast(before, placement(pipe), dict(applied).get("dtype"))
     log.info("applied profile %s (%s): %s", source or "(in memory)", choice, dict(applied))
+    if compile_artifacts and source and choice == "best" and profile.compile_artifacts \
+            and entry.settings.get("compile", "none") != "none":
+        from autotune import compile_cache
+
+        key = compile_cache.artifact_key(entry.settings, profile.target, device)
+        compile_cache.load(profile.compile_artifacts, Path(source), key)
     return AppliedProfile(profile=profile, applied=applied, device=device, source=source, entry=entry,
                           choice=choice, max_vram=ceiling, reason=reason, changes=tuple(changes))
 

@@ -20,7 +20,8 @@ from autotune.space import check_values
 from autotune.target import Target
 
 #: 2 added per-entry `timing` (median's 95% interval, spread), `phases` and `quality`, and the
-#: profile's `confirmation`; version 1 files are still read (those fields are then empty).
+#: profile's `confirmation` and `compile_artifacts`; version 1 files are still read (those fields
+#: are then empty).
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
@@ -72,6 +73,9 @@ class Profile:
     #: The interleaved re-measurement of the top candidates (confirm.Confirmation.to_dict()):
     #: the margin over the runner-up and whether it is significant. None if not confirmed.
     confirmation: dict[str, Any] | None = None
+    #: The compile artifacts' sidecar (compile_cache.py): file, sha256, key, first-call seconds
+    #: cold and with the artifacts. None when nothing compiles or no warmup ran.
+    compile_artifacts: dict[str, Any] | None = None
     created: str = dataclasses.field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     )
@@ -91,6 +95,7 @@ class Profile:
             "measurements": _entry_measurements(self.best),
             "search": self.search,
             "confirmation": self.confirmation,
+            "compile_artifacts": self.compile_artifacts,
             "alternatives": [
                 {"settings": alt.settings, "measurements": _entry_measurements(alt)}
                 for alt in self.alternatives
@@ -116,6 +121,7 @@ class Profile:
                 search=dict(data.get("search") or {}),
                 alternatives=[_entry(alt) for alt in data.get("alternatives") or []],
                 confirmation=_optional_mapping(data, "confirmation"),
+                compile_artifacts=_optional_mapping(data, "compile_artifacts"),
                 created=str(data.get("created", "")),
                 schema_version=SCHEMA_VERSION,  # read as the current version; saved as such
             )

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import shutil
 import statistics
 import time
 import warnings
@@ -86,9 +87,14 @@ class SearchResult:
     confirmation: confirming.Confirmation | None = None
     #: Trials left running by a killed search, closed as failed on resume.
     interrupted: int = 0
+    #: Trials copied from earlier searches of the same target under another ceiling.
+    reused: int = 0
     #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
     min_psnr: float | None = None
     reference: dict[str, Any] | None = None
+
+    #: Images per process lifetime that compile time is spread over when ranking (None: ignore it).
+    amortize: int | None = None
 
     @property
     def best(self) -> TrialRecord | None:
@@ -97,7 +103,7 @@ class SearchResult:
             for record in self.records:
                 if record.number == self.confirmation.winner:
                     return record
-        return fastest_feasible(self.records)
+        return fastest_feasible(self.records, self.amortize)
 
     @property
     def alternatives(self) -> list[TrialRecord]:
@@ -111,9 +117,23 @@ class SearchResult:
 ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
 
 
-def fastest_feasible(records: Iterable[TrialRecord]) -> TrialRecord | None:
+def compile_share_s(record: TrialRecord, amortize: int | None) -> float:
+    """The trial's compile time spread over `amortize` images (0 when not amortizing)."""
+    if not amortize:
+        return 0.0
+    return record.measurement.timings.get("compile_s", 0.0) / amortize
+
+
+def cost_s(record: TrialRecord, amortize: int | None = None) -> float:
+    """What ranks trials: the median latency, plus with `amortize` (images per process lifetime)
+    the compile time shared by those images, so a short job is not handed a long compile for a
+    small gain."""
+    return (record.measurement.latency_median_s or math.inf) + compile_share_s(record, amortize)
+
+
+def fastest_feasible(records: Iterable[TrialRecord], amortize: int | None = None) -> TrialRecord | None:
     feasible = [r for r in records if r.feasible]
-    return min(feasible, key=lambda r: (r.measurement.latency_median_s, r.number)) if feasible else None
+    return min(feasible, key=lambda r: (cost_s(r, amortize), r.number)) if feasible else None
 
 
 def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
@@ -192,9 +212,10 @@ class Search:
                  prune_margin: float = DEFAULT_PRUNE_MARGIN, precision: float = 0.02,
                  time_cap_s: float = 10.0, confirm: bool = True,
                  min_psnr: float | None = None, reference_dir: Path | None = None,
-                 reference_dtype: str = "fp32") -> None:
+                 reference_dtype: str = "fp32", amortize: int | None = None, reuse: bool = True) -> None:
         self.target, self.space, self.measurer = target, space, measurer
         self.min_psnr, self.reference_dtype = min_psnr, reference_dtype
+        self.amortize = amortize
         self.planner, self.prune_margin = planner, prune_margin
         self.seed, self.warmup, self.runs = seed, warmup, runs
         self.precision, self.time_cap_s, self.confirm = precision, time_cap_s, confirm
@@ -222,6 +243,7 @@ class Search:
             self.study.set_metric_names(list(OBJECTIVES))
         self._check_same_space(resume)
         self.study.set_user_attr("target_key", target.key())
+        self.study.set_user_attr("measurement_key", target.measurement_key())
         self.study.set_user_attr("target", target.to_dict())
         self.study.set_user_attr("autotune:min_psnr", min_psnr)
         self.study.set_user_attr("autotune:reference", {"dtype": reference_dtype} if reference_dir else None)
@@ -231,6 +253,8 @@ class Search:
         for record in self._records_from_storage():
             book = self._pruned if record.outcome == "pruned" else self._seen
             book.setdefault(assignment_key(record.assignment), record)
+        #: Trials copied from earlier searches of the same measurement key (another ceiling).
+        self.reused = 0 if resume or not reuse else self._reuse_earlier_measurements()
         self.proposals = 0
         self.duration_s = float(self.study.user_attrs.get(_ATTR_DURATION, 0.0))  # over resumed runs
         self.stop_reason = "trials"
@@ -251,6 +275,57 @@ class Search:
                 "same --include/--exclude, or start a new search without --resume"
             )
         self.study.set_user_attr("space", choices)
+
+    def _reuse_earlier_measurements(self) -> int:
+        """Copy the trials of earlier searches with the same model, size, batch and device (and
+        another ceiling) into this study, judged under this ceiling: a trial measured under 8GB
+        with a 5GB peak is a feasible 6GB trial. An out-of-memory result is reused only from a
+        ceiling at least as high as this one; failed trials are measured again."""
+        key, ceiling = self.target.measurement_key(), self.target.max_vram
+        here = _device_name(self.target.device)
+        reused = 0
+        for summary in optuna.get_all_study_summaries(self._storage):
+            attrs = summary.user_attrs
+            if summary.study_name == self.study_name or attrs.get("measurement_key") != key:
+                continue
+            if attrs.get("autotune:reference") != self.study.user_attrs.get("autotune:reference"):
+                continue  # quality numbers against another reference do not carry over
+            old_ceiling = (attrs.get("target") or {}).get("max_vram", 0)
+            earlier = optuna.load_study(study_name=summary.study_name, storage=self._storage)
+            for trial in earlier.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
+                    continue
+                assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
+                measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
+                akey = assignment_key(assignment)
+                if (akey in self._seen or not self.space.is_valid(assignment)
+                        or measurement.status not in ("ok", "oom")
+                        or (here is not None and measurement.device_name not in (here, "fake"))
+                        or (measurement.status == "oom" and old_ceiling < ceiling)):
+                    continue
+                self._seen[akey] = self._copy_trial(assignment, measurement, trial, summary.study_name)
+                reused += 1
+            if reused and self.reference_path is not None and not self.reference_path.exists():
+                old_reference = self.reference_path.with_name(f"{summary.study_name}.npz")
+                if old_reference.exists():
+                    shutil.copyfile(old_reference, self.reference_path)
+        if reused:
+            log.info("reused %d trial(s) measured by earlier searches of this target", reused)
+        return reused
+
+    def _copy_trial(self, assignment: Assignment, measurement: Measurement, trial: optuna.trial.FrozenTrial,
+                    study_name: str) -> TrialRecord:
+        outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
+        params = {n: assignment[n] for n in self.space.searched_knobs}
+        distributions = {n: optuna.distributions.CategoricalDistribution(list(self.space.choices[n]))
+                         for n in self.space.searched_knobs}
+        attrs = {**trial.user_attrs, "outcome": outcome, "reused_from": f"{study_name}#{trial.number}"}
+        self.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, values=self._values(measurement), user_attrs=attrs,
+            constraints={"memory_over_ceiling": constraint, "quality_below_floor": quality}))
+        number = self.study.get_trials(deepcopy=False)[-1].number
+        return TrialRecord(number, assignment, measurement, outcome, constraint, trial.user_attrs.get("prediction"),
+                           quality)
 
     def _fail_interrupted(self) -> int:
         """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume. (Only on
@@ -278,7 +353,7 @@ class Search:
         return sorted(self._seen.values(), key=lambda r: r.number)
 
     def best(self) -> TrialRecord | None:
-        return fastest_feasible(self._seen.values())
+        return fastest_feasible(self._seen.values(), self.amortize)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -387,13 +462,14 @@ class Search:
         feasible = [r for r in self._seen.values() if r.feasible]
         if compare is None or not feasible:
             return
-        best = fastest_feasible(feasible)
+        best = fastest_feasible(feasible, self.amortize)
         assert best is not None
         total = best.measurement.device_info.get("total_memory_bytes")
         room = int(0.9 * total) if self.target.device == "cuda" and total else None
         picked = confirming.pick_candidates(
-            [confirming.Candidate(r.number, r.assignment, r.measurement.latency_median_s, r.measurement.peak_bytes)
+            [confirming.Candidate(r.number, r.assignment, cost_s(r, self.amortize), r.measurement.peak_bytes)
              for r in feasible], memory_room=room)
+        extra = {r.number: compile_share_s(r, self.amortize) for r in feasible}
         if len(picked) < 2:
             return
         if math.isinf(deadline):
@@ -407,7 +483,9 @@ class Search:
             return
         jobs = [self._job(c.settings, c.number) for c in picked]
         medians, note = compare(jobs, rounds, confirming.RUNS_PER_ROUND, deadline)
-        by_number = {picked[i].number: values for i, values in medians.items()}
+        # rounds compare latencies; an amortized compile adds the same share to every round
+        by_number = {picked[i].number: [v + extra[picked[i].number] for v in values]
+                     for i, values in medians.items()}
         if not by_number:
             log.warning("the winner could not be confirmed: %s", note)
             return
@@ -514,8 +592,8 @@ class Search:
             study_name=self.study_name, storage=self.storage_name,
             sampler=type(self.sampler).__name__, seed=self.seed,
             duration_s=self.duration_s, proposals=self.proposals, stop_reason=self.stop_reason,
-            confirmation=self.confirmation, interrupted=self.interrupted,
-            min_psnr=self.min_psnr,
+            confirmation=self.confirmation, interrupted=self.interrupted, reused=self.reused,
+            min_psnr=self.min_psnr, amortize=self.amortize,
             reference=self.reference_assignment() if self.has_reference else None,
         )
 
@@ -531,8 +609,10 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "pruned_by_planner": len(result.pruned),
         "proposals": result.proposals,
         "interrupted": result.interrupted,
+        "reused": result.reused,
         "stopped_by": result.stop_reason,
         "median_overhead_s": _median_overhead(result.records),
+        "amortize_images": result.amortize,
         "quality": {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None,
         "sampler": result.sampler,
         "seed": result.seed,
@@ -540,6 +620,16 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "study_name": result.study_name,
         "storage": result.storage,
     }
+
+
+def _device_name(device: str) -> str | None:
+    """This machine's name for `device`, as measurements record it (None if unknown)."""
+    from autotune import hardware
+
+    if device == "cuda":
+        gpus = hardware.probe_gpus()
+        return gpus[0].name if gpus else None
+    return hardware.cpu_name()
 
 
 def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:

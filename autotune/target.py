@@ -81,6 +81,11 @@ class Target:
             raise InvalidTargetError(f"unknown target field(s): {', '.join(sorted(unknown))}")
         return cls(**data)
 
+    def measurement_key(self) -> str:
+        """The key of what a measurement depends on: everything but the ceiling, so measurements
+        are shared between searches of the same model, size, batch and device."""
+        return dataclasses.replace(self, max_vram=1).key()
+
     def key(self) -> str:
         """A short stable id for run directories and study names."""
         data = {k: v for k, v in self.to_dict().items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}

@@ -109,6 +109,8 @@ def start_search(
     confirm: bool = True,
     min_psnr: float | None = DEFAULT_MIN_PSNR,
     reference_dtype: str = "fp32",
+    amortize: int | None = None,
+    reuse: bool = True,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -123,7 +125,8 @@ def start_search(
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
                     precision=precision, time_cap_s=time_cap_s, confirm=confirm,
-                    min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype)
+                    min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype,
+                    amortize=amortize, reuse=reuse)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search

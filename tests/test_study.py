@@ -281,3 +281,43 @@ def test_the_reference_is_measured_first_and_saved_once(tmp_path):
     first, second = fake.jobs
     assert first.assignment == search.reference_assignment() and first.save_reference
     assert second.save_reference is None  # the fake wrote no file: later jobs have no reference
+
+
+def test_amortize_ranks_by_latency_plus_compile_share(tmp_path):
+    def compiled(a):
+        latency, peak = cost(a)
+        m = fake_measurement(None, latency=latency, peak=peak)
+        m.timings["compile_s"] = 60.0 if a["dtype"] == "fp16" else 0.0  # fp16 stands for "compiled"
+        return m
+
+    assert new_search(tmp_path / "a", FakeMeasurer(compiled), ceiling=60 * MiB).run(6).best.assignment["dtype"] == "fp16"
+    short_job = new_search(tmp_path / "b", FakeMeasurer(compiled), ceiling=60 * MiB, amortize=10).run(6)
+    assert short_job.best.assignment["dtype"] == "bf16"  # 1.0 + 60/10 > 1.1
+    long_job = new_search(tmp_path / "c", FakeMeasurer(compiled), ceiling=60 * MiB, amortize=10_000).run(6)
+    assert long_job.best.assignment["dtype"] == "fp16"
+
+
+def test_measurements_are_reused_under_another_ceiling(tmp_path):
+    first = new_search(tmp_path, FakeMeasurer(cost), ceiling=100 * MiB)
+    first.run(6)  # everything measured, peaks 30-80 MiB
+    second = FakeMeasurer(cost)
+    search = new_search(tmp_path, second, ceiling=50 * MiB)
+    result = search.run(6)
+    assert second.jobs == [] and search.reused == 6 == len(result.records)  # nothing measured again
+    by_dtype = {(r.assignment["dtype"], r.assignment["vae_slicing"]): r.outcome for r in result.records}
+    assert by_dtype[("fp32", False)] == "over_ceiling" and by_dtype[("fp16", False)] == "feasible"
+    assert result.best.assignment["dtype"] == "fp16"
+    complete = search.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert all(t.user_attrs["reused_from"].startswith(first.study_name + "#") for t in complete)
+
+
+def test_an_out_of_memory_result_is_not_reused_under_a_higher_ceiling(tmp_path):
+    def oom_fp32(a):
+        if a["dtype"] == "fp32":
+            return Measurement(status="oom", backend="fake", device_name="fake", peak_metric="fake_peak")
+        return cost(a)
+
+    new_search(tmp_path, FakeMeasurer(oom_fp32), ceiling=50 * MiB).run(6)
+    again = FakeMeasurer(cost)
+    new_search(tmp_path, again, ceiling=100 * MiB).run(6)
+    assert sorted(j.assignment["dtype"] for j in again.jobs) == ["fp32", "fp32"]  # measured again

@@ -93,7 +93,7 @@ def _did_you_mean(word: str, known: Sequence[str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from autotune import __version__
     from autotune.cli import (apply_cmd, diff_cmd, env_cmd, knobs_cmd, plan_cmd, probe_cmd,
-                              profiles_cmd, search_cmd, show_cmd)
+                              profiles_cmd, report_cmd, search_cmd, show_cmd, warmup_cmd)
 
     parser = OneLineParser(
         prog="autotune",
@@ -106,10 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
                                 metavar="COMMAND")
-    for module in (search_cmd, plan_cmd, apply_cmd, show_cmd, profiles_cmd, diff_cmd, probe_cmd,
-                   knobs_cmd, env_cmd):
+    for module in (search_cmd, plan_cmd, apply_cmd, warmup_cmd, show_cmd, profiles_cmd, diff_cmd,
+                   report_cmd, probe_cmd, knobs_cmd, env_cmd):
         module.add_parser(sub)
-    __import__("autotune.cli.report_cmd", fromlist=["add_parser"]).add_parser(sub)
     for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps a
         # value given before it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="profile path (default: profiles/<model>-<W>x<H>-b<batch>-<ceiling>-<device>.yaml)")
     add_device_argument(p)
     p.add_argument("--resume", action="store_true", help="continue the latest search of this same target")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="measure everything again instead of reusing trials of earlier searches of this "
+                        "model, size, batch and device under another ceiling")
     p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
     p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
@@ -56,6 +59,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--reference-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="precision of the reference output the quality guard compares with (default: "
                         "fp32; on a GPU the pipeline's native half precision is a common choice)")
+    p.add_argument("--amortize", type=int, metavar="IMAGES",
+                   help="images a process makes in its lifetime: rank by latency + compile time / IMAGES, "
+                        "so a short job is not handed a long compile for a small gain (default: ignore "
+                        "compile time)")
+    p.add_argument("--no-artifacts", action="store_true",
+                   help="do not build compile artifacts beside a compiled winner (see `autotune warmup`)")
     p.add_argument("--no-confirm", action="store_true",
                    help="do not re-measure the top candidates side by side at the end")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
@@ -79,6 +88,7 @@ def build_target(args: argparse.Namespace) -> Any:
               ("--precision", 0 < args.precision < 1, "between 0 and 1, e.g. 0.02"),
               ("--max-run-time", args.max_run_time > 0, "more than 0 seconds"),
               ("--min-psnr", 0 <= args.min_psnr < 100, "between 0 and 100 dB, e.g. 30"),
+              ("--amortize", args.amortize is None or args.amortize >= 1, "1 or more images"),
               ("--time-budget", args.time_budget is None or args.time_budget > 0, "more than 0 seconds")]
     for flag, ok, expected in checks:
         if not ok:
@@ -109,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                           resume=args.resume, seed=args.seed, trial_timeout_s=args.timeout,
                           runs=args.runs, precision=args.precision, time_cap_s=args.max_run_time,
                           confirm=not args.no_confirm, use_planner=not args.no_planner,
-                          min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype)
+                          min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype,
+                          amortize=args.amortize, reuse=not args.no_reuse)
     defaults = space.default()
     _print_header(target, space, getattr(search.measurer, "log_dir", None))
     progress = TrialPrinter(defaults, args.trials, verbose=bool(getattr(args, "verbose", False)))
@@ -131,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
     if tuned.profile is None:
         raise NoFeasibleTrialError(no_feasible_message(result, tuned.log_dir))
     tuned.profile.save(out)
+    if tuned.profile.settings.get("compile", "none") != "none" and not args.no_artifacts:
+        from autotune.warmup import warmup
+
+        print(f"building compile artifacts beside {out} (two fresh processes; skip with --no-artifacts)",
+              file=sys.stderr)
+        tuned.profile = warmup(out)
     if not args.json:
         print(summary(result, defaults, args.time_budget))
         print(f"profile written to {out}  (show it: autotune show {out})")
@@ -240,6 +257,9 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
             "sampler": "the sampler kept proposing measured combinations",
             "time budget": f"the --time-budget of {budget:g} s" if budget else "the time budget"}
     lines.append(f"stopped by {stop.get(result.stop_reason, result.stop_reason)}")
+    if result.reused:
+        lines.append(f"reused     {result.reused} trial(s) measured by earlier searches of this target "
+                     "(--no-reuse measures again)")
     if result.interrupted:
         lines.append(f"note       {result.interrupted} trial(s) interrupted by an earlier stop were recorded as failed")
     return "\n".join(lines)
