@@ -119,9 +119,11 @@ class Worker:
             self.pipe = self.weights.fresh(job.target.model, job.assignment.get("dtype", "fp32"), timings)
             timings["build_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            apply_settings(self.pipe, job.assignment, device=job.target.device)
+            stages: dict[str, float] = {}
+            apply_settings(self.pipe, job.assignment, device=job.target.device, stage_seconds=stages)
             backend.prepare(self.pipe)
             timings["apply_s"] = time.perf_counter() - start
+            timings["to_device_s"] = stages.get("place", 0.0)  # the offload knob places the weights
             self._warm_up(job, result)
         except BaseException as exc:
             self._record_oom(exc)

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,12 @@ KNOB_FAILURES = (RuntimeError, ValueError, TypeError, AttributeError, NotImpleme
                  ImportError, AssertionError)
 
 
-def apply_settings(pipe: Any, settings: dict[str, Value], device: str) -> tuple[tuple[str, Value], ...]:
+def apply_settings(pipe: Any, settings: dict[str, Value], device: str,
+                   stage_seconds: dict[str, float] | None = None) -> tuple[tuple[str, Value], ...]:
     """Apply knob values (missing knobs take their default) in canonical order, all or nothing:
     if a knob raises, every change made so far is undone and `KnobApplyError` names the knob (an
-    out-of-memory error is re-raised as it is, after the undo, so callers can tell it apart)."""
+    out-of-memory error is re-raised as it is, after the undo, so callers can tell it apart).
+    With `stage_seconds`, the time of each stage is added to it (`place` is the device transfer)."""
     from autotune.knobs.probe import pipeline_context
 
     full = check_values({**{k.name: k.default for k in knobs.all_knobs()}, **settings})
@@ -125,7 +128,11 @@ def apply_settings(pipe: Any, settings: dict[str, Value], device: str) -> tuple[
     knob = None
     try:
         for knob in knobs.all_knobs():
+            start = time.perf_counter()
             knob.apply(pipe, full[knob.name], ctx)
+            if stage_seconds is not None:
+                stage = knob.stage.name.lower()
+                stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - start
             applied.append((knob.name, full[knob.name]))
     except BaseException as exc:
         restored = snapshot.restore()

@@ -174,6 +174,7 @@ class SubprocessMeasurer:
         if "failed" in answer:
             worker.kill()
             raise WorkerGone(f"worker failed to start: {answer['failed']}")
+        worker.startup = {"import_s": answer.get("import_s", 0.0), "device_setup_s": answer.get("setup_s", 0.0)}
         return worker, time.monotonic() - start
 
     def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, dict[str, float]]:
@@ -186,7 +187,7 @@ class SubprocessMeasurer:
             return worker, {}
         worker, spawn_s = self._start(job, log_path, deadline)
         self._worker, self._worker_key = worker, key
-        return worker, {"spawn_s": spawn_s}
+        return worker, {"spawn_s": spawn_s, **worker.startup}
 
     def close(self) -> None:
         """End the warm worker (a search calls this when it is done)."""

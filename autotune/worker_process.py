@@ -48,6 +48,8 @@ class WorkerProcess:
         self._buffer = b""
         self.pid = self.proc.pid
         self.tainted = False  # set by the owner when the process must not measure again
+        #: What its start cost: imports (torch, diffusers) and device setup (CUDA init, context).
+        self.startup: dict[str, float] = {}
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Send one request, wait for its answer until `deadline`."""

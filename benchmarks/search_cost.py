@@ -41,7 +41,8 @@ from autotune.tune import tune  # noqa: E402
 from autotune.units import parse_size  # noqa: E402
 
 DEFAULTS = {k.name: k.default for k in all_knobs()}
-PHASES = ("spawn_s", "load_weights_s", "build_s", "apply_s", "first_run_s", "timed_s",
+PHASES = ("spawn_s", "import_s", "device_setup_s", "load_weights_s", "build_s", "apply_s", "to_device_s",
+          "first_run_s", "timed_s",
           "memory_run_s", "release_s", "overhead_s", "wall_s")
 
 

@@ -210,7 +210,8 @@ class TrialPrinter:
 
 
 #: Phases in the order a trial goes through them, with their short names.
-PHASES = (("spawn_s", "spawn"), ("load_weights_s", "weights"), ("build_s", "build"), ("apply_s", "apply"),
+PHASES = (("spawn_s", "spawn"), ("import_s", "imports"), ("device_setup_s", "device setup"),
+          ("load_weights_s", "weights"), ("build_s", "build"), ("apply_s", "apply"), ("to_device_s", "to device"),
           ("first_run_s", "first run"), ("timed_s", "timed"), ("memory_run_s", "memory run"),
           ("release_s", "release"), ("overhead_s", "overhead"))
 
