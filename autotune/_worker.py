@@ -100,6 +100,7 @@ class Worker:
         self.job: TrialJob | None = None
         self.result: Measurement | None = None
         self._tracked_warmup = False
+        self._to_judge = False
         self._references: dict[str, Any] = {}
 
     # -- one trial in three steps ---------------------------------------------------------------
@@ -134,30 +135,32 @@ class Worker:
         Where tracking memory is slow (CPU) and nothing is compiled, the first run also measures
         memory, so no extra run is paid for it."""
         self._tracked_warmup = False
+        self._to_judge = bool(job.save_reference or job.reference)
         for i in range(max(1, job.warmup)):
             track = i == 0 and not self.backend.track_timed_runs and not _compiles(job)
-            latents: list[Any] = []
             start = time.perf_counter()
-            if track:
+            if track:  # a dispatch mode may pick other kernels: its output is not judged
                 with self.backend.track(self.pipe) as reading:
-                    output = run_pipeline(self.pipe, job, capture_latents=latents)
+                    run_pipeline(self.pipe, job)
                     self.backend.synchronize()
                 self._store_reading(reading)
                 self._tracked_warmup = True
             else:
-                output = run_pipeline(self.pipe, job, capture_latents=latents)
+                latents: list[Any] = []
+                output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
                 self.backend.synchronize()
+                self._judge_output(job, result, output, latents)
             result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
-            if i == 0:
-                self._judge_output(job, result, output, latents[0] if latents else None)
 
-    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, latents: Any) -> None:
-        """The first run's output: saved as the reference, or compared with it (quality.py)."""
+    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any]) -> None:
+        """The first plain run's output: saved as the reference, or compared with it (quality.py)."""
         from autotune import quality
         from autotune.call import output_array
 
-        if not (job.save_reference or job.reference):
+        if not self._to_judge:
             return
+        self._to_judge = False
+        latents = captured[0].detach().float().cpu().numpy() if captured else None
         images = output_array(output)
         if job.save_reference:
             quality.save_reference(Path(job.save_reference), images, latents)
@@ -207,17 +210,25 @@ class Worker:
         if self.pipe is None or self.job is None:
             raise RuntimeError("timed runs requested with no pipeline loaded")
         latencies: list[float] = []
+        judged: tuple[Any, list[Any]] | None = None
         gc.collect()
         gc.disable()
         try:
             start = time.perf_counter()
             while not rule.done(latencies, time.perf_counter() - start):
+                # The first timed run's output is judged when no earlier run could be (CPU: the
+                # warm-up ran under the memory tracker); keeping a reference costs nothing.
+                captured: list[Any] = []
                 t0 = time.perf_counter()
-                run_pipeline(self.pipe, self.job)
+                output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
                 self.backend.synchronize()
                 latencies.append(time.perf_counter() - t0)
+                if self._to_judge and judged is None:
+                    judged = (output, captured)
         finally:
             gc.enable()
+        if judged is not None and self.result is not None:
+            self._judge_output(self.job, self.result, *judged)
         return latencies
 
     def release(self) -> dict[str, Any]:

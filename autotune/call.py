@@ -150,13 +150,14 @@ def call_pipeline(pipe: Any, target: Target, seed: int, capture_latents: list[An
     """`pipe(**call_kwargs(pipe, target, seed))`; a call the pipeline refuses is raised as
     InvalidTargetError with `describe_call_error`'s line (no trial of this target can run),
     anything else (out of memory, a knob's bug) as it came. With `capture_latents`, the latents
-    after the last denoising step are appended to it, where the pipeline offers a step callback."""
+    after the last denoising step are put in it (as a tensor), where the pipeline offers a step
+    callback."""
     kwargs = call_kwargs(pipe, target, seed)
     if capture_latents is not None and "callback_on_step_end" in call_parameters(pipe):
         def keep_latents(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             latents = callback_kwargs.get("latents")
-            if latents is not None:
-                capture_latents[:] = [latents.detach().float().cpu().numpy()]
+            if latents is not None:  # a reference only: converted once, after the call
+                capture_latents[:] = [latents]
             return callback_kwargs
 
         kwargs["callback_on_step_end"] = keep_latents
