@@ -126,9 +126,9 @@ class Profile:
                 schema_version=SCHEMA_VERSION,  # read as the current version; saved as such
             )
         except AutotuneError as exc:
-            raise ProfileError(f"{source}: {exc}") from None
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise ProfileError(f"{source}: malformed profile ({exc})") from None
+            raise ProfileError(_with_fix(f"{source}: {exc}")) from None
+        except (TypeError, AttributeError, ValueError, RecursionError) as exc:
+            raise ProfileError(_with_fix(f"{source}: malformed profile ({str(exc)[:200]})")) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
@@ -138,20 +138,75 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Profile:
+        """Read a profile strictly: every way a file can be wrong is one `ProfileError` line."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ProfileError(f"profile {str(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ProfileError(f"cannot read profile {str(path)!r}: {exc}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ProfileError(f"{path} is not valid YAML{where}; re-run `autotune search` to rewrite it") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_parse_yaml(_read_text(path), path), source=str(path))
+
+
+def _with_fix(message: str) -> str:
+    """A profile error names the way out: write the profile again (or upgrade, said already)."""
+    message = " ".join(message.split())  # one line, whatever the bad value held
+    if "autotune search" in message or "upgrade autotune" in message:
+        return message
+    return f"{message}; fix the file or re-run `autotune search` to rewrite it"
+
+
+#: A real profile is a few KB; anything this large is not one (and is not read into memory).
+MAX_PROFILE_BYTES = 4 * 2**20
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if path.is_dir():
+            raise ProfileError(f"profile {str(path)!r} is a folder; pass the profile YAML file inside it")
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path} is {size / 2**20:.1f} MiB, not a profile (profiles are a few KB); "
+                               "pass a profile YAML written by `autotune search`")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"profile {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path} is not a text file (binary data at byte {_first_bad_byte(data)}); "
+                           "pass a profile YAML written by `autotune search`") from None
+    if not text.strip():
+        raise ProfileError(f"{path} is empty; re-run `autotune search` to write the profile")
+    return text
+
+
+def _first_bad_byte(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return -1
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:  # !!python/... and other tags safe_load refuses
+        tag = _tag_of(exc)
+        raise ProfileError(f"{path} uses the YAML tag {tag}, which profiles never contain (a profile is "
+                           "plain data); refusing to read it: use a profile written by `autotune search`") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path} is not valid YAML{where}; re-run `autotune search` to rewrite it") from None
+    except RecursionError:  # deeply nested flow collections
+        raise ProfileError(f"{path} is nested too deeply to be a profile; re-run `autotune search`") from None
+
+
+def _tag_of(exc: yaml.YAMLError) -> str:
+    import re
+
+    match = re.search(r"tag '([^']+)'", str(exc))
+    tag = match.group(1) if match else "?"
+    return tag.replace("tag:yaml.org,2002:", "!!")
 
 
 def _entry_measurements(entry: ProfileEntry) -> dict[str, Any]:
@@ -189,9 +244,13 @@ def _require(data: dict[str, Any], keys: tuple[str, ...]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    """Write via a temp file in the same folder, fsync, rename over the target, fsync the folder.
+
+    A kill at any moment leaves the old file or the new one, never a torn one. What a kill can
+    leave is the temp file (`.NAME.HOST-PID.XXXX.tmp`): profile discovery ignores it (it does not
+    end in .yaml) and the next save of the same profile removes those whose writer is dead."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -201,4 +260,58 @@ def atomic_write_text(path: Path, text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+    remove_stale_temps(path)
     return path
+
+
+def _temp_prefix(path: Path) -> str:
+    import socket
+
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+    return f".{path.name}.{host}-"
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove temp files of `path` left by killed writers on this host; returns what was removed.
+    A temp of a writer still alive (another process saving right now) is left alone."""
+    prefix = _temp_prefix(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after it keeps the new file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)

@@ -17,6 +17,8 @@ _UNITS = {
     "g": 2**30, "gb": 2**30, "gib": 2**30,
     "t": 2**40, "tb": 2**40, "tib": 2**40,
 }
+#: No device holds more than this (1 PiB): a larger size is a typo, not a ceiling.
+MAX_SIZE = 2**50
 _SIZE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[a-zA-Z]+)\s*$")
 
 
@@ -28,7 +30,12 @@ def parse_size(text: str, *, what: str = "--max-vram") -> int:
         raise InvalidTargetError(
             f"{what} must be a size with a unit like '8GB', '7.5GiB' or '512MB', got {text!r}"
         )
-    size = int(float(match.group("num")) * unit)
+    value = float(match.group("num")) * unit
+    if value > MAX_SIZE:  # also the overflow of '9999...9TB' (float infinity)
+        raise InvalidTargetError(
+            f"{what} {text!r} is more than any device holds; give at most 1024TB, e.g. '8GB'"
+        )
+    size = int(value)
     if size <= 0:
         raise InvalidTargetError(f"{what} must be larger than zero, got {text!r}")
     return size
