@@ -9,6 +9,7 @@ Numpy only: the search process compares without importing torch.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def compare(images: np.ndarray, latents: np.ndarray | None, reference: dict[str,
 def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None) -> None:
     """Write atomically: workers that start later read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # several processes may write it
     arrays = {"images": images} if latents is None else {"images": images, "latents": latents}
     np.savez(tmp, **arrays)
     tmp.replace(path)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import optuna
 
 from autotune import confirm as confirming
+from autotune import shared_study
 from autotune.errors import StudyError
 from autotune.measure import Measurement, Measurer, TrialJob
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
@@ -173,25 +174,13 @@ def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
 
 
 def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
-    """A database URL (sqlite:///..., postgresql://...) or a journal file path; errors become
-    one-line `StudyError`s (bad URL, missing driver, unwritable folder)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    """The study storage (storage.py), with heartbeats on databases so that several processes
+    can share one study (shared_study.py)."""
+    from autotune import shared_study
+    from autotune.storage import open_storage as _open
 
-    text = str(storage)
-    if must_exist and "://" not in text and not Path(text).exists():
-        raise StudyError(f"nothing to resume: {text} does not exist; run without --resume to start")
-    try:
-        if "://" in text:
-            return optuna.storages.RDBStorage(text)
-        path = Path(text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    except (OSError, ImportError, ValueError, SQLAlchemyError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StudyError(
-            f"cannot open the study storage {text!r} ({first_line}); use a writable --run-dir or a "
-            "--storage URL like sqlite:///studies.db or postgresql://user@host/db"
-        ) from None
+    return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
+                 grace_period=shared_study.GRACE_S)
 
 
 def _latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:
@@ -212,7 +201,8 @@ class Search:
                  prune_margin: float = DEFAULT_PRUNE_MARGIN, precision: float = 0.02,
                  time_cap_s: float = 10.0, confirm: bool = True,
                  min_psnr: float | None = None, reference_dir: Path | None = None,
-                 reference_dtype: str = "fp32", amortize: int | None = None, reuse: bool = True) -> None:
+                 reference_dtype: str = "fp32", amortize: int | None = None, reuse: bool = True,
+                 study_name: str | None = None) -> None:
         self.target, self.space, self.measurer = target, space, measurer
         self.min_psnr, self.reference_dtype = min_psnr, reference_dtype
         self.amortize = amortize
@@ -222,7 +212,10 @@ class Search:
         self.storage_name = str(storage)
         self._storage = open_storage(storage, must_exist=resume)
         self.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-        name = _latest_study(self._storage, target.key()) if resume else None
+        #: A named study is shared: other processes may measure in it at the same time, and its
+        #: trial count is the study's total (shared_study.py).
+        self.shared = study_name is not None
+        name = study_name or (_latest_study(self._storage, target.key()) if resume else None)
         if resume and name is None:
             raise StudyError(
                 f"nothing to resume for this target in {self.storage_name}; run without --resume to start"
@@ -234,6 +227,7 @@ class Search:
         #: The reference output of this study (quality.py); None: quality is not judged.
         self.reference_path = reference_dir / f"{name}.npz" if reference_dir is not None else None
         self._warned_reference = False
+        self._tried_local_reference = False
         self.study = optuna.create_study(
             study_name=name, storage=self._storage, sampler=self.sampler,
             directions=["minimize", "minimize"], load_if_exists=True,
@@ -241,7 +235,8 @@ class Search:
         with warnings.catch_warnings():  # stable in practice; Optuna still flags it experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(OBJECTIVES))
-        self._check_same_space(resume)
+        self._check_same_space(resume or self.shared)
+        self._check_same_target()
         self.study.set_user_attr("target_key", target.key())
         self.study.set_user_attr("measurement_key", target.measurement_key())
         self.study.set_user_attr("target", target.to_dict())
@@ -254,7 +249,8 @@ class Search:
             book = self._pruned if record.outcome == "pruned" else self._seen
             book.setdefault(assignment_key(record.assignment), record)
         #: Trials copied from earlier searches of the same measurement key (another ceiling).
-        self.reused = 0 if resume or not reuse else self._reuse_earlier_measurements()
+        fresh = not self.study.get_trials(deepcopy=False)  # a shared study is seeded once, by its creator
+        self.reused = self._reuse_earlier_measurements() if reuse and not resume and fresh else 0
         self.proposals = 0
         self.duration_s = float(self.study.user_attrs.get(_ATTR_DURATION, 0.0))  # over resumed runs
         self.stop_reason = "trials"
@@ -262,6 +258,13 @@ class Search:
         self.confirmation = confirming.Confirmation.from_dict(stored) if stored else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _check_same_target(self) -> None:
+        stored = self.study.user_attrs.get("target")
+        if stored is not None and stored != self.target.to_dict():
+            raise StudyError(f"study {self.study_name!r} was started for another target ({stored.get('model')} "
+                             f"{stored.get('width')}x{stored.get('height')} batch {stored.get('batch')}, ceiling "
+                             f"{stored.get('max_vram')} bytes); use the same flags or another --study")
 
     def _check_same_space(self, resume: bool) -> None:
         """Optuna cannot change a parameter's choices within a study: a resumed search must search
@@ -333,7 +336,9 @@ class Search:
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for trial in running:
             self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            log.warning("trial %d was interrupted; recorded as failed", trial.number)
+            if _ATTR_MEASUREMENT not in trial.user_attrs and trial.params:  # measure it again first
+                self.study.enqueue_trial(trial.params, skip_if_exists=False)
+            log.warning("trial %d was interrupted; recorded as failed and queued again", trial.number)
         return len(running)
 
     def _records_from_storage(self) -> list[TrialRecord]:
@@ -374,6 +379,8 @@ class Search:
         the space runs out or, with a time budget, once it is spent (see the module doc)."""
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
+        if self.shared:
+            self._sync()
         if not self._seen and not self._pruned:
             if self.reference_path is not None:
                 self.enqueue(self.reference_assignment())  # first: every later trial compares to it
@@ -385,7 +392,11 @@ class Search:
         max_asks = max(50, 20 * n_trials)
         self.stop_reason = "trials"
         try:
-            while measured_now < n_trials:
+            while (len(self._seen) < n_trials) if self.shared else (measured_now < n_trials):
+                if self.shared:
+                    self._sync()
+                    if len(self._seen) >= n_trials:
+                        break
                 if len(self._seen) + len(self._pruned) >= space_size:
                     self.stop_reason = "space exhausted"
                     break
@@ -418,6 +429,15 @@ class Search:
                     self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     continue
                 skips = 0
+                if self.shared:
+                    shared_study.claim(trial, key)
+                    verdict = shared_study.claim_verdict(self.study, trial.number, key, len(self._seen), n_trials)
+                    if verdict is not None:
+                        trial.set_user_attr(_ATTR_SKIPPED, f"claim: {verdict}")
+                        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                        if verdict == "no slot":
+                            self._wait_for_others(n_trials)
+                        continue
                 timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
                 record = self._measure(trial, assignment, prediction, timeout)
                 self._seen[key] = record
@@ -432,6 +452,26 @@ class Search:
             self.duration_s += time.monotonic() - start
             self.study.set_user_attr(_ATTR_DURATION, self.duration_s)
         return self.result()
+
+    # -- several processes, one study -----------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Fail dead workers' trials, then take in what the other processes measured."""
+        shared_study.fail_stale(self.study)
+        for record in self._records_from_storage():
+            book = self._pruned if record.outcome == "pruned" else self._seen
+            book.setdefault(assignment_key(record.assignment), record)
+
+    def _wait_for_others(self, n_trials: int, poll_s: float = 1.0) -> None:
+        """Every slot is taken by running trials: wait until they finish, or one dies and its
+        settings come back to the queue."""
+        while True:
+            self._sync()
+            running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            waiting = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+            if len(self._seen) >= n_trials or waiting or not any(t.user_attrs.get(shared_study.CLAIM) for t in running):
+                return
+            time.sleep(poll_s)
 
     # -- the time budget -----------------------------------------------------------------------
 
@@ -517,6 +557,9 @@ class Search:
 
     def _job(self, assignment: Assignment, number: int) -> TrialJob:
         reference = save_reference = None
+        if self.shared and self.reference_path is not None and not self.reference_path.exists() \
+                and assignment_key(assignment) != assignment_key(self.reference_assignment()):
+            self._make_local_reference()
         if self.reference_path is not None:
             if self.reference_path.exists():
                 reference = str(self.reference_path)
@@ -525,6 +568,20 @@ class Search:
         return TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
                         number=number, precision=self.precision, time_cap_s=self.time_cap_s,
                         reference=reference, save_reference=save_reference)
+
+    def _make_local_reference(self) -> None:
+        """In a shared study another process may be measuring the reference trial, or did on
+        another machine: this process makes its own copy of the reference output, outside the
+        study, once, so every trial it measures is judged."""
+        if self._tried_local_reference or self.reference_path is None:
+            return
+        self._tried_local_reference = True
+        job = TrialJob(self.target, self.reference_assignment(), warmup=self.warmup, runs=1, max_runs=1,
+                       seed=self.seed, save_reference=str(self.reference_path))
+        measurement = self.measurer(job)
+        if measurement.status != "ok":
+            log.warning("could not make the quality reference here (%s): trials are not judged",
+                        measurement.error or measurement.status)
 
     @property
     def has_reference(self) -> bool:
@@ -550,7 +607,8 @@ class Search:
                  timeout_s: float | None = None) -> TrialRecord:
         job = self._job(assignment, trial.number)
         log.info("trial %d: %s", trial.number, assignment)
-        measurement = self.measurer(job, timeout_s=timeout_s)
+        with shared_study.Heartbeat(self._storage, trial._trial_id):  # noqa: SLF001
+            measurement = self.measurer(job, timeout_s=timeout_s)
         outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
         trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())

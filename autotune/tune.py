@@ -111,6 +111,7 @@ def start_search(
     reference_dtype: str = "fp32",
     amortize: int | None = None,
     reuse: bool = True,
+    study_name: str | None = None,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -126,7 +127,7 @@ def start_search(
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
                     precision=precision, time_cap_s=time_cap_s, confirm=confirm,
                     min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype,
-                    amortize=amortize, reuse=reuse)
+                    amortize=amortize, reuse=reuse, study_name=study_name)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search

@@ -149,9 +149,9 @@ def test_resume_with_another_space_is_refused_before_any_trial(tmp_path):
 
 
 @pytest.mark.parametrize("storage, fragment", [
-    ("foo://bar", "cannot open the study storage"),
+    ("foo://bar", "unknown database 'foo'"),
     ("sqlite:////proc/no/such.db", "cannot open the study storage"),
-    ("/proc/no/such/s.journal", "cannot open the study storage"),
+    ("/proc/no/such/s.journal", "cannot open the study journal"),
 ])
 def test_unusable_storage_is_one_study_error(storage, fragment):
     with pytest.raises(StudyError, match=fragment):

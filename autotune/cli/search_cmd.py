@@ -45,6 +45,14 @@ def add_parser(sub: Any) -> None:
                         "model, size, batch and device under another ceiling")
     p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
+    p.add_argument("--study", metavar="NAME",
+                   help="create or join the study NAME: every `autotune search` with the same --storage and "
+                        "--study shares its trials (one process per GPU or machine), and --trials is the "
+                        "study's total; a process that dies mid-trial has its trial retried by another")
+    p.add_argument("--gpus", metavar="0,1,...",
+                   help="start one search process per listed GPU on one shared study, then confirm the "
+                        "winner and write the profile")
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set by --gpus
     p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
     p.add_argument("--runs", type=int, default=6, help="fewest timed runs per trial, after one warm-up (default: 6)")
     p.add_argument("--precision", type=float, default=0.02,
@@ -115,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     target = build_target(args)
     out = check_output_path(args.out or default_out(target), (".yaml", ".yml"), "--out")
     space = space_for(target, args.include, args.exclude)
+    if args.gpus:
+        args.study = args.study or f"{target.key()}-gpus-{_stamp()}"
+        args.storage = args.storage or str(args.run_dir / "studies.journal")
     search = start_search(target, space=space, run_dir=args.run_dir, storage=args.storage,
+                          study_name=args.study,
                           resume=args.resume, seed=args.seed, trial_timeout_s=args.timeout,
                           runs=args.runs, precision=args.precision, time_cap_s=args.max_run_time,
                           confirm=not args.no_confirm, use_planner=not args.no_planner,
@@ -126,11 +138,17 @@ def run(args: argparse.Namespace) -> int:
     progress = TrialPrinter(defaults, args.trials, verbose=bool(getattr(args, "verbose", False)))
     progress.header()
     try:
-        result = search.run(args.trials, on_trial=progress, time_budget_s=args.time_budget)
+        if args.gpus:
+            run_on_gpus(args, search)  # the processes measure; this one then confirms below
+            result = search.run(0, on_trial=progress)
+        else:
+            result = search.run(args.trials, on_trial=progress, time_budget_s=args.time_budget)
     finally:
         close = getattr(search.measurer, "close", None)
         if close is not None:
             close()
+    if args.worker_only:  # one of --gpus' processes: the parent writes the profile
+        return 0
     tuned = finish(search, result)
     if args.json:
         print_json({"study": result.study_name, "stopped_by": result.stop_reason,
@@ -158,6 +176,57 @@ def run(args: argparse.Namespace) -> int:
                 f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
                 "patterns differ on a real card of that size: confirm the profile there", WIDTH))
     return 0
+
+
+def _stamp() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+def run_on_gpus(args: argparse.Namespace, search: Any) -> None:
+    """One `autotune search --worker-only` per GPU on the shared study, each seeing only its GPU
+    (CUDA_VISIBLE_DEVICES); their output goes to RUN_DIR/gpu-N.log."""
+    import os
+    import subprocess
+
+    from autotune.errors import InvalidTargetError
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise InvalidTargetError(f"--gpus takes distinct GPU indices like 0,1,3, got {args.gpus!r}")
+    passed = _without(args.argv, ("--gpus", "--out", "--study", "--storage", "--json"))
+    command = [sys.executable, "-m", "autotune.cli.main", *passed, "--study", args.study,
+               "--storage", args.storage, "--worker-only", "--no-confirm"]
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for gpu in gpus:
+        log_path = args.run_dir / f"gpu-{gpu}.log"
+        with open(log_path, "w") as log_file:
+            procs.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
+    print(f"study {args.study}: {len(procs)} search processes (GPUs {', '.join(gpus)}), logs in "
+          f"{args.run_dir}/gpu-N.log", file=sys.stderr)
+    codes = [proc.wait() for proc in procs]
+    failed = [gpu for gpu, code in zip(gpus, codes) if code != 0]
+    if failed:
+        print(f"warning: the processes of GPU(s) {', '.join(failed)} ended with an error; see their logs",
+              file=sys.stderr)
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """`argv` less the given flags and their values (`--flag value` or `--flag=value`)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in flags:
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return out
 
 
 def _print_header(target: Any, space: Any, log_dir: Path | None) -> None:
