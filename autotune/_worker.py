@@ -352,8 +352,25 @@ def serve(channel: IO[str], requests: IO[str]) -> int:
 _IMPORT_S = 0.0
 
 
+def _die_with_parent() -> None:
+    """Linux: be killed (SIGKILL) when the search process dies, even by `kill -9`, instead of
+    finishing a trial nobody will read. Elsewhere the closed stdin ends the worker after its trial."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     global _IMPORT_S
+    _die_with_parent()
     start = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
