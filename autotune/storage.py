@@ -103,7 +103,7 @@ def _open_rdb(url: str, heartbeat_interval: int | None, grace_period: int | None
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+                      heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except (SQLAlchemyError, OSError, ValueError, RuntimeError) as exc:

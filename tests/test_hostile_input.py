@@ -125,12 +125,9 @@ CLI_CASES = [
     ("storage-postgres-spelling", [*SEARCH, "--storage", "postgres://u@localhost/db"], ["postgres"]),
     ("storage-unreachable", [*SEARCH, "--storage", "postgresql://u@127.0.0.1:1/db"],
      ["127.0.0.1", "Connection refused"]),
-    pytest.param("storage-password-hidden", [*SEARCH, "--storage", "postgresql://u:secret@127.0.0.1:1/db"],
-                 ["u:***@"], marks=pending("study.open_storage shows the password; autotune/storage.py hides it")),
-    pytest.param("storage-missing-driver", [*SEARCH, "--storage", "mysql://u@localhost/db"], ["pip install"],
-                 marks=pending("study.open_storage does not name the driver; autotune/storage.py does")),
-    pytest.param("storage-one-slash", [*SEARCH, "--storage", "postgresql:/localhost/db"], ["no '//'"],
-                 marks=pending("study.open_storage makes a journal in a folder named 'postgresql:'")),
+    ("storage-password-hidden", [*SEARCH, "--storage", "postgresql://u:secret@127.0.0.1:1/db"], ["u:***@"]),
+    ("storage-missing-driver", [*SEARCH, "--storage", "mysql://u@localhost/db"], ["pip install"]),
+    ("storage-one-slash", [*SEARCH, "--storage", "postgresql:/localhost/db"], ["no '//'"]),
 ]
 
 

@@ -229,8 +229,6 @@ def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
     print(f"{len(measured)} measured, {len(interrupted)} interrupted and retried, {orphans_seen} orphan workers")
 
 
-@pytest.mark.xfail(strict=True, reason="worker_process.WorkerProcess starts the worker in a new session "
-                   "without a parent-death signal: it outlives a killed driver (see the report)")
 def test_the_worker_dies_with_a_killed_driver(tmp_path):
     marker = f"orphan-{os.getpid()}-{time.monotonic_ns()}"
     driver = _driver(tmp_path / "run", trials=2, marker=marker, resume=False)

@@ -1,0 +1,106 @@
+"""Searches on a real PostgreSQL server (Optuna's RDB storage), not only on the journal file.
+
+The server is the one `.ci/run` started ($AUTOTUNE_TEST_POSTGRES_URL), or one this session starts
+itself when the PostgreSQL binaries are here (tests/pg.py); without either these tests skip and
+say why. Every test gets a database of its own.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+import pg
+from conftest import FakeMeasurer
+from autotune.knobs import Context
+from autotune.space import SearchSpace, assignment_key
+from autotune.study import Search
+from autotune.target import Target
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a running server (its `postgres` maintenance database is left alone)."""
+    url = os.environ.get(pg.URL_ENV)
+    if url:
+        pg.wait_ready(url)
+        yield url
+        return
+    base = Path(tempfile.mkdtemp(prefix="autotune-pg-", dir="/tmp"))
+    try:
+        url = pg.start(base)
+        pg.wait_ready(url)
+    except pg.Unavailable as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        yield url
+    finally:
+        pg.stop(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the server, dropped afterwards."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from sqlalchemy.pool import NullPool  # noqa: F401  (connections of the test are closed by now)
+
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _target() -> Target:
+    return Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=100 * 2**20)
+
+
+def _space() -> SearchSpace:
+    ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
+    return SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling"])
+
+
+def _cost(a):
+    latency = {"fp32": 2.0, "fp16": 1.0, "bf16": 1.1}[a["dtype"]] + (0.3 if a["vae_slicing"] else 0)
+    return latency, {"fp32": 80, "fp16": 40, "bf16": 40}[a["dtype"]] * 2**20
+
+
+def test_a_search_on_postgres_resumes_from_a_second_search_object(postgres_url):
+    first_fake = FakeMeasurer(_cost)
+    first = Search(_target(), _space(), first_fake, storage=postgres_url, confirm=False)
+    first.run(3)
+    second_fake = FakeMeasurer(_cost)
+    second = Search(_target(), _space(), second_fake, storage=postgres_url, resume=True, confirm=False)
+    assert second.study_name == first.study_name
+    result = second.run(3)
+    measured = [assignment_key(j.assignment) for j in first_fake.jobs + second_fake.jobs]
+    assert len(measured) == len(set(measured)) == 6  # none measured twice, across processes' objects
+    assert len(result.records) == 6 == _space().size()
+    assert {r.number for r in first.measured} <= {r.number for r in result.records}
+    assert result.best.assignment == {**_space().default(), "dtype": "fp16", "vae_slicing": False}
+    assert result.storage == postgres_url
+
+
+def test_the_server_is_postgres(postgres_url):
+    """(So the test above is not quietly running on something else.)"""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as conn:
+        version = conn.execute(sqlalchemy.text("select version()")).scalar()
+    engine.dispose()
+    assert version.startswith("PostgreSQL")
