@@ -134,9 +134,13 @@ def wait_ready(url: str, timeout_s: float = 10.0) -> None:
             time.sleep(0.2)
 
 
-if __name__ == "__main__":  # .ci/run: start DIR prints `export URL`; stop DIR
+if __name__ == "__main__":  # .ci/run: `find` (exit 1: none), `start DIR` prints `export URL`, `stop DIR`
+    if sys.argv[1:] == ["find"]:
+        found = find_bin()
+        print(found or "no PostgreSQL server binaries")
+        sys.exit(0 if found else 1)
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
-        sys.exit("usage: python tests/pg.py start|stop DIR")
+        sys.exit("usage: python tests/pg.py find | start DIR | stop DIR")
     folder = Path(sys.argv[2]).resolve()
     if sys.argv[1] == "stop":
         stop(folder)
