@@ -104,3 +104,71 @@ def test_the_server_is_postgres(postgres_url):
         version = conn.execute(sqlalchemy.text("select version()")).scalar()
     engine.dispose()
     assert version.startswith("PostgreSQL")
+
+
+# -- autotune export: the profile of a stored study, measured by whoever -------------------------
+
+READ_RESULT_PENDING = pytest.mark.xfail(
+    not hasattr(__import__("autotune.study", fromlist=["x"]), "read_result"), strict=True,
+    reason="autotune.study.read_result (rebuild a result from storage, read-only) is not in study.py "
+           "yet; see the report for the diff")
+
+
+def _export(capsys, *args):
+    from test_cli import cli
+
+    return cli(capsys, "export", *args)
+
+
+def _searched(storage) -> Search:
+    search = Search(_target(), _space(), FakeMeasurer(_cost), storage=storage, confirm=False)
+    search.run(4)
+    return search
+
+
+@READ_RESULT_PENDING
+def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tmp_path, capsys):
+    from autotune.profile import Profile
+    from autotune.tune import profile_from
+
+    journal = tmp_path / "s.journal"
+    search = _searched(journal)
+    before = journal.read_bytes()
+    run = _export(capsys, "--storage", journal, "--study", search.study_name, "--out", tmp_path / "p.yaml")
+    assert run.code == 0, run.err
+    exported = Profile.load(tmp_path / "p.yaml")
+    expected = profile_from(search.result())
+    assert exported.best.settings == expected.best.settings
+    assert [a.settings for a in exported.alternatives] == [a.settings for a in expected.alternatives]
+    assert exported.search["trials_measured"] == 4
+    assert journal.read_bytes() == before  # reading a study writes nothing to it
+
+
+@READ_RESULT_PENDING
+def test_export_from_postgres(postgres_url, tmp_path, capsys):
+    from autotune.profile import Profile
+
+    search = _searched(postgres_url)
+    run = _export(capsys, "--storage", postgres_url, "--study", search.study_name, "--out", tmp_path / "p.yaml")
+    assert run.code == 0, run.err
+    assert Profile.load(tmp_path / "p.yaml").best.settings == search.result().best.assignment
+
+
+@READ_RESULT_PENDING
+def test_export_of_an_unknown_study_is_one_line(tmp_path, capsys):
+    journal = tmp_path / "s.journal"
+    search = _searched(journal)
+    run = _export(capsys, "--storage", journal, "--study", "nope", "--out", tmp_path / "p.yaml")
+    run.one_line_error("no study 'nope'", search.study_name)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_export_refuses_an_existing_out_and_a_missing_storage(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("mine")
+    _export(capsys, "--storage", tmp_path / "s.journal", "--study", "x", "--out", tmp_path / "p.yaml"
+            ).one_line_error("exists", "--force")
+    assert (tmp_path / "p.yaml").read_text() == "mine"
+    _export(capsys, "--storage", "postgres://u@h/db", "--study", "x", "--out", tmp_path / "q.yaml"
+            ).one_line_error("postgresql://") if hasattr(
+        __import__("autotune.study", fromlist=["x"]), "read_result") else None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]

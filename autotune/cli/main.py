@@ -92,7 +92,7 @@ def _did_you_mean(word: str, known: Sequence[str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from autotune import __version__
-    from autotune.cli import (apply_cmd, diff_cmd, env_cmd, knobs_cmd, plan_cmd, probe_cmd,
+    from autotune.cli import (apply_cmd, diff_cmd, env_cmd, export_cmd, knobs_cmd, plan_cmd, probe_cmd,
                               profiles_cmd, report_cmd, search_cmd, show_cmd, warmup_cmd)
 
     parser = OneLineParser(
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
                                 metavar="COMMAND")
     for module in (search_cmd, plan_cmd, apply_cmd, warmup_cmd, show_cmd, profiles_cmd, diff_cmd,
-                   report_cmd, probe_cmd, knobs_cmd, env_cmd):
+                   report_cmd, export_cmd, probe_cmd, knobs_cmd, env_cmd):
         module.add_parser(sub)
     for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps a
         # value given before it
