@@ -8,6 +8,7 @@ Passwords in URLs never appear in messages.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,13 @@ def _open_rdb(url: str, heartbeat_interval: int | None, grace_period: int | None
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                      heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are stable in practice; Optuna flags them experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat_interval is not None:
+                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=3)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except (SQLAlchemyError, OSError, ValueError, RuntimeError) as exc:
         raise StudyError(_connect_message(redact(url), _first_line(exc))) from None
 
