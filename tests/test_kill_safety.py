@@ -173,11 +173,12 @@ _TRIAL_LINE = re.compile(r"^\s*\d+\s+(feasible|over_ceiling|oom|failed|pruned)\b
 def _wait_for_trial_lines(driver: subprocess.Popen, count: int, timeout_s: float = 120) -> None:
     """Read the driver's progress until `count` trials have finished (or it ended)."""
     deadline = time.monotonic() + timeout_s
-    seen = 0
-    while seen < count and time.monotonic() < deadline:
+    seen, header = 0, False
+    while (not header or seen < count) and time.monotonic() < deadline:
         line = driver.stderr.readline()
         if not line:
             return
+        header = header or line.startswith("trial ")  # the study is open: its journal exists
         seen += bool(_TRIAL_LINE.match(line))
 
 
@@ -197,9 +198,10 @@ def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
     orphans_seen = 0
     try:
         for round_ in range(5):
-            driver = _driver(run_dir, trials=3, marker=marker, resume=round_ > 0)
-            _wait_for_trial_lines(driver, (0, 1, 1, 0, 1)[round_])  # 0: during start-up or the first trial
-            time.sleep(rng.uniform(0.0, 0.6))  # then anywhere in the next trial or between two
+            driver = _driver(run_dir, trials=3, marker=marker, resume=(run_dir / "studies.journal").exists())
+            finished = (0, 1, 1, 0, 1)[round_]
+            _wait_for_trial_lines(driver, finished)  # 0: once the study is open, in the first trial
+            time.sleep(rng.uniform(0.0, 2.5 if finished == 0 else 0.6))  # (its worker start-up included)
             driver.send_signal(signal.SIGKILL)
             driver.wait()
             driver.stderr.close()
