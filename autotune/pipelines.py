@@ -198,7 +198,8 @@ def is_model_class(library: str, class_name: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)
 
 
-def read_component_config(model: str, name: str, library: str, class_name: str) -> Any:
+def read_component_config(model: str, name: str, library: str, class_name: str,
+                          local_files_only: bool = False) -> Any:
     """`name`'s config read by its own class, for a local folder or a hub id alike: a dict for
     diffusers models (their `config.json`), a `PretrainedConfig` for transformers models.
     Never `DiffusionPipeline.load_config(model, subfolder=name)`: it looks for `model_index.json`
@@ -206,10 +207,33 @@ def read_component_config(model: str, name: str, library: str, class_name: str) 
     if library == "transformers":
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(model, subfolder=name)
+        return AutoConfig.from_pretrained(model, subfolder=name, local_files_only=local_files_only)
     import diffusers
 
-    return dict(getattr(diffusers, class_name).load_config(model, subfolder=name))
+    return dict(getattr(diffusers, class_name).load_config(model, subfolder=name, local_files_only=local_files_only))
+
+
+def _looks_like_a_path(model: str) -> bool:
+    return model.startswith(("./", "../", "/", "~")) or model in (".", "..")
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (a 3 s connect, no retries), or None when it can or when
+    HF_HUB_OFFLINE already makes huggingface_hub answer from the cache at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=3).close()
+    except OSError as exc:
+        return f"{url.hostname} is unreachable ({getattr(exc, 'strerror', None) or exc})"
+    return None
 
 
 def load_configs(model: str, names: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -220,15 +244,23 @@ def load_configs(model: str, names: tuple[str, ...] | None = None) -> dict[str, 
         return {k: v for k, v in configs.items() if k == "model_index" or names is None or k in names}
     from diffusers import DiffusionPipeline
 
+    if _looks_like_a_path(model) and not Path(model).expanduser().exists():
+        raise ModelNotFoundError(f"folder {model!r} does not exist; give an existing diffusers folder, "
+                                 f"a hub id, or one of {', '.join(builtin_names())}")
+    offline = None if Path(model).expanduser().exists() else hub_unreachable()
     try:
-        index = dict(DiffusionPipeline.load_config(model))
+        index = dict(DiffusionPipeline.load_config(model, local_files_only=offline is not None))
         if "_class_name" not in index:
             raise ModelNotFoundError(f"{model!r} has no model_index.json: not a diffusers pipeline")
         configs: dict[str, Any] = {"model_index": index}
         for name, (library, class_name) in component_classes(index).items():
             if (names is None or name in names) and is_model_class(library, class_name):
-                configs[name] = read_component_config(model, name, library, class_name)
+                configs[name] = read_component_config(model, name, library, class_name, offline is not None)
     except (OSError, ValueError) as exc:  # diffusers raises EnvironmentError for missing repos/files
+        if offline:
+            raise ModelNotFoundError(
+                f"cannot find model {model!r}: {offline} and it is not in the local cache; check the "
+                f"network, or use a downloaded folder or one of {', '.join(builtin_names())}") from None
         where = "local folder" if Path(model).exists() else "built-in, local folder or hub id"
         raise ModelNotFoundError(
             f"cannot find model {model!r} as a {where} ({str(exc).splitlines()[0][:160]}); "

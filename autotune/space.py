@@ -66,10 +66,14 @@ def check_available(assignment: Assignment, ctx: Context) -> None:
 
 def _parse_selector(text: str) -> tuple[str, Value | None]:
     """'compile' or 'compile=full' -> (knob, value or None). Values parse like YAML scalars."""
-    name, _, raw = text.partition("=")
+    name, sep, raw = text.partition("=")
     knob = knobs.get(name.strip())
-    if not raw:
+    if not sep:
         return knob.name, None
+    if not raw.strip():
+        raise InvalidAssignmentError(
+            f"{text!r} names no value: {knob.name} takes one of {', '.join(str(c) for c in knob.choices)} "
+            f"(or give {knob.name} alone for the whole knob)")
     for choice in knob.choices:
         if str(choice).lower() == raw.strip().lower():
             return knob.name, choice

@@ -342,16 +342,7 @@ class Search:
         return len(running)
 
     def _records_from_storage(self) -> list[TrialRecord]:
-        records = []
-        for trial in self.study.get_trials(deepcopy=False):
-            if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
-                continue
-            measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
-            assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
-            outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
-            records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                                       trial.user_attrs.get("prediction"), quality))
-        return records
+        return records_of(self.study, self.target, self.min_psnr)
 
     @property
     def measured(self) -> list[TrialRecord]:
@@ -654,6 +645,53 @@ class Search:
             min_psnr=self.min_psnr, amortize=self.amortize,
             reference=self.reference_assignment() if self.has_reference else None,
         )
+
+
+def records_of(study: optuna.Study, target: Target, min_psnr: float | None) -> list[TrialRecord]:
+    """Every measured (or pruned) trial of a study, judged under the target's ceiling."""
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
+            continue
+        measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
+        assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
+        outcome, constraint, quality = judge(assignment, measurement, target.max_vram, min_psnr)
+        records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
+                                   trial.user_attrs.get("prediction"), quality))
+    return records
+
+
+def read_result(storage: str | Path, study_name: str) -> SearchResult:
+    """A study's result as stored, measuring nothing (`autotune export` of a shared study)."""
+    study_storage = open_storage(storage, must_exist=True)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=study_storage)
+    except KeyError:
+        names = optuna.get_all_study_names(study_storage)
+        hint = f"; it has {', '.join(names[-3:])}" if names else "; it has no study"
+        raise StudyError(f"no study {study_name!r} in {storage}{hint}") from None
+    attrs = study.user_attrs
+    if "target" not in attrs:
+        raise StudyError(f"study {study_name!r} was not made by autotune search (it has no target)")
+    target = Target.from_dict(dict(attrs["target"]))
+    min_psnr = attrs.get("autotune:min_psnr")
+    by_key: dict[str, TrialRecord] = {}
+    for record in records_of(study, target, min_psnr):
+        by_key.setdefault(assignment_key(record.assignment), record)
+    measured = sorted((r for r in by_key.values() if r.outcome != "pruned"), key=lambda r: r.number)
+    pruned = sorted((r for r in by_key.values() if r.outcome == "pruned"), key=lambda r: r.number)
+    numbers = {r.number: r for r in measured}
+    pareto = sorted((numbers[t.number] for t in study.best_trials if t.number in numbers),
+                    key=lambda r: r.measurement.latency_median_s or math.inf)
+    stored = attrs.get(_ATTR_CONFIRMATION)
+    reference = attrs.get("autotune:reference")
+    return SearchResult(
+        target=target, records=measured, pruned=pruned, pareto=[r for r in pareto if r.feasible],
+        study_name=study_name, storage=str(storage), sampler="TPESampler", seed=0,
+        duration_s=float(attrs.get(_ATTR_DURATION, 0.0)), proposals=len(study.get_trials(deepcopy=False)),
+        stop_reason="exported", confirmation=confirming.Confirmation.from_dict(stored) if stored else None,
+        min_psnr=min_psnr, reference=reference,
+    )
 
 
 def search_summary(result: SearchResult) -> dict[str, Any]:

@@ -11,6 +11,11 @@ from autotune.errors import InvalidTargetError
 
 #: Latent diffusion VAEs downsample by 8: pixel sizes must divide by it or the pipeline refuses them.
 PIXEL_MULTIPLE = 8
+#: Upper bounds: past these a search is a typo that would trace or allocate for hours.
+MAX_SIDE = 16384
+MAX_BATCH = 256
+MAX_STEPS = 1000
+MAX_FRAMES = 1024
 SUPPORTED_DEVICES = ("cpu", "cuda")
 #: The ceiling of a target made without `--max-vram` (`autotune plan` only): every size fits under it.
 NO_CEILING = 2**63 - 1
@@ -47,10 +52,16 @@ class Target:
                     f"--{name} must be a positive multiple of {PIXEL_MULTIPLE} (the VAE works on "
                     f"8x8 pixel blocks), got {value!r}; try {_nearest_multiples(value)}"
                 )
+            if value > MAX_SIDE:
+                raise InvalidTargetError(f"--{name} must be at most {MAX_SIDE} pixels, got {value}")
         if not _is_int(self.batch) or self.batch < 1:
             raise InvalidTargetError(f"--batch must be 1 or more, got {self.batch!r}")
+        if self.batch > MAX_BATCH:
+            raise InvalidTargetError(f"--batch must be at most {MAX_BATCH}, got {self.batch}")
         if not _is_int(self.steps) or self.steps < 1:
             raise InvalidTargetError(f"--steps must be 1 or more, got {self.steps!r}")
+        if self.steps > MAX_STEPS:
+            raise InvalidTargetError(f"--steps must be at most {MAX_STEPS}, got {self.steps}")
         if not _is_int(self.max_vram) or self.max_vram <= 0:
             raise InvalidTargetError(f"--max-vram must be a positive size, got {self.max_vram!r}")
         if self.device not in SUPPORTED_DEVICES:
@@ -59,6 +70,8 @@ class Target:
             )
         if self.frames is not None and (not _is_int(self.frames) or self.frames < 1):
             raise InvalidTargetError(f"--frames must be 1 or more, got {self.frames!r}")
+        if self.frames is not None and self.frames > MAX_FRAMES:
+            raise InvalidTargetError(f"--frames must be at most {MAX_FRAMES}, got {self.frames}")
         # A private sorted copy: the caller's dict cannot change a frozen target afterwards.
         object.__setattr__(self, "call_args", _checked_call_args(self.call_args))
 

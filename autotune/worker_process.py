@@ -53,6 +53,8 @@ class WorkerProcess:
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Send one request, wait for its answer until `deadline`."""
+        if "log" in message:  # the worker writes this request's output there: a crash is read there
+            self.log_path = Path(message["log"])
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(message) + "\n").encode())

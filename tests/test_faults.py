@@ -100,9 +100,7 @@ def _job(dtype: str, number: int) -> TrialJob:
     ("segfault", "worker killed by SIGSEGV"),
     ("sigkill", "worker killed by SIGKILL"),
     ("hang", "timed out after 1 s"),
-    pytest.param("ram", "MemoryError", marks=pytest.mark.xfail(strict=True, reason=(
-        "worker_process.WorkerProcess describes an exit by the last line of the log it was started "
-        "with, not the log of the trial it died in (see the report)"))),
+    ("ram", "MemoryError"),
 ])
 def test_a_faulty_trial_fails_with_its_reason_and_keeps_its_log(tmp_path, fault, reason):
     with _measurer(tmp_path, {"fp16": fault}, timeout_s=1.0) as measure:

@@ -108,12 +108,6 @@ def test_the_server_is_postgres(postgres_url):
 
 # -- autotune export: the profile of a stored study, measured by whoever -------------------------
 
-READ_RESULT_PENDING = pytest.mark.xfail(
-    not hasattr(__import__("autotune.study", fromlist=["x"]), "read_result"), strict=True,
-    reason="autotune.study.read_result (rebuild a result from storage, read-only) is not in study.py "
-           "yet; see the report for the diff")
-
-
 def _export(capsys, *args):
     from test_cli import cli
 
@@ -126,7 +120,6 @@ def _searched(storage) -> Search:
     return search
 
 
-@READ_RESULT_PENDING
 def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tmp_path, capsys):
     from autotune.profile import Profile
     from autotune.tune import profile_from
@@ -144,7 +137,6 @@ def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tm
     assert journal.read_bytes() == before  # reading a study writes nothing to it
 
 
-@READ_RESULT_PENDING
 def test_export_from_postgres(postgres_url, tmp_path, capsys):
     from autotune.profile import Profile
 
@@ -154,7 +146,6 @@ def test_export_from_postgres(postgres_url, tmp_path, capsys):
     assert Profile.load(tmp_path / "p.yaml").best.settings == search.result().best.assignment
 
 
-@READ_RESULT_PENDING
 def test_export_of_an_unknown_study_is_one_line(tmp_path, capsys):
     journal = tmp_path / "s.journal"
     search = _searched(journal)

@@ -55,6 +55,17 @@ def check_output_path(path: Path, suffixes: tuple[str, ...], flag: str, *,
         raise InvalidTargetError(f"cannot write {flag} {str(path)!r}: folder {str(folder)!r} does not "
                                  f"exist; create it first (mkdir -p {folder}) or pick another path")
     parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or not _can_create_in(parent):
         raise InvalidTargetError(f"cannot write {flag} {str(path)!r}: {parent} is not a writable folder")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """os.access says yes to root everywhere (even /proc): create and remove a temp file to know."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

@@ -69,6 +69,7 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
     against the pipeline class's `__call__` here, before anything slow runs.
     """
     from autotune.call import check_call_args, pipeline_class
+    from autotune.errors import InvalidTargetError
     from autotune.pipelines import model_info
     from autotune.target import NO_CEILING, Target
     from autotune.units import parse_size
@@ -76,6 +77,9 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
     if args.max_vram is not None:
         max_vram = parse_size(args.max_vram)
     call_args = parse_call_args(getattr(args, "call_args", None) or [])
+    if args.model is not None and not args.model.strip():
+        raise InvalidTargetError("--model is empty; give builtin:tiny-sd, a hub id or a diffusers folder, "
+                                 "or leave --model out for the default")
     model = args.model or default_model
     info = model_info(model)
     target = Target(model=model, height=info.native_height if args.height is None else args.height,
