@@ -100,6 +100,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=5, help="separate trials of one assignment (default: 5)")
     p.add_argument("--no-regret", action="store_true", help="skip the regret searches (the slow part)")
+    p.add_argument("--exclude", action="append", default=[], help="passed to the searches, e.g. dtype=fp16")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--run-dir", type=Path, help="where studies and trial logs go (default: a temp dir)")
     args = p.parse_args()
@@ -120,11 +121,12 @@ def main() -> int:
     searches = []
     for seed in range(1 if args.no_regret else args.seeds):
         print(f"search seed {seed}: {args.trials} trials", flush=True)
-        short = overhead_and_search(target, args.trials, seed, run_dir / f"short-{seed}")
+        short = overhead_and_search(target, args.trials, seed, run_dir / f"short-{seed}", exclude=args.exclude)
         entry = {"short": short}
         if not args.no_regret:
             print(f"search seed {seed}: {args.trials * args.long_factor} trials", flush=True)
-            long = overhead_and_search(target, args.trials * args.long_factor, seed, run_dir / f"long-{seed}")
+            long = overhead_and_search(target, args.trials * args.long_factor, seed, run_dir / f"long-{seed}",
+                                       exclude=args.exclude)
             entry["long"] = {k: v for k, v in long.items() if k != "rows"}
             if short["best"] and long["best"]:
                 entry["regret"] = short["best"]["latency_median_s"] / long["best"]["latency_median_s"] - 1

@@ -25,8 +25,10 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert "skipped on cpu" in raw["ladder"][3]["note"]
     ok, none_fit = raw["searches"]
     assert len(ok["records"]) == 2 and "Best:" in ok["summary"]
-    # Under 1KB the planner knows nothing fits: no trial is measured, each is pruned with its prediction.
-    assert none_fit["records"] == [] and none_fit["pruned"]
+    # Under 1KB the planner knows nothing fits: nothing new is measured (the 2GB search's trials are
+    # reused, all over this ceiling), every other candidate is pruned with its prediction.
+    assert len(none_fit["records"]) == 2 and all(r["outcome"] == "over_ceiling" for r in none_fit["records"])
+    assert none_fit["pruned"]
     assert all(p["prediction"]["lower_bound_bytes"] > 1024 for p in none_fit["pruned"])
     assert "No feasible trial" in none_fit["summary"]
     text = md.read_text()
