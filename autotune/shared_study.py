@@ -13,6 +13,8 @@ cooperate through Optuna's storage:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from typing import Any
 
@@ -21,9 +23,12 @@ import optuna
 log = logging.getLogger(__name__)
 
 CLAIM = "autotune:claim"
-#: Seconds between heartbeats, and how long a silent trial lives before it is failed and retried.
-HEARTBEAT_S = 5
-GRACE_S = 20
+#: Which process measures a trial (host:pid), for logs and for whoever looks at the study.
+WORKER = "autotune:worker"
+#: Seconds between heartbeats, and how long a silent trial lives before it is failed and retried
+#: (the environment variables exist for tests that kill a worker and cannot wait long).
+HEARTBEAT_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_S", "5"))
+GRACE_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_GRACE_S", "20"))
 
 
 def heartbeat_enabled(storage: Any) -> bool:
@@ -63,6 +68,7 @@ def fail_stale(study: optuna.Study) -> None:
 
 def claim(trial: optuna.trial.Trial, key: str) -> None:
     trial.set_user_attr(CLAIM, key)
+    trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
 
 
 def claim_verdict(study: optuna.Study, number: int, key: str, measured: int, limit: int | None) -> str | None:

@@ -426,8 +426,9 @@ class Search:
                     if verdict is not None:
                         trial.set_user_attr(_ATTR_SKIPPED, f"claim: {verdict}")
                         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                        if verdict == "no slot":
-                            self._wait_for_others(n_trials)
+                        if verdict == "no slot" and not self._wait_for_others(n_trials):
+                            self.stop_reason = "other workers"
+                            break
                         continue
                 timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
                 record = self._measure(trial, assignment, prediction, timeout)
@@ -453,16 +454,21 @@ class Search:
             book = self._pruned if record.outcome == "pruned" else self._seen
             book.setdefault(assignment_key(record.assignment), record)
 
-    def _wait_for_others(self, n_trials: int, poll_s: float = 1.0) -> None:
+    def _wait_for_others(self, n_trials: int, poll_s: float = 1.0) -> bool:
         """Every slot is taken by running trials: wait until they finish, or one dies and its
-        settings come back to the queue."""
-        while True:
+        settings come back to the queue (True). False after a trial timeout and then some: on a
+        journal file there are no heartbeats, and a dead process's trial stays RUNNING until a
+        `--resume`."""
+        give_up = time.monotonic() + 2 * float(getattr(self.measurer, "timeout_s", 600.0)) + shared_study.GRACE_S
+        while time.monotonic() < give_up:
             self._sync()
             running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             waiting = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
             if len(self._seen) >= n_trials or waiting or not any(t.user_attrs.get(shared_study.CLAIM) for t in running):
-                return
+                return True
             time.sleep(poll_s)
+        log.warning("other processes' trials have been running for too long; stopping this one")
+        return False
 
     # -- the time budget -----------------------------------------------------------------------
 

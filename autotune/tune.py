@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,10 @@ def start_search(
     than `prune_margin` are not measured and predicted-feasible ones are measured first."""
     space = space or space_for(target, include, exclude)
     planner = make_planner(target) if use_planner else None
-    own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s) if measurer is None else None
+    # One inductor/AOTAutograd cache per run dir, shared by all its trials: a compiled trial pays
+    # this run's compile, not whatever an unrelated earlier run left in /tmp (set it to share more).
+    cache = {} if os.environ.get("TORCHINDUCTOR_CACHE_DIR") else {"TORCHINDUCTOR_CACHE_DIR": str((run_dir / "inductor-cache").resolve())}
+    own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s, env=cache) if measurer is None else None
     search = Search(target, space, measurer or own_measurer,
                     storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,

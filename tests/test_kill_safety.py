@@ -186,6 +186,7 @@ def _key(assignment: dict) -> tuple:
     return tuple(sorted(assignment.items()))
 
 
+@pytest.mark.slow  # six real searches, ~45 s: the end-to-end tier CI also runs
 def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
     """kill -9 of the driver at random points, 5 times, each followed by --resume: during start-up
     or the first trial, and a random moment after the first finished trial (mid-trial or between

@@ -163,3 +163,50 @@ def test_export_refuses_an_existing_out_and_a_missing_storage(tmp_path, capsys):
             ).one_line_error("postgresql://") if hasattr(
         __import__("autotune.study", fromlist=["x"]), "read_result") else None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+# -- many workers, one study ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_three_workers_share_a_study_and_a_killed_ones_trial_is_retried(postgres_url, tmp_path):
+    """3 `autotune search` processes on one PostgreSQL study, one SIGKILLed mid-trial: exactly the
+    requested trials are measured, none twice, and the dead worker's trial is measured by another."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    trials = 6
+    env = {**os.environ, "AUTOTUNE_HEARTBEAT_S": "1", "AUTOTUNE_HEARTBEAT_GRACE_S": "4"}
+    base = [sys.executable, "-m", "autotune.cli.main", "search", "--max-vram", "2GB", "--height", "64",
+            "--width", "64", "--steps", "4", "--trials", str(trials), "--runs", "3", "--max-run-time", "2",
+            "--exclude", "dtype=fp16", "--storage", postgres_url, "--study", "shared", "--no-confirm"]
+    procs = [subprocess.Popen([*base, "--out", str(tmp_path / f"p{i}.yaml"), "--run-dir", str(tmp_path / f"run{i}")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+    victim = f"{socket.gethostname()}:{procs[0].pid}"
+    killed_trial = None
+    deadline = time.monotonic() + 240
+    while killed_trial is None and time.monotonic() < deadline and procs[0].poll() is None:
+        try:
+            study = optuna.load_study(study_name="shared", storage=postgres_url)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                   if t.user_attrs.get("autotune:worker") == victim]
+        if running:
+            procs[0].send_signal(signal.SIGKILL)
+            killed_trial = running[0]
+        time.sleep(0.2)
+    assert killed_trial is not None, "the victim never measured a trial"
+    for proc in procs[1:]:
+        assert proc.wait(timeout=300) == 0
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    measured = [t for t in study.get_trials() if "measurement" in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    keys = [assignment_key(t.user_attrs["assignment"]) for t in measured]
+    assert len(measured) == trials and len(set(keys)) == trials  # none lost, none twice
+    assert study.trials[killed_trial.number].state == optuna.trial.TrialState.FAIL
+    assert any(t.params == killed_trial.params for t in measured)  # measured again by another worker

@@ -325,6 +325,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     stop = {"trials": "the requested number of trials was measured",
             "space exhausted": "every valid combination was measured",
             "sampler": "the sampler kept proposing measured combinations",
+            "other workers": "waiting too long for other processes' trials",
             "time budget": f"the --time-budget of {budget:g} s" if budget else "the time budget"}
     lines.append(f"stopped by {stop.get(result.stop_reason, result.stop_reason)}")
     if result.reused:
