@@ -67,6 +67,12 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def claim(trial: optuna.trial.Trial, key: str) -> None:
+    """Mark the trial as this process's measurement of `key`, with a first heartbeat: Optuna
+    fails only trials whose heartbeat went stale, so a process killed between the claim and the
+    measurement must already have one, or its claim would hold a slot forever."""
+    storage = trial.storage
+    if heartbeat_enabled(storage):
+        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
     trial.set_user_attr(CLAIM, key)
     trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
 
