@@ -51,7 +51,8 @@ def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None,
 
 
 class HostWeights:
-    """Pristine pipelines in host memory, one per (model, dtype); each trial gets a deep copy.
+    """Pristine pipelines in host memory, one per (model, load arguments: `knobs.load_key`, the
+    dtype); each trial gets a deep copy.
 
     Copying ~2 GB of fp16 weights in RAM takes a fraction of a second; reading and converting
     them from disk took 8-25 s per trial on the H100/H200 runs. A pipeline larger than
@@ -59,17 +60,17 @@ class HostWeights:
     """
 
     def __init__(self, max_fraction: float = 0.35) -> None:
-        self._pristine: dict[tuple[str, str], Any] = {}
+        self._pristine: dict[tuple, Any] = {}
         self.max_fraction = max_fraction
 
-    def fresh(self, model: str, dtype_name: str, timings: dict[str, float]) -> Any:
-        from autotune.knobs.builtin import torch_dtype
+    def fresh(self, model: str, settings: dict[str, Any], timings: dict[str, float]) -> Any:
+        from autotune import knobs
         from autotune.pipelines import build_pipeline
 
-        key = (model, dtype_name)
+        key = (model, knobs.load_key(settings))
         if key not in self._pristine:
             start = time.perf_counter()
-            pipe = build_pipeline(model, torch_dtype=torch_dtype(dtype_name))
+            pipe = build_pipeline(model, **knobs.load_kwargs(settings))
             timings["load_weights_s"] = time.perf_counter() - start
             if not self._worth_keeping(pipe):
                 return pipe
@@ -117,7 +118,7 @@ class Worker:
         timings = result.timings
         try:
             start = time.perf_counter()
-            self.pipe = self.weights.fresh(job.target.model, job.assignment.get("dtype", "fp32"), timings)
+            self.pipe = self.weights.fresh(job.target.model, job.assignment, timings)
             timings["build_s"] = time.perf_counter() - start
             start = time.perf_counter()
             stages: dict[str, float] = {}
@@ -269,7 +270,9 @@ class Worker:
 
 
 def _compiles(job: TrialJob) -> bool:
-    return job.assignment.get("compile", "none") != "none"
+    from autotune import knobs
+
+    return knobs.compiles(job.assignment)
 
 
 def measure(job: TrialJob, backend: Any = None) -> Measurement:

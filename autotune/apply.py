@@ -242,12 +242,11 @@ def state_signature(pipe: Any) -> list[Any]:
 def load_pipeline(profile: Profile | str | os.PathLike[str], *, max_vram: str | int | None = None) -> Any:
     """Build the pipeline the profile was tuned for, from the same model, in its dtype (with
     `max_vram`, in the dtype of the entry `apply_profile` picks for that ceiling)."""
-    from autotune.knobs.builtin import torch_dtype
     from autotune.pipelines import build_pipeline
 
     profile = _as_profile(profile)
     entry = choose_entry(profile, ceiling_bytes(max_vram) if max_vram is not None else None)[1]
-    return build_pipeline(profile_model_source(profile), torch_dtype=torch_dtype(entry.settings.get("dtype", "fp32")))
+    return build_pipeline(profile_model_source(profile), **knobs.load_kwargs(entry.settings))
 
 
 def profile_model_source(profile: Profile) -> str:
@@ -324,10 +323,10 @@ def apply_profile(
     changes = placement_changes(before, placement(pipe))
     for change in changes:
         log.info("apply_profile changed %s", change)
-    _warn_upcast(before, placement(pipe), dict(applied).get("dtype"))
+    _warn_upcast(before, placement(pipe), dict(applied))
     log.info("applied profile %s (%s): %s", source or "(in memory)", choice, dict(applied))
     if compile_artifacts and source and choice == "best" and profile.compile_artifacts \
-            and entry.settings.get("compile", "none") != "none":
+            and knobs.compiles(entry.settings):
         from autotune import compile_cache
 
         key = compile_cache.artifact_key(entry.settings, profile.target, device)
@@ -409,7 +408,7 @@ def placement_changes(before: Placement, after: Placement) -> list[str]:
     """'unet: dtype float32 -> bfloat16', 'vae: device cpu -> cuda' for each component that changed."""
     changes = []
     for name in sorted(set(before) & set(after)):
-        for i, what in enumerate(("dtype", "device")):
+        for i, what in enumerate(("dtype", "device")):  # not a knob: a tensor's properties
             if before[name][i] != after[name][i]:
                 changes.append(f"{name}: {what} {before[name][i]} -> {after[name][i]}")
     return changes
@@ -418,15 +417,15 @@ def placement_changes(before: Placement, after: Placement) -> list[str]:
 _HALF = {"float16", "bfloat16"}
 
 
-def _warn_upcast(before: Placement, after: Placement, dtype: Value) -> None:
+def _warn_upcast(before: Placement, after: Placement, settings: dict[str, Value]) -> None:
     """A user's half-precision pipeline turned into float32 by the profile costs twice the memory:
-    say so, and how to keep it."""
+    say so (naming the settings that decide how weights are stored), and how to keep it."""
     upcast = sorted(name for name in set(before) & set(after)
                     if before[name][0] in _HALF and after[name][0] == "float32")
     if upcast:
         was = before[upcast[0]][0]
         warnings.warn(
-            f"the profile's dtype={dtype} converted {', '.join(upcast)} from {was} to float32 (about "
+            f"the profile's {' '.join(f'{k}={v}' for k, v in knobs.load_key(settings))} converted {', '.join(upcast)} from {was} to float32 (about "
             f"twice the weight memory); to keep {was}, apply a profile searched and won in that dtype, "
             "or load the pipeline with load_pipeline(profile)",
             stacklevel=3,

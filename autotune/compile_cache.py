@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from autotune import knobs
+
 log = logging.getLogger(__name__)
 
 #: The profile field that names the sidecar.
@@ -23,7 +25,8 @@ FIELD = "compile_artifacts"
 
 
 def artifact_key(settings: dict[str, Any], target: Any, device: str) -> dict[str, Any]:
-    """Everything the compiled code depends on."""
+    """Everything the compiled code depends on: torch, the device, the shapes, and every knob's
+    value (any knob may change the graph: dtype, layout, attention kernel, fused projections)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -41,9 +44,9 @@ def artifact_key(settings: dict[str, Any], target: Any, device: str) -> dict[str
         device_name, capability = hardware.cpu_name(), None
     return {
         "torch": torch.__version__, "triton": triton, "device": device, "device_name": device_name,
-        "compute_capability": capability, "dtype": settings.get("dtype"), "compile": settings.get("compile"),
-        "channels_last": settings.get("channels_last"), "height": target.height, "width": target.width,
+        "compute_capability": capability, "height": target.height, "width": target.width,
         "batch": target.batch, "frames": getattr(target, "frames", None),
+        **{k.name: settings.get(k.name, k.default) for k in knobs.all_knobs()},
     }
 
 
@@ -68,8 +71,10 @@ def save(profile_path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs, by name. A name the stored key lacks was not recorded by the version that
+    wrote it (a knob added since): not a difference."""
     return [f"{name} ({stored.get(name)!r} there, {current.get(name)!r} here)"
-            for name in sorted(set(stored) | set(current)) if stored.get(name) != current.get(name)]
+            for name in sorted(stored) if stored.get(name) != current.get(name)]
 
 
 def load(record: dict[str, Any], profile_path: Path, current_key: dict[str, Any]) -> bool:

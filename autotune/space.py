@@ -65,7 +65,7 @@ def check_available(assignment: Assignment, ctx: Context) -> None:
 
 
 def _parse_selector(text: str) -> tuple[str, Value | None]:
-    """'compile' or 'compile=full' -> (knob, value or None). Values parse like YAML scalars."""
+    """'knob' or 'knob=value' -> (knob, value or None). Values parse like YAML scalars."""
     name, sep, raw = text.partition("=")
     knob = knobs.get(name.strip())
     if not sep:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autotune import knobs
 from autotune.errors import InvalidTargetError
 from autotune.profile import Profile
 
@@ -71,7 +72,7 @@ def warmup(profile_path: str | os.PathLike[str], device: str | None = None, time
 
     path = Path(profile_path)
     profile = Profile.load(path)
-    if profile.settings.get("compile", "none") == "none":
+    if not knobs.compiles(profile.settings):
         raise InvalidTargetError(f"{path} does not compile anything (compile=none): nothing to warm up")
     cold = _run(path, "cold", device, timeout_s)
     record = cold.get("record")

@@ -14,9 +14,8 @@ from autotune.errors import PlannerUnsupportedError
 from autotune.knobs import Context, all_knobs
 from autotune.measure import TrialJob
 from autotune.planner import Planner, Prediction
-from autotune.planner.placement import resident_weights
 from autotune.planner.seeding import seed_order
-from autotune.planner.stats import WeightStats, fp8_cast_layers, weight_stats
+from autotune.planner.stats import weight_stats
 from autotune.space import SearchSpace
 from autotune.study import Search
 from autotune.target import Target
@@ -115,26 +114,13 @@ def test_weight_stats_mirror_diffusers_grouping():
     assert s.largest_leaf == 288 and s.non_leaf == 8
     assert s.block_unmatched == 80 + 64 + 8 and s.largest_block == 288
     assert weight_stats(Blocks(), blocks_per_group=2).largest_block == 2 * 288
-    assert fp8_cast_layers(Blocks()) == {"blocks.0", "blocks.1", "blocks.2"}
-    cast = weight_stats(Blocks(), fp8=True)
-    assert cast.total == 80 + 3 * (64 + 8) + 64 + 8  # cast layers: weight and bias at 1 byte each
-    assert cast.largest_fp8_layer_upcast == 288       # one layer back in fp32 while it runs
+    assert s.largest_upcast_layer == 0
 
 
-def test_resident_weights_per_offload_mode():
-    stats = {"unet": WeightStats(total=1000, largest_leaf=50, non_leaf=10, block_unmatched=200,
-                                 largest_block=300, largest_fp8_layer_upcast=0),
-             "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
-                                largest_block=0, largest_fp8_layer_upcast=0)}
-    assert resident_weights("none", "unet", stats) == 1100
-    assert resident_weights("model", "unet", stats) == 1000
-    assert resident_weights("sequential", "unet", stats) == 50
-    assert resident_weights("group-block-1", "unet", stats) == 500
-    assert resident_weights("group-block-1-stream", "unet", stats) == 800
-    assert resident_weights("group-leaf", "unet", stats) == 60
-    assert resident_weights("group-leaf-stream", "unet", stats) == 110
-    with pytest.raises(ValueError):
-        resident_weights("disk", "unet", stats)
+def test_weights_a_knob_stores_narrower_count_at_their_width_and_upcast_one_layer():
+    narrow = weight_stats(Blocks(), storage={"blocks.1.weight": 2, "blocks.1.bias": 2})
+    assert narrow.total == 80 + 2 * 288 + (64 + 8) * 2 + 64 + 8
+    assert narrow.largest_upcast_layer == 288  # blocks.1 back at full width while it runs
 
 
 def test_seed_order_spreads_over_offload_and_dtype_fastest_first():

@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
     add_device_argument(p, note="cuda plans for a GPU even on a machine without one")
     p.add_argument("--top", type=int, default=14, help="rows to print (default: 14; --json lists all)")
     p.add_argument("--every", action="store_true",
-                   help="one row per candidate (default: one per offload mode and dtype, its likely-fastest)")
+                   help="one row per candidate (default: one per combination of the knobs that decide most, %s, its likely-fastest)" % _spread_names())
     p.add_argument("--json", action="store_true", help="print every candidate's prediction as JSON")
     p.set_defaults(handler=run)
 
@@ -115,14 +115,23 @@ def _print_table(rows: list[tuple[dict[str, Any], Any]], args: argparse.Namespac
     if len(shown) > args.top:
         print(f"... {len(shown) - args.top} more rows (--top N)")
     if not args.every:
-        print(f"one row per offload mode and dtype, the likely-fastest of each; --every lists all {len(rows)}")
+        print(f"one row per {_spread_names()}, the likely-fastest of each; --every lists all {len(rows)}")
+
+
+def _spread_names() -> str:
+    """'offload and dtype': the knobs whose every combination gets a row (`SpeedPrior.spread`)."""
+    from autotune import knobs
+
+    return " and ".join(k.name for k in knobs.all_knobs() if k.speed.spread)
 
 
 def _one_per_placement(rows: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
-    """Keep the first row (rows are already in display order) of each (offload, dtype) pair."""
+    """Keep the first row (rows are already in display order) of each combination of the spread knobs."""
+    from autotune.planner.seeding import spread_key
+
     seen, kept = set(), []
     for assignment, prediction in rows:
-        key = (assignment["offload"], assignment["dtype"])
+        key = spread_key(assignment)
         if key not in seen:
             seen.add(key)
             kept.append((assignment, prediction))

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from autotune import knobs
 from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size
 from autotune.cli.target_args import add_target_arguments, target_from_args
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if tuned.profile is None:
         raise NoFeasibleTrialError(no_feasible_message(result, tuned.log_dir))
     tuned.profile.save(out)
-    if tuned.profile.settings.get("compile", "none") != "none" and not args.no_artifacts:
+    if knobs.compiles(tuned.profile.settings) and not args.no_artifacts:
         from autotune.warmup import warmup
 
         print(f"building compile artifacts beside {out} (two fresh processes; skip with --no-artifacts)",

@@ -1,23 +1,37 @@
-"""Knob registry; importing this package registers the built-in knobs."""
-from autotune.knobs import builtin as _builtin  # noqa: F401  (registers the knobs)
-from autotune.knobs import attention_backend as _attention_backend  # noqa: F401  (after builtin: its conflicts name them)
+"""Knob registry; importing this package registers the built-in knobs, one module each
+(autotune/knobs/builtin/), in name order."""
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+from autotune.knobs import builtin as _builtin
 from autotune.knobs.context import ModuleFacts
 from autotune.knobs.registry import (
     ApplyContext,
     Conflict,
     Context,
     Knob,
+    PlanEffect,
+    SpeedPrior,
     Stage,
     Value,
     all_knobs,
+    check_conflicts,
+    compiles,
     conflicts,
     get,
     iter_conflicts,
+    load_key,
+    load_kwargs,
     register,
     register_conflict,
 )
 
+for _module in sorted(m.name for m in _pkgutil.iter_modules(_builtin.__path__)):
+    _importlib.import_module(f"{_builtin.__name__}.{_module}")
+check_conflicts()
+
 __all__ = [
-    "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "Stage", "Value", "all_knobs", "conflicts",
-    "get", "iter_conflicts", "register", "register_conflict",
+    "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "PlanEffect", "SpeedPrior", "Stage", "Value",
+    "all_knobs", "compiles", "conflicts", "get", "iter_conflicts", "load_key", "load_kwargs", "register",
+    "register_conflict",
 ]

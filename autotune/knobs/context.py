@@ -15,6 +15,27 @@ from collections.abc import Mapping
 DENOISERS = ("unet", "transformer")
 
 
+def role_of(component: str) -> str | None:
+    """What a pipeline component does ('denoiser', 'vae', 'text_encoder'), the word knobs use to
+    say which components they change; None for the rest (tokenizers, schedulers, ...)."""
+    if component in DENOISERS:
+        return "denoiser"
+    if component == "vae":
+        return "vae"
+    if component.startswith("text_encoder"):
+        return "text_encoder"
+    return None
+
+
+def denoiser_module(pipe: object) -> object:
+    """The module that runs every step (UNet for SD/SDXL, transformer for DiT pipelines)."""
+    for name in DENOISERS:
+        module = getattr(pipe, name, None)
+        if module is not None:
+            return module
+    raise AttributeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModuleFacts:
     """One component module as the knobs see it (read by `probe.module_facts`)."""

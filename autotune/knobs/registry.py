@@ -1,15 +1,18 @@
 """The knob registry: every technique autotune can switch, described once.
 
-A knob knows its choices, the stage it applies in, what it needs to run, and which of its
-choices change the numbers beyond float reordering (lossy). Availability is asked of the knob
-with a `Context` (knobs/context.py), never guessed from isinstance ladders elsewhere.
+A knob knows everything specific to it, so the rest of autotune asks the knob instead of naming
+it: its choices, the stage it applies in and its order inside the stage, what it needs to run
+(availability is asked with a `Context`, knobs/context.py), which choices change the numbers
+beyond float reordering (lossy), the arguments it adds when loading weights, what the planner
+must do to predict its memory (`PlanEffect`), and where it sits in the speed prior that orders a
+search's first candidates (`SpeedPrior`). Each knob is one module of `autotune.knobs.builtin`.
 Torch-free at import.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from autotune.errors import UnknownKnobError
@@ -43,6 +46,58 @@ def _always_available(value: Value, ctx: Context) -> str | None:
     return None
 
 
+def _no_load_kwargs(value: Value) -> dict[str, Any]:
+    return {}
+
+
+#: Component roles a planner effect can name (`context.role_of`): the module that runs every
+#: step, the VAE, and the text encoders.
+ROLES = frozenset({"denoiser", "vae", "text_encoder"})
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanEffect:
+    """How a knob's value changes the planner's prediction (planner/__init__.py asks this, never
+    the knob's name). Every hook gets the fake (meta-sized) module of one component whose role is
+    in `roles`, and the value; a knob without hooks changes no prediction (runtime switches)."""
+
+    roles: frozenset[str] = frozenset()
+    #: Changes the module's weights (fuses or adds parameters): called on a fresh fake module,
+    #: built for this value alone, before its weights are counted and its activations traced.
+    modify: Callable[[Any, Value], None] | None = None
+    #: Changes how the module runs but not its weights (slicing, tiling): called on the shared
+    #: fake module before each trace, for the default value too (it must undo the others).
+    configure: Callable[[Any, Value], None] | None = None
+    #: Parameters kept in a narrower dtype and upcast one layer at a time while it runs:
+    #: {qualified parameter name: bytes per element} (layerwise fp8 casting, weight-only quant).
+    storage: Callable[[Any, Value], Mapping[str, int]] | None = None
+    #: Where weights are while a component runs: bytes resident on the device, from every
+    #: component's `planner.stats.WeightStats` (the placement knob: offload). None: all of them.
+    resident: Callable[[Value, str, Mapping[str, Any]], int] | None = None
+    #: GPU workspace of the VAE decode as a fraction of its traced activations (calibration.py);
+    #: None leaves the calibrated default.
+    vae_workspace_factor: Callable[[Value], float | None] | None = None
+
+    def touches(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedPrior:
+    """What a knob's values usually cost in speed, before anything is measured: the search
+    measures the likely-fastest predicted-feasible candidates first (planner/seeding.py).
+
+    Candidates are compared knob by knob in ascending `order` (lower decides first), each by
+    `rank(value, device)` (lower is usually faster). The default rank says what most memory
+    savers do: the default value is fastest, any other costs some time. `spread` knobs decide so
+    much (where weights live, their precision) that the first candidates cover each of their
+    value combinations once."""
+
+    order: int = 100
+    rank: Callable[[Value, str], int] | None = None
+    spread: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class Knob:
     name: str
@@ -61,6 +116,19 @@ class Knob:
     #: Choices that leave state in the process beyond the pipeline (torch.compile's caches and
     #: recompile counters): the worker that measured one is replaced before the next trial.
     process_state: frozenset[Value] = frozenset()
+    #: Choices that torch.compile part of the pipeline: a profile with one gets compile
+    #: artifacts saved beside it (compile_cache.py, `autotune warmup`).
+    compiles: frozenset[Value] = frozenset()
+    #: Keyword arguments the value adds when the pipeline's weights are loaded
+    #: (`pipelines.build_pipeline`, e.g. `torch_dtype`; the planner builds its fake modules in
+    #: that dtype). A worker keeps one pristine copy per distinct set (`load_key`).
+    load_kwargs: Callable[[Value], dict[str, Any]] = _no_load_kwargs
+    #: Knobs of the same stage this one is applied after / before (it reads what they set, or
+    #: they must see what it sets); otherwise knobs of a stage apply in registration order.
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    plan: PlanEffect = PlanEffect()
+    speed: SpeedPrior = SpeedPrior()
 
     def reason_unavailable(self, value: Value, ctx: Context) -> str | None:
         if value == self.default:
@@ -72,6 +140,11 @@ class Knob:
 
     def is_lossy(self, value: Value) -> bool:
         return value in self.lossy
+
+    def speed_rank(self, value: Value, device: str) -> int:
+        if self.speed.rank is not None:
+            return self.speed.rank(value, device)
+        return 0 if value == self.default else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +175,18 @@ def register(knob: Knob) -> Knob:
 
 
 def register_conflict(conflict: Conflict) -> None:
-    for name in (conflict.knob_a, conflict.knob_b):
-        get(name)
+    """Knobs may name knobs registered after them: `check_conflicts` validates once all are in."""
     _CONFLICTS.append(conflict)
+
+
+def check_conflicts() -> None:
+    """Every conflict names registered knobs and values they have (a typo is a bug, found at import)."""
+    for conflict in _CONFLICTS:
+        for name, values in ((conflict.knob_a, conflict.values_a), (conflict.knob_b, conflict.values_b)):
+            unknown = values - set(get(name).choices)
+            if unknown:
+                raise ValueError(f"conflict {conflict.reason!r} names values {sorted(map(str, unknown))} "
+                                 f"that knob {name!r} does not have")
 
 
 def get(name: str) -> Knob:
@@ -117,9 +199,48 @@ def get(name: str) -> Knob:
 
 
 def all_knobs() -> list[Knob]:
-    """Knobs in canonical apply order (stage, then registration order)."""
-    order = {name: i for i, name in enumerate(_KNOBS)}
-    return sorted(_KNOBS.values(), key=lambda k: (k.stage, order[k.name]))
+    """Knobs in canonical apply order: by stage; inside a stage, each after the knobs it names in
+    `after` and before those in `before`, else in registration order."""
+    ordered: list[Knob] = []
+    for stage in sorted({k.stage for k in _KNOBS.values()}):
+        ordered += _stage_order([k for k in _KNOBS.values() if k.stage == stage])
+    return ordered
+
+
+def _stage_order(stage: list[Knob]) -> list[Knob]:
+    names = {k.name for k in stage}
+    needs = {k.name: {a for a in k.after if a in names} for k in stage}
+    for k in stage:
+        for b in k.before:
+            if b in names:
+                needs[b].add(k.name)
+    done: list[Knob] = []
+    while len(done) < len(stage):
+        ready = next((k for k in stage if k not in done and needs[k.name] <= {d.name for d in done}), None)
+        if ready is None:
+            cycle = sorted(n for n in names if n not in {d.name for d in done})
+            raise ValueError(f"knobs {', '.join(cycle)} order each other in a cycle (after/before)")
+        done.append(ready)
+    return done
+
+
+def load_kwargs(settings: Mapping[str, Value]) -> dict[str, Any]:
+    """What loading weights for these settings passes to `from_pretrained` (missing knobs: defaults)."""
+    kwargs: dict[str, Any] = {}
+    for knob in all_knobs():
+        kwargs.update(knob.load_kwargs(settings.get(knob.name, knob.default)))
+    return kwargs
+
+
+def load_key(settings: Mapping[str, Value]) -> tuple[tuple[str, Value], ...]:
+    """The knob values that decide how weights are loaded: settings with equal keys share weights."""
+    return tuple((k.name, settings.get(k.name, k.default)) for k in all_knobs()
+                 if k.load_kwargs is not _no_load_kwargs)
+
+
+def compiles(settings: Mapping[str, Value]) -> bool:
+    """Whether these settings torch.compile anything (then compile artifacts are worth saving)."""
+    return any(settings.get(k.name, k.default) in k.compiles for k in all_knobs())
 
 
 def conflicts() -> list[Conflict]:

@@ -2,8 +2,11 @@
 
 Traces (planner/trace.py) give each component's activation peak at the target's shapes; weight
 statistics (planner/stats.py) give what each placement keeps resident; placement.py composes the
-peak per offload mode; calibration.py adds what a trace cannot see on a GPU. Traces are cached per
-(component, dtype, knobs that change them), so a whole space plans in seconds.
+peak of each phase; calibration.py adds what a trace cannot see on a GPU. What a knob changes is
+asked of the knob (`Knob.plan`, a `PlanEffect`: its load arguments, how it modifies, configures
+or stores a component, where it places weights), never decided here by its name. Fake modules
+and traces are cached per (component, the values of the knobs that change them), so a whole
+space plans in seconds.
 """
 from __future__ import annotations
 
@@ -11,16 +14,14 @@ import dataclasses
 import logging
 from typing import Any
 
+from autotune import knobs
 from autotune.errors import PlannerUnsupportedError
+from autotune.knobs.context import DENOISERS, role_of
 from autotune.planner import calibration
-from autotune.planner.placement import PHASE_LABELS, PhaseCost, resident_weights
+from autotune.planner.placement import PHASE_LABELS, PhaseCost
 from autotune.target import Target
 
 log = logging.getLogger(__name__)
-
-#: The knobs each trace depends on (text encoders: dtype only); every other knob is modelled.
-_TRACE_KNOBS = {"unet": ("dtype", "attention"), "transformer": ("dtype", "attention"),
-                "vae": ("dtype", "vae_slicing", "vae_tiling")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Planner:
     def __init__(self, target: Target) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        from autotune.pipelines import call_default, model_info
+        from autotune.pipelines import call_default, load_configs, model_info
+        from autotune.planner.fake import traced_names
 
         info = model_info(target.model)
         self._denoiser = _supported(target.model, info)
@@ -72,34 +74,58 @@ class Planner:
         self._max_sequence_length = call_args.get("max_sequence_length") or call_default(
             info.pipeline_class, "max_sequence_length")
         self.target = target
-        self._upcasts_vae = info.pipeline_class.startswith("StableDiffusionXL")
+        configs = load_configs(target.model, names=tuple(traced_names(info.component_classes)))
+        self._names = [n for n in traced_names(info.component_classes) if n in configs]
+        self._vae_upcasts_fp16 = (info.pipeline_class.startswith("StableDiffusionXL")
+                                  and bool(dict(configs.get("vae") or {}).get("force_upcast")))
+        self._knobs = knobs.all_knobs()
+        self._placement = next((k for k in self._knobs if k.plan.resident is not None), None)
         self._mode = FakeTensorMode(allow_non_fake_inputs=True)
-        self._modules: dict[str, dict[str, Any]] = {}
+        self._modules: dict[tuple, Any] = {}
         self._traces: dict[tuple, int] = {}
         self._stats: dict[tuple, Any] = {}
-        self._processors: dict[int, Any] = {}
+
+    # -- what each knob does to a component ----------------------------------------------------
+
+    def _with(self, hook: str, component: str, assignment: dict[str, Any]) -> list[tuple[knobs.Knob, Any]]:
+        """(knob, value) of every knob whose PlanEffect has `hook` for this component's role."""
+        role = role_of(component)
+        return [(k, assignment.get(k.name, k.default)) for k in self._knobs
+                if getattr(k.plan, hook) is not None and role is not None and k.plan.touches(role)]
+
+    def _torch_dtype(self, component: str, assignment: dict[str, Any]) -> Any:
+        """The dtype a component runs in: the one its weights load in, except that SDXL pipelines
+        upcast an fp16 VAE with `force_upcast` to fp32 for the decode (its fp16 activations
+        overflow), doubling the decode's memory."""
+        import torch
+
+        dtype = knobs.load_kwargs(assignment).get("torch_dtype", torch.float32)
+        if component == "vae" and dtype == torch.float16 and self._vae_upcasts_fp16:
+            return torch.float32
+        return dtype
+
+    def _module_key(self, component: str, assignment: dict[str, Any]) -> tuple:
+        return (component, self._torch_dtype(component, assignment),
+                *((k.name, v) for k, v in self._with("modify", component, assignment)))
 
     # -- cached building blocks ----------------------------------------------------------------
 
-    def _components(self, dtype: str) -> dict[str, Any]:
-        if dtype not in self._modules:
-            from autotune.knobs.builtin import torch_dtype
-            from autotune.planner.fake import fake_components
+    def _module(self, component: str, assignment: dict[str, Any]) -> Any:
+        """The fake module of a component, built in its dtype and modified by the knobs that
+        change its weights (one module per distinct set of those values)."""
+        key = self._module_key(component, assignment)
+        if key not in self._modules:
+            from autotune.planner.fake import default_dtype, fake_components
 
-            self._modules[dtype] = fake_components(self.target.model, torch_dtype(dtype), self._mode)
-        return self._modules[dtype]
-
-    def _dtype(self, component: str, assignment: dict[str, Any]) -> str:
-        """The dtype a component runs in: SDXL pipelines upcast an fp16 VAE with `force_upcast`
-        to fp32 for the decode (its fp16 activations overflow), doubling the decode's memory."""
-        dtype = assignment.get("dtype", "fp32")
-        if (component == "vae" and dtype == "fp16" and self._upcasts_vae
-                and self._components(dtype)["vae"].config.get("force_upcast")):
-            return "fp32"
-        return dtype
+            module = fake_components(self.target.model, key[1], self._mode, names=(component,))[component]
+            with default_dtype(key[1]), self._mode:
+                for knob, value in self._with("modify", component, assignment):
+                    knob.plan.modify(module, value)
+            self._modules[key] = module
+        return self._modules[key]
 
     def _activation(self, component: str, assignment: dict[str, Any]) -> int:
-        key = (component, self._dtype(component, assignment), *(assignment.get(k) for k in _TRACE_KNOBS.get(component, ("dtype",))))
+        key = (*self._module_key(component, assignment), *(v for _, v in self._with("configure", component, assignment)))
         if key not in self._traces:
             self._traces[key] = self._trace(component, assignment)
         return self._traces[key]
@@ -107,20 +133,18 @@ class Planner:
     def _trace(self, component: str, assignment: dict[str, Any]) -> int:
         from autotune.planner import inputs, trace
 
-        modules = self._components(self._dtype(component, assignment))
-        module = modules[component]
+        module = self._module(component, assignment)
+        for knob, value in self._with("configure", component, assignment):
+            knob.plan.configure(module, value)
         if component.startswith("text_encoder"):
             tokens = inputs.text_tokens(module, self._max_sequence_length)
             return trace.trace_text_encoder(component, module, self._mode, tokens).activation_bytes
         if component == "vae":
-            (module.enable_slicing if assignment.get("vae_slicing") else module.disable_slicing)()
-            (module.enable_tiling if assignment.get("vae_tiling") else module.disable_tiling)()
             shapes = self._shapes(module, inputs.vae_latent_channels(module), 1, module.dtype)
             return trace.trace_vae_decode(module, shapes, self._mode).activation_bytes
         call = inputs.DENOISER_CALLS[type(module).__name__]
-        self._set_attention(module, assignment.get("attention"))
-        shapes = self._shapes(modules["vae"], module.config.in_channels, call.cfg_batch, module.dtype,
-                              call.text_tokens(self._max_sequence_length))
+        shapes = self._shapes(self._module("vae", assignment), module.config.in_channels, call.cfg_batch,
+                              module.dtype, call.text_tokens(self._max_sequence_length))
         return trace.trace_denoiser_step(component, module, shapes, call, self._mode).activation_bytes
 
     def _shapes(self, vae: Any, channels: int, cfg_batch: int, dtype: Any, tokens: int = 0) -> Any:
@@ -134,38 +158,34 @@ class Planner:
                              height=self.target.height // scale, width=self.target.width // scale,
                              text_tokens=tokens, dtype=dtype)
 
-    def _set_attention(self, module: Any, attention: Any) -> None:
-        """Sliced attention where the denoiser implements it; otherwise the processors it was
-        built with (the fake modules are shared between traces: undo an earlier sliced one)."""
-        original = self._processors.setdefault(id(module), dict(getattr(module, "attn_processors", {})))
-        if attention == "sliced" and callable(getattr(module, "set_attention_slice", None)):
-            module.set_attention_slice("auto")
-        elif original and any(p is not original[k] for k, p in module.attn_processors.items()):
-            module.set_attn_processor(dict(original))
-
     def _weight_stats(self, component: str, assignment: dict[str, Any]) -> Any:
         from autotune.planner.stats import weight_stats
 
-        fp8 = bool(assignment.get("layerwise_fp8")) and component in ("unet", "transformer")
-        key = (component, self._dtype(component, assignment), fp8)
+        storing = self._with("storage", component, assignment)
+        key = (*self._module_key(component, assignment), *(v for _, v in storing))
         if key not in self._stats:
-            self._stats[key] = weight_stats(self._components(key[1])[component], fp8=fp8)
+            module = self._module(component, assignment)
+            storage: dict[str, int] = {}
+            for knob, value in storing:
+                storage.update(knob.plan.storage(module, value))
+            self._stats[key] = weight_stats(module, storage=storage)
         return self._stats[key]
+
+    def _workspace_factor(self, assignment: dict[str, Any]) -> float:
+        factors = [k.plan.vae_workspace_factor(assignment.get(k.name, k.default)) for k in self._knobs
+                   if k.plan.vae_workspace_factor is not None]
+        return min((f for f in factors if f is not None), default=calibration.VAE_DECODE_WORKSPACE_FACTOR)
 
     # -- prediction ----------------------------------------------------------------------------
 
     def predict(self, assignment: dict[str, Any]) -> Prediction:
-        components = list(self._components(assignment.get("dtype", "fp32")))
-        stats = {c: self._weight_stats(c, assignment) for c in components}
-        offload = assignment.get("offload", "none")
+        stats = {c: self._weight_stats(c, assignment) for c in self._names}
         on_gpu = self.target.device == "cuda"
         phases = []
-        for component in components:
-            activations = self._activation(component, assignment)
-            if component in ("unet", "transformer"):
-                activations += stats[component].largest_fp8_layer_upcast
-            workspace = int(activations * _workspace_factor(assignment)) if on_gpu and component == "vae" else 0
-            phases.append(PhaseCost(component, resident_weights(offload, component, stats), activations, workspace))
+        for component in self._names:
+            activations = self._activation(component, assignment) + stats[component].largest_upcast_layer
+            workspace = int(activations * self._workspace_factor(assignment)) if on_gpu and component == "vae" else 0
+            phases.append(PhaseCost(component, self._resident(component, stats, assignment), activations, workspace))
         peak = max(phases, key=lambda p: p.total)
         allocator = runtime = 0
         if on_gpu:
@@ -180,11 +200,13 @@ class Planner:
             context_floor_bytes=calibration.CUDA_CONTEXT_FLOOR_BYTES if on_gpu else 0,
         )
 
-
-def _workspace_factor(assignment: dict[str, Any]) -> float:
-    if assignment.get("channels_last"):
-        return calibration.VAE_DECODE_WORKSPACE_FACTOR_CHANNELS_LAST
-    return calibration.VAE_DECODE_WORKSPACE_FACTOR
+    def _resident(self, component: str, stats: dict[str, Any], assignment: dict[str, Any]) -> int:
+        """Weight bytes on the device while `component` runs: the placement knob says (all of
+        them without one)."""
+        if self._placement is None:
+            return sum(s.total for s in stats.values())
+        value = assignment.get(self._placement.name, self._placement.default)
+        return self._placement.plan.resident(value, component, stats)
 
 
 def _supported(model: str, info: Any) -> str:
@@ -192,7 +214,7 @@ def _supported(model: str, info: Any) -> str:
     from autotune.planner import inputs
 
     classes = info.component_classes
-    denoiser = next((n for n in ("unet", "transformer") if n in classes), None)
+    denoiser = next((n for n in DENOISERS if n in classes), None)
     if denoiser is None or "vae" not in classes:
         raise PlannerUnsupportedError(
             f"the planner traces pipelines with a denoiser (unet or transformer) and a vae; {model} has "

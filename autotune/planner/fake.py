@@ -43,11 +43,13 @@ def _build(library: str, class_name: str, config: Any) -> torch.nn.Module:
     return getattr(diffusers, class_name).from_config(config)
 
 
-def fake_components(model: str, dtype: torch.dtype, mode: FakeTensorMode) -> dict[str, torch.nn.Module]:
-    """The traced components of `model`, with fake parameters in `dtype`, in eval mode. Each is
-    built from its own config (read by its own class), so sizes are those of the model's weights."""
+def fake_components(model: str, dtype: torch.dtype, mode: FakeTensorMode,
+                    names: tuple[str, ...] | None = None) -> dict[str, torch.nn.Module]:
+    """The traced components of `model` (those in `names`, all when None), with fake parameters in
+    `dtype`, in eval mode. Each is built from its own config (read by its own class), so sizes are
+    those of the model's weights."""
     classes = component_classes(load_configs(model, names=())["model_index"])
-    names = tuple(traced_names(classes))
+    names = tuple(n for n in traced_names(classes) if names is None or n in names)
     configs = load_configs(model, names=names)
     modules = {}
     with default_dtype(dtype), mode:

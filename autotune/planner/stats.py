@@ -1,20 +1,16 @@
-"""Weight sizes as each placement sees them: whole model, largest leaf, offload groups, fp8 storage.
+"""Weight sizes as each placement sees them: whole model, largest leaf, offload groups, and
+weights a knob stores narrower (a `PlanEffect.storage`, e.g. layerwise fp8 casting).
 
 Mirrors how diffusers groups modules (hooks/group_offloading.py): block level groups the items of
 each top-level ModuleList/Sequential, every other top-level child is one "unmatched" group that
 stays on the device for the whole forward; leaf level makes a group of each leaf module.
-Layerwise casting (hooks/layerwise_casting.py) stores the weights of Linear/Conv/Embedding layers
-whose qualified name matches no skip pattern in the storage dtype.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
-
-FP8_BYTES = 1
 
 
 def _own_bytes(module: torch.nn.Module, size: Callable[[str, torch.Tensor], int], prefix: str) -> int:
@@ -30,26 +26,18 @@ class WeightStats:
     non_leaf: int
     block_unmatched: int
     largest_block: int
-    largest_fp8_layer_upcast: int  # the one layer upcast to the compute dtype at a time
+    #: The largest layer with narrower-stored weights, upcast to the compute dtype while it runs.
+    largest_upcast_layer: int
 
 
-def fp8_cast_layers(module: torch.nn.Module) -> set[str]:
-    """Qualified names of the layers `enable_layerwise_casting` stores in fp8."""
-    from diffusers.hooks.layerwise_casting import _GO_LC_SUPPORTED_PYTORCH_LAYERS, DEFAULT_SKIP_MODULES_PATTERN
-
-    patterns = [*DEFAULT_SKIP_MODULES_PATTERN, *(getattr(module, "_skip_layerwise_casting_patterns", None) or [])]
-    return {name for name, sub in module.named_modules()
-            if name and isinstance(sub, _GO_LC_SUPPORTED_PYTORCH_LAYERS)
-            and not any(re.search(p, name) for p in patterns)}
-
-
-def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1, fp8: bool = False) -> WeightStats:
-    cast = fp8_cast_layers(module) if fp8 else set()
-    cast_params = {f"{layer}.{n}" for layer in cast
-                   for n, _ in module.get_submodule(layer).named_parameters(recurse=False)}
+def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
+                 storage: Mapping[str, int] | None = None) -> WeightStats:
+    """`storage`: {qualified parameter name: bytes per element} of parameters stored narrower."""
+    storage = storage or {}
+    cast = {name.rpartition(".")[0] for name in storage}
 
     def size(name: str, tensor: torch.Tensor) -> int:
-        return tensor.numel() * (FP8_BYTES if name in cast_params else tensor.element_size())
+        return tensor.numel() * storage.get(name, tensor.element_size())
 
     total = largest_leaf = non_leaf = 0
     for name, sub in module.named_modules():

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.knobs.builtin import xformers_unavailable_reason
+from autotune.knobs.builtin.attention import xformers_unavailable_reason
 from autotune.knobs.registry import (
     ApplyContext,
     Conflict,
     Context,
     Knob,
+    SpeedPrior,
     Stage,
     Value,
     register,
@@ -81,6 +82,7 @@ register(Knob(
     apply=_apply, unavailable_reason=_reason,
     lossy=frozenset({"sage"}),  # SageAttention quantizes Q and K to int8
     process_state=frozenset(set(PACKAGES) - {DEFAULT}),  # diffusers also sets a process-wide active backend
+    speed=SpeedPrior(order=9, rank=lambda value, device: 0),  # no prior: which kernel wins depends on the card
 ))
 
 register_conflict(Conflict(

@@ -1,0 +1,107 @@
+"""offload: where weights live while the pipeline runs. Kept on the device, or in CPU RAM and
+moved to the device when needed: per model (accelerate's model offload), per leaf layer
+(sequential), or per group of blocks or leaves (diffusers' group offload, optionally overlapping
+the copies on a CUDA stream).
+
+A value is a string in profiles and Optuna ("group-block-1-stream"); `Offload.parse` turns it into
+the typed mode once, and everything here (apply, availability, the planner's placement, the
+speed prior) reads that.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from autotune.knobs.registry import ApplyContext, Context, Knob, PlanEffect, SpeedPrior, Stage, Value, register
+
+
+@dataclasses.dataclass(frozen=True)
+class Offload:
+    """One offload mode. `kind`: none, model, sequential or group; for group offload, diffusers'
+    `offload_type` (block_level / leaf_level), `num_blocks_per_group` and `use_stream`."""
+
+    kind: str
+    offload_type: str | None = None
+    num_blocks_per_group: int | None = None
+    use_stream: bool = False
+
+    @classmethod
+    def parse(cls, value: str) -> Offload:
+        if value in ("none", "model", "sequential"):
+            return cls(value)
+        parts = value.split("-")
+        stream = parts[-1] == "stream"
+        body = parts[1:-1] if stream else parts[1:]
+        if parts[0] == "group" and body[:1] == ["block"] and len(body) == 2 and body[1].isdigit():
+            return cls("group", "block_level", int(body[1]), stream)
+        if parts[0] == "group" and body == ["leaf"]:
+            return cls("group", "leaf_level", None, stream)
+        raise ValueError(f"unknown offload mode {value!r}")
+
+    def group_offload_kwargs(self, device: str) -> dict[str, Any]:
+        """The arguments of `DiffusionPipeline.enable_group_offload` for this mode."""
+        kwargs: dict[str, Any] = {"onload_device": device, "offload_device": "cpu",
+                                  "offload_type": self.offload_type, "use_stream": self.use_stream}
+        if self.num_blocks_per_group is not None:
+            kwargs["num_blocks_per_group"] = self.num_blocks_per_group
+        return kwargs
+
+
+CHOICES = ("none", "model", "sequential", "group-block-1", "group-block-1-stream", "group-leaf", "group-leaf-stream")
+#: Usually fastest first: weights kept on the device beat any offload; a streamed block group
+#: hides its copies behind compute; per-layer copies (sequential) are slowest.
+SPEED = {"none": 0, "group-block-1-stream": 1, "model": 2, "group-block-1": 3,
+         "group-leaf-stream": 4, "group-leaf": 5, "sequential": 6}
+
+
+def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
+    mode = Offload.parse(value)
+    if mode.kind == "none":
+        pipe.to(ctx.device)
+    elif mode.kind == "model":
+        pipe.enable_model_cpu_offload(device=ctx.device)
+    elif mode.kind == "sequential":
+        pipe.enable_sequential_cpu_offload(device=ctx.device)
+    else:
+        pipe.enable_group_offload(**mode.group_offload_kwargs(ctx.device))
+
+
+def _reason(value: Value, ctx: Context) -> str | None:
+    if value != "none" and ctx.device == "cpu":
+        return "needs an accelerator: on cpu, weights and compute share one memory, nothing to save"
+    if Offload.parse(value).use_stream and ctx.device != "cuda":
+        return "streamed group offload overlaps copies on a CUDA stream; needs --device cuda"
+    return None
+
+
+def resident_bytes(value: Value, component: str, stats: Mapping[str, Any]) -> int:
+    """Weight bytes on the device while `component` runs (planner.stats.WeightStats of each):
+      none        all weights
+      model       the running component's (accelerate moves the previous model off first)
+      sequential  its largest leaf layer
+      group       its resident group(s): block level keeps the unmatched modules and one block
+                  group, leaf level one leaf; with a CUDA stream the next group is prefetched,
+                  so two groups are resident.
+    """
+    mode, own = Offload.parse(value), stats[component]
+    if mode.kind == "none":
+        return sum(s.total for s in stats.values())
+    if mode.kind == "model":
+        return own.total
+    if mode.kind == "sequential":
+        return own.largest_leaf
+    copies = 2 if mode.use_stream else 1
+    if mode.offload_type == "block_level":
+        return own.block_unmatched + copies * own.largest_block
+    return own.non_leaf + copies * own.largest_leaf
+
+
+register(Knob(
+    name="offload", choices=CHOICES, default="none", stage=Stage.PLACE,
+    help="keep weights in CPU RAM and move them to the GPU when needed: per model, per leaf "
+         "layer (sequential) or per group of blocks (group offload, optionally on a CUDA stream)",
+    apply=_apply, unavailable_reason=_reason,
+    plan=PlanEffect(resident=resident_bytes),
+    speed=SpeedPrior(order=0, rank=lambda value, device: SPEED[value], spread=True),
+))

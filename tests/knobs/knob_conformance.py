@@ -1,0 +1,81 @@
+"""The conformance test each knob's test module runs (tests/knobs/test_<knob>.py):
+
+    from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+
+    def check(pipe, value): ...   # the knob's observable effect on the tiny pipeline
+    test_conformance = conformance("my_knob", check)
+
+For every value of the knob: either it says why it cannot run on cpu (and applying it is refused),
+or it is excluded by default with a reason (cold compiles), or it applies to the tiny pipeline,
+`check` sees its effect, the pipeline still runs, and an exact (not lossy) value gives the
+baseline images to float reordering.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from autotune import knobs
+from autotune.apply import apply_settings, pipeline_components
+from autotune.errors import InvalidAssignmentError
+from autotune.knobs import Context
+from autotune.space import SearchSpace
+
+RUN_KW = dict(height=64, width=64, num_inference_steps=2, output_type="np")
+PROMPT = "a cat"
+
+
+def run(pipe: Any) -> np.ndarray:
+    generator = torch.Generator("cpu").manual_seed(1234)
+    return pipe(PROMPT, generator=generator, **RUN_KW).images
+
+
+def cpu_context(pipe: Any) -> Context:
+    return Context(device="cpu", components=pipeline_components(pipe))
+
+
+@pytest.fixture(scope="module")
+def baseline_images() -> np.ndarray:
+    """Images of an untouched tiny pipeline (every knob at its default)."""
+    from autotune.pipelines import build_pipeline
+
+    return run(build_pipeline("builtin:tiny-sd"))
+
+
+def conformance(name: str, check: Callable[[Any, Any], None]) -> Callable[..., None]:
+    """The parametrized conformance test of knob `name` (assign it to a `test_*` name)."""
+    knob = knobs.get(name)
+
+    @pytest.mark.parametrize("value", knob.choices, ids=[f"{name}={v}" for v in knob.choices])
+    def test_conformance(tiny_pipe: Any, baseline_images: np.ndarray, value: Any) -> None:
+        ctx = cpu_context(tiny_pipe)
+        reason = knob.reason_unavailable(value, ctx)
+        if reason is not None:
+            assert isinstance(reason, str) and reason.strip()
+            assert value != knob.default
+            with pytest.raises(InvalidAssignmentError, match=name):
+                apply_settings(tiny_pipe, {name: value}, device="cpu")
+            return
+        excluded = knob.excluded_by_default(value, ctx)
+        if excluded is not None:
+            status = next(s for s in SearchSpace(ctx).statuses if (s.knob, s.value) == (name, value))
+            assert status.state == "excluded" and status.reason == excluded and excluded.strip()
+            return
+
+        applied = apply_settings(tiny_pipe, {name: value}, device="cpu")
+        assert dict(applied)[name] == value
+        assert [n for n, _ in applied] == [k.name for k in knobs.all_knobs()]
+        check(tiny_pipe, value)
+
+        images = run(tiny_pipe)
+        assert images.shape == (1, 64, 64, 3)
+        assert np.isfinite(images).all()
+        if not knob.is_lossy(value):
+            # exact knobs change only float summation order, not the result
+            np.testing.assert_allclose(images, baseline_images, atol=1e-3, rtol=0)
+
+    return test_conformance

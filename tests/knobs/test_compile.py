@@ -1,0 +1,33 @@
+"""compile (autotune/knobs/builtin/compile.py): cold compiles are excluded on cpu, so the
+conformance test checks the reason; the slow tier compiles (tests/test_compile_cache.py)."""
+from __future__ import annotations
+
+import pytest
+from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+
+from autotune import knobs
+from autotune.apply import apply_settings
+from autotune.errors import InvalidAssignmentError
+
+
+def check(pipe, value):
+    assert value == "none"
+    assert getattr(pipe.unet, "_compiled_call_impl", None) is None
+
+
+test_conformance = conformance("compile", check)
+
+
+def test_compiled_values_leave_process_state_and_get_artifacts():
+    assert knobs.compiles({"compile": "regional"}) and not knobs.compiles({"compile": "none"})
+    assert not knobs.compiles({})
+    assert knobs.get("compile").process_state == {"full", "regional"}
+
+
+def test_compile_cannot_trace_sequential_offload(tiny_pipe):
+    with pytest.raises(InvalidAssignmentError):
+        apply_settings(tiny_pipe, {"compile": "full", "offload": "sequential"}, device="cuda")
+
+
+def test_compile_is_applied_last():
+    assert knobs.all_knobs()[-1].name == "compile"

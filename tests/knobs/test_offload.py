@@ -1,0 +1,87 @@
+"""offload (autotune/knobs/builtin/offload.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
+
+from autotune import knobs
+from autotune.apply import hooked_modules
+from autotune.knobs import ApplyContext, Context
+from autotune.knobs.builtin.offload import Offload, resident_bytes
+from autotune.planner.stats import WeightStats
+
+
+def check(pipe, value):
+    assert value == "none"  # the only offload value available on cpu
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        assert all(p.device.type == "cpu" for p in module.parameters())
+    assert hooked_modules(pipe) == []
+
+
+test_conformance = conformance("offload", check)
+
+
+@pytest.mark.parametrize("value", ["group-block-1", "group-leaf"])
+def test_group_offload_applies_mechanically_on_cpu(tiny_pipe, baseline_images, value):
+    assert hooked_modules(tiny_pipe) == []
+    knobs.get("offload").apply(tiny_pipe, value, ApplyContext("cpu"))
+    hooked = hooked_modules(tiny_pipe)
+    assert any(h.startswith("unet") for h in hooked)
+    assert any(h.startswith("vae") for h in hooked)
+    # cpu -> cpu group offload changes where weights wait, not the numbers
+    np.testing.assert_allclose(run(tiny_pipe), baseline_images, atol=1e-3, rtol=0)
+
+
+def test_group_leaf_hooks_more_modules_than_block(tiny_pipe):
+    from autotune.pipelines import build_pipeline
+
+    other = build_pipeline("builtin:tiny-sd")
+    knobs.get("offload").apply(tiny_pipe, "group-block-1", ApplyContext("cpu"))
+    knobs.get("offload").apply(other, "group-leaf", ApplyContext("cpu"))
+    assert len(hooked_modules(other)) > len(hooked_modules(tiny_pipe))
+    assert "unet.conv_in" in hooked_modules(other)
+
+
+def test_a_mode_is_parsed_once_into_diffusers_group_offload_arguments():
+    assert Offload.parse("group-block-1-stream").group_offload_kwargs("cuda") == {
+        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level",
+        "use_stream": True, "num_blocks_per_group": 1}
+    assert Offload.parse("group-leaf") == Offload("group", "leaf_level", None, False)
+    assert Offload.parse("model") == Offload("model")
+    for bad in ("teleport", "group-block-x", "group-leaf-2", "group"):
+        with pytest.raises(ValueError, match="unknown offload mode"):
+            Offload.parse(bad)
+    for value in knobs.get("offload").choices:
+        Offload.parse(value)
+
+
+def test_apply_rejects_an_unknown_mode(tiny_pipe):
+    with pytest.raises(ValueError):
+        knobs.get("offload").apply(tiny_pipe, "teleport", ApplyContext("cpu"))
+
+
+def test_streamed_offload_needs_cuda():
+    cuda = Context(device="cuda", components=frozenset({"unet", "vae"}))
+    assert knobs.get("offload").reason_unavailable("group-leaf-stream", cuda) is None
+    assert knobs.get("offload").reason_unavailable("group-leaf-stream", Context("cpu", cuda.components))
+
+
+def test_resident_weights_per_offload_mode():
+    stats = {"unet": WeightStats(total=1000, largest_leaf=50, non_leaf=10, block_unmatched=200,
+                                 largest_block=300, largest_upcast_layer=0),
+             "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
+                                largest_block=0, largest_upcast_layer=0)}
+    expected = {"none": 1100, "model": 1000, "sequential": 50, "group-block-1": 500, "group-block-1-stream": 800,
+                "group-leaf": 60, "group-leaf-stream": 110}
+    assert {v: resident_bytes(v, "unet", stats) for v in expected} == expected
+    assert knobs.get("offload").plan.resident is resident_bytes
+    with pytest.raises(ValueError):
+        resident_bytes("disk", "unet", stats)
+
+
+def test_weights_on_the_device_are_the_fastest_prior_and_offload_spreads_the_seeds():
+    offload = knobs.get("offload")
+    ranks = {v: offload.speed_rank(v, "cuda") for v in offload.choices}
+    assert ranks["none"] == min(ranks.values()) and ranks["sequential"] == max(ranks.values())
+    assert offload.speed.spread
