@@ -241,7 +241,8 @@ class Search:
         self.study.set_user_attr("measurement_key", target.measurement_key())
         self.study.set_user_attr("target", target.to_dict())
         self.study.set_user_attr("autotune:min_psnr", min_psnr)
-        self.study.set_user_attr("autotune:reference", {"dtype": reference_dtype} if reference_dir else None)
+        reference = {"dtype": reference_dtype}  # the knob on purpose: --reference-dtype
+        self.study.set_user_attr("autotune:reference", reference if reference_dir else None)
         self.interrupted = self._fail_interrupted() if resume else 0
         self._seen: dict[str, TrialRecord] = {}
         self._pruned: dict[str, TrialRecord] = {}
@@ -598,7 +599,8 @@ class Search:
     def reference_assignment(self) -> Assignment:
         """The exact settings the quality reference is made with: every knob at its (exact)
         default, in the reference dtype."""
-        return canonical({**self.space.default(), "dtype": self.reference_dtype})
+        reference = {"dtype": self.reference_dtype}  # the knob on purpose: --reference-dtype
+        return canonical({**self.space.default(), **reference})
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
                  timeout_s: float | None = None) -> TrialRecord:
