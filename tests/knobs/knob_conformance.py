@@ -6,9 +6,10 @@
     test_conformance = conformance("my_knob", check)
 
 For every value of the knob: either it says why it cannot run on cpu (and applying it is refused),
-or it is excluded by default with a reason (cold compiles), or it applies to the tiny pipeline,
-`check` sees its effect, the pipeline still runs, and an exact (not lossy) value gives the
-baseline images to float reordering.
+or it applies to the tiny pipeline, `check` sees its effect, the pipeline still runs, and an exact
+(not lossy) value gives the baseline images to float reordering. A value excluded from the search
+by default must say why, and is applied all the same unless it is in `slow` (cold compiles: the
+slow tier runs those).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def baseline_images() -> np.ndarray:
     return run(build_pipeline("builtin:tiny-sd"))
 
 
-def conformance(name: str, check: Callable[[Any, Any], None]) -> Callable[..., None]:
+def conformance(name: str, check: Callable[[Any, Any], None], slow: frozenset[Any] = frozenset()) -> Callable[..., None]:
     """The parametrized conformance test of knob `name` (assign it to a `test_*` name)."""
     knob = knobs.get(name)
 
@@ -64,6 +65,7 @@ def conformance(name: str, check: Callable[[Any, Any], None]) -> Callable[..., N
         if excluded is not None:
             status = next(s for s in SearchSpace(ctx).statuses if (s.knob, s.value) == (name, value))
             assert status.state == "excluded" and status.reason == excluded and excluded.strip()
+        if value in slow:
             return
 
         applied = apply_settings(tiny_pipe, {name: value}, device="cpu")

@@ -15,7 +15,7 @@ def check(pipe, value):
     assert getattr(pipe.unet, "_compiled_call_impl", None) is None
 
 
-test_conformance = conformance("compile", check)
+test_conformance = conformance("compile", check, slow=frozenset({"full", "regional"}))
 
 
 def test_compiled_values_leave_process_state_and_get_artifacts():
