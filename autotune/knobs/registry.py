@@ -225,7 +225,7 @@ def _stage_order(stage: list[Knob]) -> list[Knob]:
 
 
 def load_kwargs(settings: Mapping[str, Value]) -> dict[str, Any]:
-    """What loading weights for these settings passes to `from_pretrained` (missing knobs: defaults)."""
+    """The keyword arguments of `pipelines.build_pipeline` for these settings (missing knobs: defaults)."""
     kwargs: dict[str, Any] = {}
     for knob in all_knobs():
         kwargs.update(knob.load_kwargs(settings.get(knob.name, knob.default)))
