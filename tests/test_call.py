@@ -23,8 +23,9 @@ SIZE = 32
 #: What each kind needs beyond the size (the frames of a video, PixArt's resolution binning off).
 #: max_sequence_length: short T5 prompts keep the tests fast (Wan pads to 512 tokens by default).
 EXTRA = {"wan": {"frames": 5, "call_args": {"max_sequence_length": 16}},
-         "pixart": {"call_args": {"use_resolution_binning": False, "max_sequence_length": 16}}}
-KINDS = ["sd", "sd-img2img", "sd-inpaint", "sdxl", "pixart", "wan"]
+         "pixart": {"call_args": {"use_resolution_binning": False, "max_sequence_length": 16}},
+         "sd3": {"call_args": {"max_sequence_length": 16}}, "flux": {"call_args": {"max_sequence_length": 16}}}
+KINDS = ["sd", "sd-img2img", "sd-inpaint", "sdxl", "pixart", "wan", "sd3", "flux"]
 
 
 def target(name: str = "sd", **overrides) -> Target:

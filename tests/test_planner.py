@@ -87,11 +87,11 @@ def test_unsupported_pipeline_is_refused_saying_why(monkeypatch):
     from autotune import pipelines
 
     info = pipelines.model_info("builtin:tiny-sd")
-    classes = {"transformer": ("diffusers", "FluxTransformer2DModel"), "vae": ("diffusers", "AutoencoderKL"),
+    classes = {"transformer": ("diffusers", "LTXVideoTransformer3DModel"), "vae": ("diffusers", "AutoencoderKL"),
                "text_encoder": ("transformers", "CLIPTextModel")}
     monkeypatch.setattr(pipelines, "model_info", lambda m: dataclasses.replace(
         info, components=frozenset(classes), component_classes=classes))
-    with pytest.raises(PlannerUnsupportedError, match="its transformer is a FluxTransformer2DModel .traced: "
+    with pytest.raises(PlannerUnsupportedError, match="its transformer is a LTXVideoTransformer3DModel .traced: "
                                                       "UNet2DConditionModel, PixArtTransformer2DModel"):
         Planner(tiny())
     del classes["vae"]
@@ -250,14 +250,15 @@ def tracked_peak(folder, name, size, batch, frames=None) -> int:
     return reading.peak_bytes
 
 
-@pytest.mark.parametrize("name, size, batch, frames", [("pixart", 128, 2, None), ("wan", 32, 1, 5)])
+@pytest.mark.parametrize("name, size, batch, frames", [("pixart", 128, 2, None), ("wan", 32, 1, 5),
+                                                       ("sd3", 128, 2, None), ("flux", 128, 2, None)])
 def test_transformer_pipeline_prediction_is_within_5_percent_of_the_tracker(zoo, name, size, batch, frames):  # noqa: F811
     target = Target(model=str(zoo[name]), height=size, width=size, batch=batch, steps=2, max_vram=2**30,
                     device="cpu", frames=frames)
     predicted = Planner(target).predict(DEFAULTS)
     measured = tracked_peak(zoo[name], name, size, batch, frames)
     assert abs(predicted.total_bytes - measured) / measured < 0.05
-    assert set(predicted.phases) == {"text encoder", "denoiser step", "VAE decode"}
+    assert {"text encoder", "denoiser step", "VAE decode"} <= set(predicted.phases)  # SD3: text encoders 2, 3 too
 
 
 def test_video_frames_and_t5_tokens_reach_the_traces(zoo):  # noqa: F811

@@ -175,6 +175,55 @@ def build_wan() -> Any:
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), transformer=transformer)
 
 
+def _vae_kl16() -> Any:
+    """The 8x KL VAE of SD3 and Flux: 16 latent channels, no quant convs."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(SEED)
+    return AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
+        in_channels=3, out_channels=3, latent_channels=16, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+        force_upcast=False,
+    ).eval()
+
+
+def build_sd3() -> Any:
+    """SD3: an MMDiT over two CLIP encoders with projection and a T5, a 16-channel 8x VAE."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer_3 = t5_tokenizer()
+    torch.manual_seed(SEED)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=16,
+    ).eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer, vae=_vae_kl16(), scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=_clip_text(projection=True), tokenizer=clip_tokenizer(),
+        text_encoder_2=_clip_text(projection=True), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=_t5_text(len(tokenizer_3)), tokenizer_3=tokenizer_3,
+    )
+
+
+def build_flux() -> Any:
+    """Flux: a double/single-stream DiT over packed 2x2 latents, a CLIP and a T5 encoder."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tokenizer_2 = t5_tokenizer()
+    torch.manual_seed(SEED)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+    ).eval()
+    return FluxPipeline(
+        transformer=transformer, vae=_vae_kl16(), scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=_clip_text(), tokenizer=clip_tokenizer(),
+        text_encoder_2=_t5_text(len(tokenizer_2)), tokenizer_2=tokenizer_2,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
     "sd": build_sd,
     "sd-img2img": build_sd_img2img,
@@ -182,12 +231,15 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "sdxl": build_sdxl,
     "pixart": build_pixart,
     "wan": build_wan,
+    "sd3": build_sd3,
+    "flux": build_flux,
 }
 ZOO_NAMES = tuple(BUILDERS)
 #: The pipeline class each folder holds.
 ZOO_CLASSES = {"sd": "StableDiffusionPipeline", "sd-img2img": "StableDiffusionImg2ImgPipeline",
                "sd-inpaint": "StableDiffusionInpaintPipeline", "sdxl": "StableDiffusionXLPipeline",
-               "pixart": "PixArtSigmaPipeline", "wan": "WanPipeline"}
+               "pixart": "PixArtSigmaPipeline", "wan": "WanPipeline", "sd3": "StableDiffusion3Pipeline",
+               "flux": "FluxPipeline"}
 
 
 def build(name: str) -> Any:

@@ -74,6 +74,26 @@ def _wan(module: Any, s: Shapes) -> dict[str, Any]:
             "encoder_hidden_states": s.context(module.config.text_dim), "return_dict": False}
 
 
+def _sd3(module: Any, s: Shapes) -> dict[str, Any]:
+    config = module.config
+    return {"hidden_states": s.latents(), "encoder_hidden_states": s.context(config.joint_attention_dim),
+            "pooled_projections": torch.zeros(s.batch, config.pooled_projection_dim, dtype=s.dtype),
+            "timestep": torch.full((s.batch,), 999.0, dtype=s.dtype), "return_dict": False}
+
+
+def _flux(module: Any, s: Shapes) -> dict[str, Any]:
+    """Flux packs 2x2 latent patches into a sequence: [batch, (h/2)(w/2), 4 x channels]."""
+    config = module.config
+    tokens = (s.height // 2) * (s.width // 2)
+    return {"hidden_states": torch.zeros(s.batch, tokens, s.channels, dtype=s.dtype),
+            "encoder_hidden_states": s.context(config.joint_attention_dim),
+            "pooled_projections": torch.zeros(s.batch, config.pooled_projection_dim, dtype=s.dtype),
+            "timestep": torch.full((s.batch,), 1.0, dtype=s.dtype),
+            "img_ids": torch.zeros(tokens, 3, dtype=s.dtype), "txt_ids": torch.zeros(s.text_tokens, 3, dtype=s.dtype),
+            "guidance": torch.full((s.batch,), 3.5, dtype=torch.float32) if config.guidance_embeds else None,
+            "return_dict": False}
+
+
 def _t5_tokens(default: int) -> Callable[[int | None], int]:
     return lambda max_sequence_length: max_sequence_length or default
 
@@ -84,6 +104,10 @@ DENOISER_CALLS: dict[str, DenoiserCall] = {
     "PixArtTransformer2DModel": DenoiserCall(2, _t5_tokens(300), _pixart),
     # Wan: prompt embeddings padded to max_sequence_length (512); cond and uncond are two calls.
     "WanTransformer3DModel": DenoiserCall(1, _t5_tokens(512), _wan),
+    # SD3: 77 CLIP tokens then the T5 prompt (max_sequence_length, 256), CFG concatenated.
+    "SD3Transformer2DModel": DenoiserCall(2, lambda n: CLIP_TOKENS + (n or 256), _sd3),
+    # Flux: the T5 prompt (max_sequence_length, 512); guidance-distilled, one call per step.
+    "FluxTransformer2DModel": DenoiserCall(1, _t5_tokens(512), _flux),
 }
 
 

@@ -27,7 +27,7 @@ def _param_bytes(module):
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", ["sd", "sdxl", "pixart", "wan"])
+@pytest.mark.parametrize("name", ["sd", "sdxl", "pixart", "wan", "sd3", "flux"])
 def test_the_planner_counts_the_fused_copies_the_real_denoiser_holds(zoo, name):  # noqa: F811
     """diffusers keeps q/k/v beside the fused projection: the planner's extra weight bytes are
     exactly what fusing adds to the real denoiser."""
