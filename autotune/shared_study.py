@@ -2,13 +2,14 @@
 
 Any number of `autotune search --storage URL --study NAME` processes (one per GPU or machine)
 cooperate through Optuna's storage:
-- each RUNNING trial carries a heartbeat (database storage); a worker that dies stops beating,
-  the next process to ask fails its trial (`optuna.storages.fail_stale_trials`) and Optuna's
-  `RetryFailedTrialCallback` puts the same settings back in the queue for another worker;
-- before measuring, a process claims the assignment on its trial; the claim holds only if no
-  lower-numbered running trial claimed the same settings (else it is a duplicate) and, when the
-  study has a trial count, if measured + earlier claims leave a slot: trial numbers come from the
-  database, so every process reaches the same verdict and exactly the requested count finishes.
+- each RUNNING trial carries a heartbeat (database storage) from its claim until it is told; a
+  worker that dies stops beating, the next process to ask fails its trial
+  (`optuna.storages.fail_stale_trials`) and Optuna's `RetryFailedTrialCallback` puts the same
+  settings back in the queue for another worker;
+- before measuring, a process claims the assignment on its trial (`claim`): the claim holds only
+  if no claim ahead of it names the same settings and, when the study has a trial count, if the
+  measured trials and the claims ahead leave a slot, so that exactly the requested count finishes
+  and none is measured twice.
 """
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 log = logging.getLogger(__name__)
 
+#: The settings a trial is about to measure; written before its process looks at other claims.
 CLAIM = "autotune:claim"
+#: The trial's own number, written once its claim held: it is being measured. (A retry inherits
+#: every user attribute of the dead trial it repeats: a mark copied from there names another
+#: trial and counts for nothing.)
+HOLDS = "autotune:holds"
 #: Which process measures a trial (host:pid), for logs and for whoever looks at the study.
 WORKER = "autotune:worker"
 #: Seconds between heartbeats, and how long a silent trial lives before it is failed and retried
@@ -30,16 +38,21 @@ WORKER = "autotune:worker"
 HEARTBEAT_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_S", "5"))
 GRACE_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_GRACE_S", "20"))
 
+_STATES = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
 
 def heartbeat_enabled(storage: Any) -> bool:
     return optuna.storages._heartbeat.is_heartbeat_enabled(storage)  # noqa: SLF001 (no public twin)
 
 
 class Heartbeat:
-    """Records the trial's heartbeat on a thread while it is measured (no-op without support)."""
+    """Records the trial's heartbeat on a thread while it is claimed and measured (no-op without
+    support). The first beat is recorded on entry: Optuna fails only trials whose heartbeat went
+    stale, so a trial killed before its first beat would otherwise hold its claim forever."""
 
-    def __init__(self, storage: Any, trial_id: int, interval_s: float = HEARTBEAT_S) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
+    def __init__(self, storage: Any, trial_id: int, interval_s: float | None = None) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self._interval = HEARTBEAT_S if interval_s is None else interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,7 +65,10 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
-            self._storage.record_heartbeat(self._trial_id)
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # noqa: BLE001 (a lost beat must not end the beating)
+                log.warning("could not record the heartbeat of trial id %d: %s", self._trial_id, exc)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -66,23 +82,53 @@ def fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def claim(trial: optuna.trial.Trial, key: str) -> None:
-    """Mark the trial as this process's measurement of `key`, with a first heartbeat: Optuna
-    fails only trials whose heartbeat went stale, so a process killed between the claim and the
-    measurement must already have one, or its claim would hold a slot forever."""
-    storage = trial.storage
-    if heartbeat_enabled(storage):
-        storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+def _rank(trial: optuna.trial.FrozenTrial) -> tuple[int, int]:
+    """Claims rank by trial number; a retry takes the rank of the trial it repeats (the
+    "failed_trial" Optuna's retry callback records, see `RetryFailedTrialCallback.retried_trial_number`)."""
+    return trial.system_attrs.get("failed_trial", trial.number), trial.number
+
+
+def _holds(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.user_attrs.get(HOLDS) == trial.number
+
+
+def claim(study: optuna.Study, trial: optuna.trial.Trial, key: str,
+          measured: Callable[[list[optuna.trial.FrozenTrial]], set[str]], limit: int | None,
+          poll_s: float = 0.2) -> str | None:
+    """Claim the settings `key` for `trial` (RUNNING, with a heartbeat): None when the claim holds
+    and the trial is to be measured, else why not: "duplicate" (measured, or claimed ahead) or
+    "no slot" (`limit` reached by the measured settings, `measured(trials)`, and the claims ahead).
+
+    Every process writes its claim, then reads all trials. Another live claim is ahead of this one
+    if it is queued (a retry waiting for a worker), ranks before it, or already holds. A claim that
+    ranks after this one and has not decided is waited for when it could change the verdict: it
+    either read this claim (and counts it as ahead) or read before it was written, and then may
+    hold. Of any two claims, at least one reads the other, so two never hold the same settings or
+    the last slot. Waits go from a rank to later ranks only, so they end; a claimant that died
+    before deciding is failed once its heartbeat is stale (on a journal file, without heartbeats,
+    it is taken as ahead after a while)."""
     trial.set_user_attr(CLAIM, key)
+    patience = time.monotonic() + 2 * GRACE_S
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        done = measured(trials)
+        mine = next(t for t in trials if t.number == trial.number)
+        ahead, undecided = [], []
+        for t in trials:
+            if (t.number == mine.number or t.state not in _STATES or not t.user_attrs.get(CLAIM)
+                    or t.user_attrs[CLAIM] in done):  # measured: counted once, in `done`
+                continue
+            queued = t.state == optuna.trial.TrialState.WAITING
+            is_ahead = queued or _rank(t) < _rank(mine) or _holds(t) or time.monotonic() > patience
+            (ahead if is_ahead else undecided).append(t.user_attrs[CLAIM])
+        if key in done or key in ahead:
+            return "duplicate"
+        if limit is not None and len(done) + len(ahead) >= limit:
+            return "no slot"
+        if key not in undecided and (limit is None or len(done) + len(ahead) + len(undecided) < limit):
+            break
+        time.sleep(poll_s)
+        fail_stale(study)
+    trial.set_user_attr(HOLDS, trial.number)
     trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
-
-
-def claim_verdict(study: optuna.Study, number: int, key: str, measured: int, limit: int | None) -> str | None:
-    """None when trial `number` may measure `key`; else why not ("duplicate", "no slot")."""
-    running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.number < number and t.user_attrs.get(CLAIM)]
-    if any(t.user_attrs[CLAIM] == key for t in running):
-        return "duplicate"
-    if limit is not None and measured + len(running) >= limit:
-        return "no slot"
     return None

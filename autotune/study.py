@@ -421,18 +421,21 @@ class Search:
                     self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     continue
                 skips = 0
-                if self.shared:
-                    shared_study.claim(trial, key)
-                    verdict = shared_study.claim_verdict(self.study, trial.number, key, len(self._seen), n_trials)
-                    if verdict is not None:
+                record: TrialRecord | None = None
+                with shared_study.Heartbeat(self._storage, trial._trial_id):  # noqa: SLF001 (until it is told)
+                    verdict = shared_study.claim(self.study, trial, key, self._measured_keys,
+                                                 n_trials) if self.shared else None
+                    if verdict is None:
+                        timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+                        record = self._measure(trial, assignment, prediction, timeout)
+                    else:
                         trial.set_user_attr(_ATTR_SKIPPED, f"claim: {verdict}")
                         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                        if verdict == "no slot" and not self._wait_for_others(n_trials):
-                            self.stop_reason = "other workers"
-                            break
-                        continue
-                timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
-                record = self._measure(trial, assignment, prediction, timeout)
+                if verdict == "no slot" and not self._wait_for_others(n_trials):
+                    self.stop_reason = "other workers"
+                    break
+                if record is None:  # not measured here (claimed elsewhere, or lost: see _measure)
+                    continue
                 self._seen[key] = record
                 self._warn_without_reference()
                 measured_now += 1
@@ -454,6 +457,13 @@ class Search:
         for record in self._records_from_storage():
             book = self._pruned if record.outcome == "pruned" else self._seen
             book.setdefault(assignment_key(record.assignment), record)
+
+    @staticmethod
+    def _measured_keys(trials: list[optuna.trial.FrozenTrial]) -> set[str]:
+        """The settings measured in these trials (what `_seen` holds once synced)."""
+        return {assignment_key(t.user_attrs[_ATTR_ASSIGNMENT]) for t in trials
+                if _ATTR_MEASUREMENT in t.user_attrs and _ATTR_DUPLICATE not in t.user_attrs
+                and t.user_attrs[_ATTR_MEASUREMENT].get("status") != "pruned"}
 
     def _wait_for_others(self, n_trials: int, poll_s: float = 1.0) -> bool:
         """Every slot is taken by running trials: wait until they finish, or one dies and its
@@ -603,13 +613,18 @@ class Search:
         return canonical({**self.space.default(), **reference})
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
-                 timeout_s: float | None = None) -> TrialRecord:
+                 timeout_s: float | None = None) -> TrialRecord | None:
         job = self._job(assignment, trial.number)
         log.info("trial %d: %s", trial.number, assignment)
-        with shared_study.Heartbeat(self._storage, trial._trial_id):  # noqa: SLF001
-            measurement = self.measurer(job, timeout_s=timeout_s)
+        measurement = self.measurer(job, timeout_s=timeout_s)
         outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
-        trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
+        try:
+            trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was failed by another process while it was measured here (no heartbeat for "
+                        "%d s): its settings are queued again and this measurement is dropped",
+                        trial.number, shared_study.GRACE_S)
+            return None
         trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("outcome", outcome)
         if prediction is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import optuna
 import pytest
@@ -321,3 +322,78 @@ def test_an_out_of_memory_result_is_not_reused_under_a_higher_ceiling(tmp_path):
     again = FakeMeasurer(cost)
     new_search(tmp_path, again, ceiling=100 * MiB).run(6)
     assert sorted(j.assignment["dtype"] for j in again.jobs) == ["fp32", "fp32"]  # measured again
+
+
+# -- several processes, one study: the claim protocol (shared_study.py) ----------------------------
+# Each "process" here is a trial of one study; the protocol only reads and writes the storage.
+
+def _claims_study(tmp_path) -> optuna.Study:
+    return optuna.create_study(study_name="shared", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s.journal"))))
+
+
+def _claim(study, trial, key, limit=None, measured=frozenset()):
+    from autotune import shared_study
+
+    return shared_study.claim(study, trial, key, lambda trials: set(measured), limit, poll_s=0.05)
+
+
+def test_a_claim_that_holds_is_ahead_of_an_earlier_trial_that_claims_after_it(tmp_path):
+    """Trial numbers do not order claims: a trial asked first may claim last, after a later one
+    read no other claim and holds. The earlier one must then yield: it may neither measure the
+    same settings again nor take the last slot."""
+    study = _claims_study(tmp_path)
+    first, middle, last = study.ask(), study.ask(), study.ask()
+    assert _claim(study, last, "a", limit=2) is None
+    assert _claim(study, first, "a", limit=2) == "duplicate"
+    study.tell(first, state=optuna.trial.TrialState.PRUNED)
+    assert _claim(study, middle, "b", limit=2, measured={"m"}) == "no slot"
+    assert _claim(study, middle, "b", limit=3, measured={"m"}) is None
+
+
+@pytest.mark.parametrize("decision", ["holds", "yields"])
+def test_a_claim_waits_for_a_later_claimant_that_has_not_decided(tmp_path, decision):
+    """A later trial whose claim is written but not decided may have read before this claim was
+    written (and then holds) or after it (and then yields to it): wait for its decision."""
+    import threading
+    import time
+
+    from autotune import shared_study
+
+    study = _claims_study(tmp_path)
+    first, second = study.ask(), study.ask()
+    second.set_user_attr(shared_study.CLAIM, "a")
+    decide = ((lambda: second.set_user_attr(shared_study.HOLDS, second.number)) if decision == "holds"
+              else (lambda: study.tell(second, state=optuna.trial.TrialState.PRUNED)))
+    timer = threading.Timer(0.5, decide)
+    timer.start()
+    start = time.monotonic()
+    verdict = _claim(study, first, "a")
+    timer.join()
+    assert time.monotonic() - start >= 0.4
+    assert verdict == ("duplicate" if decision == "holds" else None)
+
+
+def test_a_dead_workers_queued_retry_keeps_its_settings_and_its_slot(tmp_path):
+    """The retry Optuna queues for a dead worker's trial copies its claim: until a worker takes it,
+    no other trial measures those settings or takes its slot, and the worker that takes it (even
+    late, with a higher number) measures it."""
+    from autotune import shared_study
+
+    study = _claims_study(tmp_path)
+    dead = study.ask()
+    dead.suggest_categorical("dtype", ["fp32", "bf16"])
+    assert _claim(study, dead, "k", limit=2) is None
+    fresh = study.ask()
+    # what optuna.storages.fail_stale_trials does once the dead worker's heartbeat is stale
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.RetryFailedTrialCallback()(study, study.trials[dead.number])
+    assert _claim(study, fresh, "k", limit=2) == "duplicate"
+    assert _claim(study, fresh, "other", limit=2, measured={"m"}) == "no slot"
+    study.tell(fresh, state=optuna.trial.TrialState.PRUNED)
+    retry = study.ask()
+    assert retry.params == dead.params and retry.number > fresh.number
+    assert _claim(study, retry, "k", limit=2, measured={"m"}) is None
+    assert study.trials[retry.number].user_attrs[shared_study.HOLDS] == retry.number
