@@ -64,10 +64,12 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError  # heartbeats exist on RDB storages only
+
         while not self._stop.wait(self._interval):
             try:
                 self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # noqa: BLE001 (a lost beat must not end the beating)
+            except (SQLAlchemyError, OSError) as exc:  # a lost beat (dropped connection) must not end the beating
                 log.warning("could not record the heartbeat of trial id %d: %s", self._trial_id, exc)
 
     def __exit__(self, *exc: object) -> None:
