@@ -4,8 +4,8 @@ Any number of `autotune search --storage URL --study NAME` processes (one per GP
 cooperate through Optuna's storage:
 - each RUNNING trial carries a heartbeat (database storage) from its claim until it is told; a
   worker that dies stops beating, the next process to ask fails its trial
-  (`optuna.storages.fail_stale_trials`) and Optuna's `RetryFailedTrialCallback` puts the same
-  settings back in the queue for another worker;
+  (`optuna.storages.fail_stale_trials`) and Optuna's `RetryHeartbeatStaleTrialCallback` puts the
+  same settings back in the queue for another worker;
 - before measuring, a process claims the assignment on its trial (`claim`): the claim holds only
   if no claim ahead of it names the same settings and, when the study has a trial count, if the
   measured trials and the claims ahead leave a slot, so that exactly the requested count finishes
@@ -86,7 +86,7 @@ def fail_stale(study: optuna.Study) -> None:
 
 def _rank(trial: optuna.trial.FrozenTrial) -> tuple[int, int]:
     """Claims rank by trial number; a retry takes the rank of the trial it repeats (the
-    "failed_trial" Optuna's retry callback records, see `RetryFailedTrialCallback.retried_trial_number`)."""
+    "failed_trial" Optuna's retry callback records, see `RetryHeartbeatStaleTrialCallback.retried_trial_number`)."""
     return trial.system_attrs.get("failed_trial", trial.number), trial.number
 
 

@@ -108,7 +108,7 @@ def _open_rdb(url: str, heartbeat_interval: int | None, grace_period: int | None
         with warnings.catch_warnings():  # heartbeats are stable in practice; Optuna flags them experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat_interval is not None:
-                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=3)
+                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except (SQLAlchemyError, OSError, ValueError, RuntimeError) as exc:
         raise StudyError(_connect_message(redact(url), _first_line(exc))) from None

@@ -389,7 +389,7 @@ def test_a_dead_workers_queued_retry_keeps_its_settings_and_its_slot(tmp_path):
     study.tell(dead, state=optuna.trial.TrialState.FAIL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optuna.storages.RetryFailedTrialCallback()(study, study.trials[dead.number])
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[dead.number])
     assert _claim(study, fresh, "k", limit=2) == "duplicate"
     assert _claim(study, fresh, "other", limit=2, measured={"m"}) == "no slot"
     study.tell(fresh, state=optuna.trial.TrialState.PRUNED)
