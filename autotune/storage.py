@@ -7,7 +7,9 @@ Passwords in URLs never appear in messages.
 """
 from __future__ import annotations
 
+import logging
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import optuna
 
 from autotune.errors import StudyError
+
+log = logging.getLogger(__name__)
 
 #: Seconds a database connection may take before the URL counts as unreachable.
 CONNECT_TIMEOUT_S = 10
@@ -104,14 +108,36 @@ def _open_rdb(url: str, heartbeat_interval: int | None, grace_period: int | None
     kwargs: dict[str, Any] = {}
     if heartbeat_interval is not None:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    try:
-        with warnings.catch_warnings():  # heartbeats are stable in practice; Optuna flags them experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat_interval is not None:
-                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except (SQLAlchemyError, OSError, ValueError, RuntimeError) as exc:
-        raise StudyError(_connect_message(redact(url), _first_line(exc))) from None
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are stable in practice; Optuna flags them experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if heartbeat_interval is not None:
+                    kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=3)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except SQLAlchemyError as exc:
+            if attempt < SCHEMA_RACE_RETRIES and _lost_schema_race(exc):
+                attempt += 1
+                log.info("another process created the study tables of %s at the same time; opening again",
+                         redact(url))
+                time.sleep(0.2 * attempt)
+                continue
+            raise StudyError(_connect_message(redact(url), _first_line(exc))) from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise StudyError(_connect_message(redact(url), _first_line(exc))) from None
+
+
+#: Workers started together on a fresh database all create Optuna's tables (`create_all` checks,
+#: then creates: not atomic); the losers see "already exists" / a duplicate key. Opening again finds
+#: the tables made.
+SCHEMA_RACE_RETRIES = 3
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
 
 
 def _connect_message(shown: str, detail: str) -> str:

@@ -249,3 +249,11 @@ def test_a_trial_keeps_its_heartbeat_from_its_claim_to_its_tell(postgres_url, tm
     result = second.run(2)
     assert len(result.records) == 2
     assert not second.study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+
+
+def test_workers_opening_a_fresh_postgres_database_together_all_get_it(postgres_url):
+    """`autotune search` processes started together on an empty database all create Optuna's
+    tables at once; the ones that lose that race open the storage again (README's two-worker block)."""
+    from test_storage import open_together
+
+    assert open_together(postgres_url) == ["ok"] * 6
