@@ -12,10 +12,12 @@ trials of the same cost class: the same values of knobs that need a fresh proces
 fits in what is left, a trial still running at the deadline is stopped and recorded, and time is
 kept for confirming the winner (confirm.py) at the end. Every trial is in the storage as soon as
 it is told, so a killed search loses nothing it finished.
+
+What a trial came to (records, outcomes, ranking, a stored study read back) is trials.py;
+several processes on one study, shared_study.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
@@ -23,9 +25,8 @@ import shutil
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 
@@ -36,151 +37,31 @@ from autotune.measure import Measurement, Measurer, TrialJob
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.space import Assignment, SearchSpace, assignment_key, canonical
 from autotune.target import Target
+from autotune.trials import (
+    ATTR_ASSIGNMENT,
+    ATTR_CONFIRMATION,
+    ATTR_DUPLICATE,
+    ATTR_DURATION,
+    ATTR_MEASUREMENT,
+    ATTR_SKIPPED,
+    OBJECTIVES,
+    ProgressFn,
+    SearchResult,
+    TrialRecord,
+    compile_share_s,
+    cost_s,
+    fastest_feasible,
+    judge,
+    open_storage,
+    records_of,
+)
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["feasible", "over_ceiling", "below_quality", "oom", "failed", "pruned"]
-OBJECTIVES = ("latency_median_s", "peak_bytes")
-_ATTR_MEASUREMENT = "measurement"
-_ATTR_ASSIGNMENT = "assignment"
-_ATTR_DUPLICATE = "duplicate_of"
-_ATTR_SKIPPED = "skipped"
-_ATTR_DURATION = "autotune:duration_s"
-_ATTR_CONFIRMATION = "autotune:confirmation"
 #: Proposals in a row that do not fit the time left before the search stops asking.
 _MAX_SKIPS = 3
 #: A search without a time budget still bounds the confirmation rounds.
 _CONFIRM_TIMEOUT_S = 3600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    assignment: Assignment
-    measurement: Measurement
-    outcome: Outcome
-    constraint: float
-    #: The planner's prediction (Prediction.to_dict()), when a planner was used.
-    prediction: dict[str, Any] | None = None
-    #: How far under the quality floor (<= 0 passes), see `quality_constraint`.
-    quality_constraint: float = 0.0
-
-    @property
-    def feasible(self) -> bool:
-        return self.outcome == "feasible"
-
-
-@dataclasses.dataclass
-class SearchResult:
-    target: Target
-    records: list[TrialRecord]
-    #: Candidates the planner predicted over the ceiling (never measured).
-    pruned: list[TrialRecord]
-    pareto: list[TrialRecord]
-    study_name: str
-    storage: str
-    sampler: str
-    seed: int
-    duration_s: float
-    proposals: int
-    #: Why the last run stopped: "trials", "time budget", "space exhausted", "sampler".
-    stop_reason: str = "trials"
-    confirmation: confirming.Confirmation | None = None
-    #: Trials left running by a killed search, closed as failed on resume.
-    interrupted: int = 0
-    #: Trials copied from earlier searches of the same target under another ceiling.
-    reused: int = 0
-    #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
-    min_psnr: float | None = None
-    reference: dict[str, Any] | None = None
-
-    #: Images per process lifetime that compile time is spread over when ranking (None: ignore it).
-    amortize: int | None = None
-
-    @property
-    def best(self) -> TrialRecord | None:
-        """The confirmed winner when the top candidates were re-measured, else the fastest."""
-        if self.confirmation is not None:
-            for record in self.records:
-                if record.number == self.confirmation.winner:
-                    return record
-        return fastest_feasible(self.records, self.amortize)
-
-    @property
-    def alternatives(self) -> list[TrialRecord]:
-        best = self.best
-        return [r for r in self.pareto if best is None or r.number != best.number]
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(r.outcome == outcome for r in self.records)
-
-
-ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
-
-
-def compile_share_s(record: TrialRecord, amortize: int | None) -> float:
-    """The trial's compile time spread over `amortize` images (0 when not amortizing)."""
-    if not amortize:
-        return 0.0
-    return record.measurement.timings.get("compile_s", 0.0) / amortize
-
-
-def cost_s(record: TrialRecord, amortize: int | None = None) -> float:
-    """What ranks trials: the median latency, plus with `amortize` (images per process lifetime)
-    the compile time shared by those images, so a short job is not handed a long compile for a
-    small gain."""
-    return (record.measurement.latency_median_s or math.inf) + compile_share_s(record, amortize)
-
-
-def fastest_feasible(records: Iterable[TrialRecord], amortize: int | None = None) -> TrialRecord | None:
-    feasible = [r for r in records if r.feasible]
-    return min(feasible, key=lambda r: (cost_s(r, amortize), r.number)) if feasible else None
-
-
-def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
-    """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible)."""
-    if measurement.status == "pruned":
-        return "pruned", math.nan
-    if measurement.status == "failed":
-        return "failed", math.nan
-    if measurement.status == "oom":
-        excess = measurement.memory.get("oom_excess_bytes")
-        return "oom", (excess / ceiling) if excess else 1.0
-    if measurement.peak_bytes is None or measurement.latency_median_s is None:
-        return "failed", math.nan
-    constraint = (measurement.peak_bytes - ceiling) / ceiling
-    return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
-
-
-def quality_constraint(assignment: Assignment, measurement: Measurement, min_psnr: float | None) -> float:
-    """The second constraint (<= 0 passes): PSNR under the floor, relative to it. Settings made of
-    exact knob values only pass by definition: their differences from the reference are float
-    reordering, and a floor must never reject them for that."""
-    from autotune import knobs
-    from autotune.quality import below_floor
-
-    exact = not any(knobs.get(name).is_lossy(value) for name, value in assignment.items())
-    return 0.0 if exact else below_floor(measurement.quality, min_psnr)
-
-
-def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
-          min_psnr: float | None) -> tuple[Outcome, float, float]:
-    """Outcome, memory constraint and quality constraint of one measurement."""
-    outcome, memory = classify(measurement, ceiling)
-    quality = quality_constraint(assignment, measurement, min_psnr) if outcome in ("feasible", "over_ceiling") else 0.0
-    if outcome == "feasible" and quality > 0:
-        outcome = "below_quality"
-    return outcome, memory, quality
-
-
-def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
-    """The study storage (storage.py), with heartbeats on databases so that several processes
-    can share one study (shared_study.py)."""
-    from autotune import shared_study
-    from autotune.storage import open_storage as _open
-
-    return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
-                 grace_period=shared_study.GRACE_S)
 
 
 def _latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:
@@ -253,9 +134,9 @@ class Search:
         fresh = not self.study.get_trials(deepcopy=False)  # a shared study is seeded once, by its creator
         self.reused = self._reuse_earlier_measurements() if reuse and not resume and fresh else 0
         self.proposals = 0
-        self.duration_s = float(self.study.user_attrs.get(_ATTR_DURATION, 0.0))  # over resumed runs
+        self.duration_s = float(self.study.user_attrs.get(ATTR_DURATION, 0.0))  # over resumed runs
         self.stop_reason = "trials"
-        stored = self.study.user_attrs.get(_ATTR_CONFIRMATION)
+        stored = self.study.user_attrs.get(ATTR_CONFIRMATION)
         self.confirmation = confirming.Confirmation.from_dict(stored) if stored else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -297,10 +178,10 @@ class Search:
             old_ceiling = (attrs.get("target") or {}).get("max_vram", 0)
             earlier = optuna.load_study(study_name=summary.study_name, storage=self._storage)
             for trial in earlier.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-                if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
+                if ATTR_MEASUREMENT not in trial.user_attrs or ATTR_DUPLICATE in trial.user_attrs:
                     continue
-                assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
-                measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
+                assignment = trial.user_attrs[ATTR_ASSIGNMENT]
+                measurement = Measurement.from_dict(trial.user_attrs[ATTR_MEASUREMENT])
                 akey = assignment_key(assignment)
                 if (akey in self._seen or not self.space.is_valid(assignment)
                         or measurement.status not in ("ok", "oom")
@@ -337,7 +218,7 @@ class Search:
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for trial in running:
             self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            if _ATTR_MEASUREMENT not in trial.user_attrs and trial.params:  # measure it again first
+            if ATTR_MEASUREMENT not in trial.user_attrs and trial.params:  # measure it again first
                 self.study.enqueue_trial(trial.params, skip_if_exists=False)
             log.warning("trial %d was interrupted; recorded as failed and queued again", trial.number)
         return len(running)
@@ -417,7 +298,7 @@ class Search:
                 expected = self.expected_duration_s(assignment)
                 if expected is not None and expected > left:
                     skips += 1
-                    trial.set_user_attr(_ATTR_SKIPPED, f"expected {expected:.0f} s, {left:.0f} s left")
+                    trial.set_user_attr(ATTR_SKIPPED, f"expected {expected:.0f} s, {left:.0f} s left")
                     self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     continue
                 skips = 0
@@ -429,7 +310,7 @@ class Search:
                         timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
                         record = self._measure(trial, assignment, prediction, timeout)
                     else:
-                        trial.set_user_attr(_ATTR_SKIPPED, f"claim: {verdict}")
+                        trial.set_user_attr(ATTR_SKIPPED, f"claim: {verdict}")
                         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 if verdict == "no slot" and not self._wait_for_others(n_trials):
                     self.stop_reason = "other workers"
@@ -446,7 +327,7 @@ class Search:
         finally:
             self.proposals += asks
             self.duration_s += time.monotonic() - start
-            self.study.set_user_attr(_ATTR_DURATION, self.duration_s)
+            self.study.set_user_attr(ATTR_DURATION, self.duration_s)
         return self.result()
 
     # -- several processes, one study -----------------------------------------------------------
@@ -461,9 +342,9 @@ class Search:
     @staticmethod
     def _measured_keys(trials: list[optuna.trial.FrozenTrial]) -> set[str]:
         """The settings measured in these trials (what `_seen` holds once synced)."""
-        return {assignment_key(t.user_attrs[_ATTR_ASSIGNMENT]) for t in trials
-                if _ATTR_MEASUREMENT in t.user_attrs and _ATTR_DUPLICATE not in t.user_attrs
-                and t.user_attrs[_ATTR_MEASUREMENT].get("status") != "pruned"}
+        return {assignment_key(t.user_attrs[ATTR_ASSIGNMENT]) for t in trials
+                if ATTR_MEASUREMENT in t.user_attrs and ATTR_DUPLICATE not in t.user_attrs
+                and t.user_attrs[ATTR_MEASUREMENT].get("status") != "pruned"}
 
     def _wait_for_others(self, n_trials: int, poll_s: float = 1.0) -> bool:
         """Every slot is taken by running trials: wait until they finish, or one dies and its
@@ -538,7 +419,7 @@ class Search:
             log.warning("the winner could not be confirmed: %s", note)
             return
         self.confirmation = confirming.decide(picked, by_number, confirming.RUNS_PER_ROUND, note)
-        self.study.set_user_attr(_ATTR_CONFIRMATION, self.confirmation.to_dict())
+        self.study.set_user_attr(ATTR_CONFIRMATION, self.confirmation.to_dict())
 
     def _planner_seeds(self, n_trials: int) -> list[Assignment]:
         """Predicted-feasible candidates, likely-fastest first, measured before the sampler's picks."""
@@ -554,8 +435,8 @@ class Search:
         prediction, not run."""
         measurement = Measurement(status="pruned", backend="planner", device_name="-",
                                   peak_metric=prediction.metric, error="pruned by the planner")
-        trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
-        trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
+        trial.set_user_attr(ATTR_ASSIGNMENT, assignment)
+        trial.set_user_attr(ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("prediction", prediction.to_dict())
         trial.set_user_attr("outcome", "pruned")
         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -619,13 +500,13 @@ class Search:
         measurement = self.measurer(job, timeout_s=timeout_s)
         outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
         try:
-            trial.set_user_attr(_ATTR_ASSIGNMENT, assignment)
+            trial.set_user_attr(ATTR_ASSIGNMENT, assignment)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("trial %d was failed by another process while it was measured here (no heartbeat for "
                         "%d s): its settings are queued again and this measurement is dropped",
                         trial.number, shared_study.GRACE_S)
             return None
-        trial.set_user_attr(_ATTR_MEASUREMENT, measurement.to_dict())
+        trial.set_user_attr(ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("outcome", outcome)
         if prediction is not None:
             trial.set_user_attr("prediction", prediction.to_dict())
@@ -643,7 +524,7 @@ class Search:
         """A proposal of an assignment already measured (or pruned) is answered from the ledger:
         closed as PRUNED with a pointer to the original, so it is neither measured again nor
         counted as a COMPLETE trial by Optuna's tools (dashboard, importance, best_trials)."""
-        trial.set_user_attr(_ATTR_DUPLICATE, original)
+        trial.set_user_attr(ATTR_DUPLICATE, original)
         self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     @staticmethod
@@ -668,77 +549,6 @@ class Search:
             min_psnr=self.min_psnr, amortize=self.amortize,
             reference=self.reference_assignment() if self.has_reference else None,
         )
-
-
-def records_of(study: optuna.Study, target: Target, min_psnr: float | None) -> list[TrialRecord]:
-    """Every measured (or pruned) trial of a study, judged under the target's ceiling."""
-    records = []
-    for trial in study.get_trials(deepcopy=False):
-        if _ATTR_MEASUREMENT not in trial.user_attrs or _ATTR_DUPLICATE in trial.user_attrs:
-            continue
-        measurement = Measurement.from_dict(trial.user_attrs[_ATTR_MEASUREMENT])
-        assignment = trial.user_attrs[_ATTR_ASSIGNMENT]
-        outcome, constraint, quality = judge(assignment, measurement, target.max_vram, min_psnr)
-        records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                                   trial.user_attrs.get("prediction"), quality))
-    return records
-
-
-def read_result(storage: str | Path, study_name: str) -> SearchResult:
-    """A study's result as stored, measuring nothing (`autotune export` of a shared study)."""
-    study_storage = open_storage(storage, must_exist=True)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=study_storage)
-    except KeyError:
-        names = optuna.get_all_study_names(study_storage)
-        hint = f"; it has {', '.join(names[-3:])}" if names else "; it has no study"
-        raise StudyError(f"no study {study_name!r} in {storage}{hint}") from None
-    attrs = study.user_attrs
-    if "target" not in attrs:
-        raise StudyError(f"study {study_name!r} was not made by autotune search (it has no target)")
-    target = Target.from_dict(dict(attrs["target"]))
-    min_psnr = attrs.get("autotune:min_psnr")
-    by_key: dict[str, TrialRecord] = {}
-    for record in records_of(study, target, min_psnr):
-        by_key.setdefault(assignment_key(record.assignment), record)
-    measured = sorted((r for r in by_key.values() if r.outcome != "pruned"), key=lambda r: r.number)
-    pruned = sorted((r for r in by_key.values() if r.outcome == "pruned"), key=lambda r: r.number)
-    numbers = {r.number: r for r in measured}
-    pareto = sorted((numbers[t.number] for t in study.best_trials if t.number in numbers),
-                    key=lambda r: r.measurement.latency_median_s or math.inf)
-    stored = attrs.get(_ATTR_CONFIRMATION)
-    reference = attrs.get("autotune:reference")
-    return SearchResult(
-        target=target, records=measured, pruned=pruned, pareto=[r for r in pareto if r.feasible],
-        study_name=study_name, storage=str(storage), sampler="TPESampler", seed=0,
-        duration_s=float(attrs.get(_ATTR_DURATION, 0.0)), proposals=len(study.get_trials(deepcopy=False)),
-        stop_reason="exported", confirmation=confirming.Confirmation.from_dict(stored) if stored else None,
-        min_psnr=min_psnr, reference=reference,
-    )
-
-
-def search_summary(result: SearchResult) -> dict[str, Any]:
-    return {
-        "trials_measured": len(result.records),
-        "feasible": result.count("feasible"),
-        "over_ceiling": result.count("over_ceiling"),
-        "below_quality": result.count("below_quality"),
-        "oom": result.count("oom"),
-        "failed": result.count("failed"),
-        "pruned_by_planner": len(result.pruned),
-        "proposals": result.proposals,
-        "interrupted": result.interrupted,
-        "reused": result.reused,
-        "stopped_by": result.stop_reason,
-        "median_overhead_s": _median_overhead(result.records),
-        "amortize_images": result.amortize,
-        "quality": {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None,
-        "sampler": result.sampler,
-        "seed": result.seed,
-        "duration_s": round(result.duration_s, 2),
-        "study_name": result.study_name,
-        "storage": result.storage,
-    }
 
 
 def _device_name(device: str) -> str | None:
@@ -766,8 +576,3 @@ def _confirm_cost(best: Measurement, spawn_s: float, candidates: int, rounds: in
     load = spawn_s + t.get("load_weights_s", 0.0) + t.get("build_s", 0.0) + t.get("apply_s", 0.0) + t.get("first_run_s", 0.0)
     median = best.latency_median_s or 0.0
     return candidates * (load + rounds * confirming.RUNS_PER_ROUND * median)
-
-
-def _median_overhead(records: list[TrialRecord]) -> float | None:
-    values = [r.measurement.overhead_s for r in records if r.measurement.overhead_s is not None]
-    return round(statistics.median(values), 3) if values else None

@@ -16,7 +16,8 @@ from autotune.planner import Planner
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.profile import Profile, ProfileEntry
 from autotune.space import SearchSpace
-from autotune.study import ProgressFn, Search, SearchResult, TrialRecord, search_summary
+from autotune.study import Search
+from autotune.trials import ProgressFn, SearchResult, TrialRecord, search_summary
 from autotune.target import Target
 from autotune.units import format_size
 

@@ -9,7 +9,7 @@ from autotune import _worker, hardware
 from autotune.backends.cuda import CudaBackend, PeakSampler, PynvmlReader, memory_fraction, parse_oom_request
 from autotune.errors import InvalidTargetError
 from autotune.measure import TrialJob
-from autotune.study import classify
+from autotune.trials import classify
 from autotune.target import Target
 
 MiB, GiB = 2**20, 2**30

@@ -16,7 +16,8 @@ from autotune.measure import Measurement
 from autotune.report import build_report
 from autotune.report.source import locate
 from autotune.report.trials import study_rows
-from autotune.study import Search, open_storage
+from autotune.study import Search
+from autotune.trials import open_storage
 from autotune.tune import profile_from
 
 pytest.importorskip("matplotlib")

@@ -12,7 +12,8 @@ from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.knobs import Context
 from autotune.measure import Measurement
 from autotune.space import SearchSpace, assignment_key
-from autotune.study import Search, classify
+from autotune.study import Search
+from autotune.trials import classify
 from autotune.target import Target
 from autotune.tune import profile_from
 
@@ -267,7 +268,7 @@ def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp
 
 
 def test_exact_settings_pass_whatever_the_float_noise():
-    from autotune.study import quality_constraint
+    from autotune.trials import quality_constraint
 
     noisy = fake_measurement(None)
     noisy.quality = {"psnr_db": 12.0}

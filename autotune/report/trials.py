@@ -161,7 +161,7 @@ def _category(outcome: str, measurement: dict[str, Any], ceiling: int, quality: 
     if outcome in CATEGORIES:
         return outcome
     from autotune.measure import Measurement
-    from autotune.study import classify
+    from autotune.trials import classify
 
     category = classify(Measurement.from_dict(measurement), ceiling)[0] if ceiling else "failed"
     if category == "feasible" and min_psnr is not None and quality.get("psnr_db", math.inf) < min_psnr:

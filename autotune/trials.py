@@ -1,0 +1,238 @@
+"""What one trial came to, and what a study holds: the record of a measured trial, its outcome
+under the ceiling and the quality floor, how trials rank (latency, plus amortized compile time),
+and a stored study read back as a result without measuring anything (`autotune export`).
+
+Shared by the search loop (study.py), which writes trials, and whoever reads a study.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+
+from autotune import confirm as confirming
+from autotune.errors import StudyError
+from autotune.measure import Measurement
+from autotune.space import Assignment, assignment_key
+from autotune.target import Target
+
+Outcome = Literal["feasible", "over_ceiling", "below_quality", "oom", "failed", "pruned"]
+OBJECTIVES = ("latency_median_s", "peak_bytes")
+#: Where a trial keeps what autotune knows of it (Optuna user attributes).
+ATTR_MEASUREMENT = "measurement"
+ATTR_ASSIGNMENT = "assignment"
+ATTR_DUPLICATE = "duplicate_of"
+ATTR_SKIPPED = "skipped"
+ATTR_DURATION = "autotune:duration_s"
+ATTR_CONFIRMATION = "autotune:confirmation"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    assignment: Assignment
+    measurement: Measurement
+    outcome: Outcome
+    constraint: float
+    #: The planner's prediction (Prediction.to_dict()), when a planner was used.
+    prediction: dict[str, Any] | None = None
+    #: How far under the quality floor (<= 0 passes), see `quality_constraint`.
+    quality_constraint: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.outcome == "feasible"
+
+
+@dataclasses.dataclass
+class SearchResult:
+    target: Target
+    records: list[TrialRecord]
+    #: Candidates the planner predicted over the ceiling (never measured).
+    pruned: list[TrialRecord]
+    pareto: list[TrialRecord]
+    study_name: str
+    storage: str
+    sampler: str
+    seed: int
+    duration_s: float
+    proposals: int
+    #: Why the last run stopped: "trials", "time budget", "space exhausted", "sampler".
+    stop_reason: str = "trials"
+    confirmation: confirming.Confirmation | None = None
+    #: Trials left running by a killed search, closed as failed on resume.
+    interrupted: int = 0
+    #: Trials copied from earlier searches of the same target under another ceiling.
+    reused: int = 0
+    #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
+    min_psnr: float | None = None
+    reference: dict[str, Any] | None = None
+
+    #: Images per process lifetime that compile time is spread over when ranking (None: ignore it).
+    amortize: int | None = None
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The confirmed winner when the top candidates were re-measured, else the fastest."""
+        if self.confirmation is not None:
+            for record in self.records:
+                if record.number == self.confirmation.winner:
+                    return record
+        return fastest_feasible(self.records, self.amortize)
+
+    @property
+    def alternatives(self) -> list[TrialRecord]:
+        best = self.best
+        return [r for r in self.pareto if best is None or r.number != best.number]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(r.outcome == outcome for r in self.records)
+
+
+ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
+
+
+def compile_share_s(record: TrialRecord, amortize: int | None) -> float:
+    """The trial's compile time spread over `amortize` images (0 when not amortizing)."""
+    if not amortize:
+        return 0.0
+    return record.measurement.timings.get("compile_s", 0.0) / amortize
+
+
+def cost_s(record: TrialRecord, amortize: int | None = None) -> float:
+    """What ranks trials: the median latency, plus with `amortize` (images per process lifetime)
+    the compile time shared by those images, so a short job is not handed a long compile for a
+    small gain."""
+    return (record.measurement.latency_median_s or math.inf) + compile_share_s(record, amortize)
+
+
+def fastest_feasible(records: Iterable[TrialRecord], amortize: int | None = None) -> TrialRecord | None:
+    feasible = [r for r in records if r.feasible]
+    return min(feasible, key=lambda r: (cost_s(r, amortize), r.number)) if feasible else None
+
+
+def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
+    """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible)."""
+    if measurement.status == "pruned":
+        return "pruned", math.nan
+    if measurement.status == "failed":
+        return "failed", math.nan
+    if measurement.status == "oom":
+        excess = measurement.memory.get("oom_excess_bytes")
+        return "oom", (excess / ceiling) if excess else 1.0
+    if measurement.peak_bytes is None or measurement.latency_median_s is None:
+        return "failed", math.nan
+    constraint = (measurement.peak_bytes - ceiling) / ceiling
+    return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
+
+
+def quality_constraint(assignment: Assignment, measurement: Measurement, min_psnr: float | None) -> float:
+    """The second constraint (<= 0 passes): PSNR under the floor, relative to it. Settings made of
+    exact knob values only pass by definition: their differences from the reference are float
+    reordering, and a floor must never reject them for that."""
+    from autotune import knobs
+    from autotune.quality import below_floor
+
+    exact = not any(knobs.get(name).is_lossy(value) for name, value in assignment.items())
+    return 0.0 if exact else below_floor(measurement.quality, min_psnr)
+
+
+def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
+          min_psnr: float | None) -> tuple[Outcome, float, float]:
+    """Outcome, memory constraint and quality constraint of one measurement."""
+    outcome, memory = classify(measurement, ceiling)
+    quality = quality_constraint(assignment, measurement, min_psnr) if outcome in ("feasible", "over_ceiling") else 0.0
+    if outcome == "feasible" and quality > 0:
+        outcome = "below_quality"
+    return outcome, memory, quality
+
+
+def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """The study storage (storage.py), with heartbeats on databases so that several processes
+    can share one study (shared_study.py)."""
+    from autotune import shared_study
+    from autotune.storage import open_storage as _open
+
+    return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
+                 grace_period=shared_study.GRACE_S)
+
+
+def records_of(study: optuna.Study, target: Target, min_psnr: float | None) -> list[TrialRecord]:
+    """Every measured (or pruned) trial of a study, judged under the target's ceiling."""
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        if ATTR_MEASUREMENT not in trial.user_attrs or ATTR_DUPLICATE in trial.user_attrs:
+            continue
+        measurement = Measurement.from_dict(trial.user_attrs[ATTR_MEASUREMENT])
+        assignment = trial.user_attrs[ATTR_ASSIGNMENT]
+        outcome, constraint, quality = judge(assignment, measurement, target.max_vram, min_psnr)
+        records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
+                                   trial.user_attrs.get("prediction"), quality))
+    return records
+
+
+def read_result(storage: str | Path, study_name: str) -> SearchResult:
+    """A study's result as stored, measuring nothing (`autotune export` of a shared study)."""
+    study_storage = open_storage(storage, must_exist=True)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=study_storage)
+    except KeyError:
+        names = optuna.get_all_study_names(study_storage)
+        hint = f"; it has {', '.join(names[-3:])}" if names else "; it has no study"
+        raise StudyError(f"no study {study_name!r} in {storage}{hint}") from None
+    attrs = study.user_attrs
+    if "target" not in attrs:
+        raise StudyError(f"study {study_name!r} was not made by autotune search (it has no target)")
+    target = Target.from_dict(dict(attrs["target"]))
+    min_psnr = attrs.get("autotune:min_psnr")
+    by_key: dict[str, TrialRecord] = {}
+    for record in records_of(study, target, min_psnr):
+        by_key.setdefault(assignment_key(record.assignment), record)
+    measured = sorted((r for r in by_key.values() if r.outcome != "pruned"), key=lambda r: r.number)
+    pruned = sorted((r for r in by_key.values() if r.outcome == "pruned"), key=lambda r: r.number)
+    numbers = {r.number: r for r in measured}
+    pareto = sorted((numbers[t.number] for t in study.best_trials if t.number in numbers),
+                    key=lambda r: r.measurement.latency_median_s or math.inf)
+    stored = attrs.get(ATTR_CONFIRMATION)
+    reference = attrs.get("autotune:reference")
+    return SearchResult(
+        target=target, records=measured, pruned=pruned, pareto=[r for r in pareto if r.feasible],
+        study_name=study_name, storage=str(storage), sampler="TPESampler", seed=0,
+        duration_s=float(attrs.get(ATTR_DURATION, 0.0)), proposals=len(study.get_trials(deepcopy=False)),
+        stop_reason="exported", confirmation=confirming.Confirmation.from_dict(stored) if stored else None,
+        min_psnr=min_psnr, reference=reference,
+    )
+
+
+def search_summary(result: SearchResult) -> dict[str, Any]:
+    return {
+        "trials_measured": len(result.records),
+        "feasible": result.count("feasible"),
+        "over_ceiling": result.count("over_ceiling"),
+        "below_quality": result.count("below_quality"),
+        "oom": result.count("oom"),
+        "failed": result.count("failed"),
+        "pruned_by_planner": len(result.pruned),
+        "proposals": result.proposals,
+        "interrupted": result.interrupted,
+        "reused": result.reused,
+        "stopped_by": result.stop_reason,
+        "median_overhead_s": _median_overhead(result.records),
+        "amortize_images": result.amortize,
+        "quality": {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None,
+        "sampler": result.sampler,
+        "seed": result.seed,
+        "duration_s": round(result.duration_s, 2),
+        "study_name": result.study_name,
+        "storage": result.storage,
+    }
+
+
+def _median_overhead(records: list[TrialRecord]) -> float | None:
+    values = [r.measurement.overhead_s for r in records if r.measurement.overhead_s is not None]
+    return round(statistics.median(values), 3) if values else None
