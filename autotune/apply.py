@@ -424,8 +424,9 @@ def _warn_upcast(before: Placement, after: Placement, settings: dict[str, Value]
                     if before[name][0] in _HALF and after[name][0] == "float32")
     if upcast:
         was = before[upcast[0]][0]
+        storing = " ".join(f"{k}={v}" for k, v in knobs.load_key(settings))
         warnings.warn(
-            f"the profile's {' '.join(f'{k}={v}' for k, v in knobs.load_key(settings))} converted {', '.join(upcast)} from {was} to float32 (about "
+            f"the profile's {storing} converted {', '.join(upcast)} from {was} to float32 (about "
             f"twice the weight memory); to keep {was}, apply a profile searched and won in that dtype, "
             "or load the pipeline with load_pipeline(profile)",
             stacklevel=3,

@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     add_device_argument(p, note="cuda plans for a GPU even on a machine without one")
     p.add_argument("--top", type=int, default=14, help="rows to print (default: 14; --json lists all)")
     p.add_argument("--every", action="store_true",
-                   help="one row per candidate (default: one per combination of the knobs that decide most, %s, its likely-fastest)" % _spread_names())
+                   help=f"one row per candidate (default: one per combination of {_spread_names()}, its "
+                        "likely-fastest)")
     p.add_argument("--json", action="store_true", help="print every candidate's prediction as JSON")
     p.set_defaults(handler=run)
 
@@ -119,7 +120,7 @@ def _print_table(rows: list[tuple[dict[str, Any], Any]], args: argparse.Namespac
 
 
 def _spread_names() -> str:
-    """'offload and dtype': the knobs whose every combination gets a row (`SpeedPrior.spread`)."""
+    """'dtype and offload': the knobs whose every combination gets a row (`SpeedPrior.spread`)."""
     from autotune import knobs
 
     return " and ".join(k.name for k in knobs.all_knobs() if k.speed.spread)
