@@ -8,6 +8,7 @@ from autotune import knobs
 from autotune.apply import hooked_modules
 from autotune.knobs.builtin.layerwise_fp8 import cast_layers
 from autotune.planner.stats import weight_stats
+from test_planner import Blocks  # 3 Linear blocks between an fp8-skipped proj_in and norm
 
 
 def check(pipe, value):
@@ -23,15 +24,6 @@ def check(pipe, value):
 
 
 test_conformance = conformance("layerwise_fp8", check)
-
-
-class Blocks(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj_in = torch.nn.Linear(4, 4)                       # 80 bytes, skipped by fp8
-        self.blocks = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])  # 288 each
-        self.norm = torch.nn.LayerNorm(8)                          # 64 bytes, skipped by fp8
-        self.scale = torch.nn.Parameter(torch.ones(2))             # 8 bytes, owned by the root
 
 
 def test_the_planner_stores_the_layers_diffusers_casts_in_one_byte():
