@@ -74,10 +74,12 @@ class Planner:
         self._max_sequence_length = call_args.get("max_sequence_length") or call_default(
             info.pipeline_class, "max_sequence_length")
         self.target = target
-        configs = load_configs(target.model, names=tuple(traced_names(info.component_classes)))
-        self._names = [n for n in traced_names(info.component_classes) if n in configs]
+        # Read once: every fake module is built from these (a hub id's are downloads).
+        self._classes = info.component_classes
+        self._configs = load_configs(target.model, names=tuple(traced_names(self._classes)))
+        self._names = [n for n in traced_names(self._classes) if n in self._configs]
         self._vae_upcasts_fp16 = (info.pipeline_class.startswith("StableDiffusionXL")
-                                  and bool(dict(configs.get("vae") or {}).get("force_upcast")))
+                                  and bool(dict(self._configs.get("vae") or {}).get("force_upcast")))
         self._knobs = knobs.all_knobs()
         self._placement = next((k for k in self._knobs if k.plan.resident is not None), None)
         self._mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -115,9 +117,9 @@ class Planner:
         change its weights (one module per distinct set of those values)."""
         key = self._module_key(component, assignment)
         if key not in self._modules:
-            from autotune.planner.fake import default_dtype, fake_components
+            from autotune.planner.fake import default_dtype, fake_component
 
-            module = fake_components(self.target.model, key[1], self._mode, names=(component,))[component]
+            module = fake_component(*self._classes[component], self._configs[component], key[1], self._mode)
             with default_dtype(key[1]), self._mode:
                 for knob, value in self._with("modify", component, assignment):
                     knob.plan.modify(module, value)

@@ -51,10 +51,11 @@ def fake_components(model: str, dtype: torch.dtype, mode: FakeTensorMode,
     classes = component_classes(load_configs(model, names=())["model_index"])
     names = tuple(n for n in traced_names(classes) if names is None or n in names)
     configs = load_configs(model, names=names)
-    modules = {}
+    return {name: fake_component(*classes[name], configs[name], dtype, mode) for name in names if name in configs}
+
+
+def fake_component(library: str, class_name: str, config: Any, dtype: torch.dtype,
+                   mode: FakeTensorMode) -> torch.nn.Module:
+    """One component from its config, with fake parameters in `dtype`, in eval mode."""
     with default_dtype(dtype), mode:
-        for name in names:
-            if name in configs:
-                library, class_name = classes[name]
-                modules[name] = _build(library, class_name, configs[name]).eval()
-    return modules
+        return _build(library, class_name, config).eval()
