@@ -170,20 +170,12 @@ def _read_text(path: Path) -> str:
         raise ProfileError(f"cannot read profile {str(path)!r}: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProfileError(f"{path} is not a text file (binary data at byte {_first_bad_byte(data)}); "
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path} is not a text file (binary data at byte {exc.start}); "
                            "pass a profile YAML written by `autotune search`") from None
     if not text.strip():
         raise ProfileError(f"{path} is empty; re-run `autotune search` to write the profile")
     return text
-
-
-def _first_bad_byte(data: bytes) -> int:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start
-    return -1
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
