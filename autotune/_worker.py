@@ -15,6 +15,7 @@ process.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -23,9 +24,11 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from autotune.backends import math_flags
 from autotune.errors import InvalidTargetError
 from autotune.measure import Measurement, TrialJob
 from autotune.timing import StoppingRule, timing_stats
@@ -114,6 +117,7 @@ class Worker:
         backend = self.backend
         result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
                              peak_metric=backend.peak_metric, device_info=dict(backend.info))
+        result.device_info["math_flags"] = math_flags.current().to_dict()
         self.job, self.result = job, result
         timings = result.timings
         try:
@@ -148,8 +152,9 @@ class Worker:
                 self._tracked_warmup = True
             else:
                 latents: list[Any] = []
-                output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
-                self.backend.synchronize()
+                with self._judged_math(job):
+                    output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
+                    self.backend.synchronize()
                 self._judge_output(job, result, output, latents)
             result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
 
@@ -171,6 +176,19 @@ class Worker:
             if reference is None:
                 reference = self._references[job.reference] = quality.load_reference(Path(job.reference))
             result.quality = quality.compare(images, latents, reference)
+
+    @contextlib.contextmanager
+    def _judged_math(self, job: TrialJob) -> Iterator[None]:
+        """The run whose output becomes the reference computes in true fp32 (no TF32: cuDNN
+        convolutions use it by default on Ampere and later); every other run, timed ones
+        included, keeps the flags production gets."""
+        if not (job.save_reference and self._to_judge):
+            yield
+            return
+        with math_flags.exact_math() as exact:
+            if self.result is not None:
+                self.result.device_info["reference_math_flags"] = exact.to_dict()
+            yield
 
     def time(self, rule: StoppingRule) -> Measurement:
         """Timed runs until `rule` is satisfied; memory too, where that is free (CUDA)."""
@@ -220,9 +238,11 @@ class Worker:
                 # The first timed run's output is judged when no earlier run could be (CPU: the
                 # warm-up ran under the memory tracker); keeping a reference costs nothing.
                 captured: list[Any] = []
+                judging = self._to_judge and judged is None
                 t0 = time.perf_counter()
-                output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
-                self.backend.synchronize()
+                with self._judged_math(self.job) if judging else contextlib.nullcontext():
+                    output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
+                    self.backend.synchronize()
                 latencies.append(time.perf_counter() - t0)
                 if self._to_judge and judged is None:
                     judged = (output, captured)
@@ -318,7 +338,8 @@ def serve(channel: IO[str], requests: IO[str]) -> int:
                 backend.setup()
                 worker = Worker(backend)
                 _answer(channel, {"ok": True, "setup_s": time.perf_counter() - start,
-                                  "import_s": _IMPORT_S, "pid": os.getpid()})
+                                  "import_s": _IMPORT_S, "pid": os.getpid(),
+                                  "device_baseline_bytes": backend.info.get("nvml_baseline_used_bytes")})
             elif worker is None:
                 raise RuntimeError(f"request {op!r} before setup")
             elif op == "trial":

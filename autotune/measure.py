@@ -175,6 +175,7 @@ class SubprocessMeasurer:
             worker.kill()
             raise WorkerGone(f"worker failed to start: {answer['failed']}")
         worker.startup = {"import_s": answer.get("import_s", 0.0), "device_setup_s": answer.get("setup_s", 0.0)}
+        worker.device_baseline_bytes = answer.get("device_baseline_bytes")
         return worker, time.monotonic() - start
 
     def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, dict[str, float]]:
@@ -215,7 +216,7 @@ class SubprocessMeasurer:
         spawned: dict[str, float] = {}
         try:
             worker, spawned = self._worker_for(job, log_path, deadline)
-            with _nvml_peak(job.target.device, worker.pid) as sampler:
+            with _nvml_peak(job.target.device, worker.pid, worker.device_baseline_bytes) as sampler:
                 answer = worker.request({"op": "trial", "job": job.to_dict(), "log": str(log_path)}, deadline)
             if "unrunnable" in answer:  # e.g. the pipeline refuses the call: no trial can run
                 self._worker = None
@@ -298,8 +299,10 @@ class _NoSampler:
 
 
 @contextlib.contextmanager
-def _nvml_peak(device: str, pid: int) -> Iterator[Any]:
-    """On CUDA, sample the worker's NVML process usage from this process for the whole trial."""
+def _nvml_peak(device: str, pid: int, baseline_used: int | None = None) -> Iterator[Any]:
+    """On CUDA, sample the worker's NVML process usage from this process for the whole trial;
+    where NVML does not show the worker's PID, its device-wide usage over `baseline_used` (the
+    device's usage before the worker's CUDA context existed)."""
     reader = None
     if device == "cuda":
         from autotune.backends.cuda import open_nvml
@@ -310,6 +313,6 @@ def _nvml_peak(device: str, pid: int) -> Iterator[Any]:
         return
     from autotune.backends.cuda import ProcessPeak
 
-    peak = ProcessPeak(reader, pid)
+    peak = ProcessPeak(reader, pid, baseline_used=baseline_used)
     with peak:
         yield peak

@@ -50,6 +50,9 @@ class WorkerProcess:
         self.tainted = False  # set by the owner when the process must not measure again
         #: What its start cost: imports (torch, diffusers) and device setup (CUDA init, context).
         self.startup: dict[str, float] = {}
+        #: The device's NVML usage before its CUDA context existed (CUDA only): the baseline of
+        #: the device-wide delta where NVML does not list the worker's PID.
+        self.device_baseline_bytes: int | None = None
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Send one request, wait for its answer until `deadline`."""

@@ -9,8 +9,15 @@ Three peaks, recorded side by side, because each answers a different question:
 The ceiling is checked against the largest of `nvml_process_peak` and reserved + measured context.
 
 Ceiling emulation: on a card larger than `--max-vram`, the worker caps PyTorch with
-`set_per_process_memory_fraction` so that reserved memory + the measured context fits the ceiling.
-The context lives outside that cap, which is why it is measured first, in this process.
+`set_per_process_memory_fraction` so that reserved memory + the measured context fits the ceiling,
+less the headroom a real card of that size lacks (`REAL_CARD_HEADROOM_BYTES`). The context lives
+outside that cap, which is why it is measured first, in this process; where NVML cannot see it,
+a calibrated floor stands in (`CONTEXT_FLOOR_BYTES`), never 0.
+
+NVML is read defensively: containers, MIG and vGPU answer NO_PERMISSION or NOT_SUPPORTED, and in
+a PID namespace no listed process has our PID. A failed read is "no reading" (one warning), and the
+process peak falls back to the device-wide usage over the baseline taken before the worker's CUDA
+context existed.
 
 Every CUDA and NVML call goes through `cuda` and `nvml` objects, so tests run this logic against a
 fake device on a machine without a GPU.
@@ -24,7 +31,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from autotune.errors import InvalidTargetError
@@ -33,6 +40,33 @@ log = logging.getLogger(__name__)
 
 _UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 _TRIED = re.compile(r"Tried to allocate ([0-9.]+) (B|KiB|MiB|GiB|TiB)")
+_MiB = 2**20
+
+#: The CUDA context when NVML cannot measure it: 518 MiB was measured on both GPUs these
+#: searches ran on (H200: benchmarks/results/2026-11-26-nvidia-h200.json; H100: 2026-11-27),
+#: rounded down. Published contexts are 300-600 MiB a process; counting 0 let a process pass a
+#: ceiling it exceeded by that much.
+CONTEXT_FLOOR_BYTES = 512 * _MiB
+#: A measured context below this is a misreading (no CUDA context is that small): use the floor.
+_CONTEXT_PLAUSIBLE_BYTES = 64 * _MiB
+#: What an emulated ceiling keeps free for what a real card of that size lacks. PyTorch's own OOM
+#: messages, as published in diffusers/PyTorch issues, give a card's usable total below its label:
+#: 3.78-3.95 GiB for 4 GB cards, 10.92 for 11 GB, 11.91 for 12 GB, 23.65-23.70 for 24 GB (up to
+#: 0.35 GiB less), before any display takes its share. 384 MiB covers the largest of those.
+REAL_CARD_HEADROOM_BYTES = 384 * _MiB
+#: Library workspaces (cuBLAS/cuBLASLt keep 32 MiB a handle on Hopper) may stay allocated after a
+#: release when they cannot be cleared; a residue up to this, seen after the worker's first
+#: release, is the worker's baseline rather than a tensor the trial left behind.
+WORKSPACE_RESIDUE_LIMIT_BYTES = 256 * _MiB
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    """NVML failures repeat every sample and every trial: say each kind once per process."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 
 def parse_oom_request(message: str) -> int | None:
@@ -41,26 +75,26 @@ def parse_oom_request(message: str) -> int | None:
     return int(float(match.group(1)) * _UNIT[match.group(2)]) if match else None
 
 
-def memory_fraction(ceiling: int, context: int, total: int) -> float | None:
-    """Fraction of the card PyTorch may reserve so reserved + context fits the ceiling.
+def memory_fraction(ceiling: int, context: int, total: int, headroom: int = 0) -> float | None:
+    """Fraction of the card PyTorch may reserve so reserved + context + headroom fits the ceiling.
 
     None when the ceiling is at least the card (native: nothing to emulate).
     """
     if ceiling >= total:
         return None
-    budget = ceiling - context
+    budget = ceiling - context - headroom
     if budget <= 0:
         raise InvalidTargetError(
-            f"--max-vram ({ceiling} bytes) is below this process's CUDA context ({context} bytes): "
-            "nothing could run; raise --max-vram"
+            f"--max-vram ({ceiling} bytes) leaves nothing once this process's CUDA context ({context} bytes) "
+            f"and the {headroom} bytes a real card of that size lacks are kept: raise --max-vram"
         )
     return budget / total
 
 
 class Nvml(Protocol):
-    """The three NVML readings the backend needs (the real one wraps pynvml)."""
+    """The three NVML readings the backend needs (the real one wraps pynvml); None: no reading."""
 
-    def device_used_bytes(self) -> int: ...
+    def device_used_bytes(self) -> int | None: ...
 
     def process_used_bytes(self, pid: int) -> int | None: ...
 
@@ -86,17 +120,33 @@ class PynvmlReader:
         pynvml.nvmlInit()
         self._handle = nvml_handle_for_cuda0(pynvml)
 
-    def device_used_bytes(self) -> int:
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+    def device_used_bytes(self) -> int | None:
+        try:
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+        except self._nvml.NVMLError as exc:
+            _warn_once("device", "NVML cannot read the device's memory (%s): no NVML peak", exc)
+            return None
 
     def process_used_bytes(self, pid: int) -> int | None:
-        for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+        try:
+            processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
+        except self._nvml.NVMLError as exc:
+            _warn_once("processes", "NVML cannot list the processes on the GPU (%s, as in containers, "
+                       "MIG or vGPU): the peak is the device's usage over its baseline", exc)
+            return None
+        for proc in processes:
             if proc.pid == pid and proc.usedGpuMemory is not None:
                 return int(proc.usedGpuMemory)
+        if processes and all(proc.pid != pid for proc in processes):
+            _warn_once("pid", "NVML lists no process with PID %d (a PID namespace?): the peak is the "
+                       "device's usage over its baseline", pid)
         return None
 
     def driver(self) -> str | None:
-        value = self._nvml.nvmlSystemGetDriverVersion()
+        try:
+            value = self._nvml.nvmlSystemGetDriverVersion()
+        except self._nvml.NVMLError:
+            return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
     def conditions(self) -> dict[str, Any]:
@@ -132,6 +182,15 @@ def open_nvml() -> PynvmlReader | None:
         return None
 
 
+def _torch_clear_workspaces() -> None:
+    """Free the cuBLAS/cuBLASLt workspaces PyTorch keeps after a matmul (private API, so looked up)."""
+    import torch
+
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+
+
 class PeakSampler:
     """Polls a reading on a thread and keeps the maximum; NVML has no peak counter of its own."""
 
@@ -164,11 +223,36 @@ class PeakSampler:
         self._sample()
 
 
-class ProcessPeak(PeakSampler):
-    """The NVML peak of another process (the worker), sampled from this one by PID."""
+def used_by(nvml: Nvml, pid: int, baseline_used: int | None) -> tuple[int | None, str]:
+    """A process's device memory and where the number came from: NVML's per-process usage where
+    the PID is visible, else the device-wide usage over `baseline_used` (taken before the
+    process's CUDA context existed), else no reading."""
+    used = nvml.process_used_bytes(pid)
+    if used is not None:
+        return used, "process"
+    if baseline_used is None:
+        return None, "none"
+    device = nvml.device_used_bytes()
+    if device is None:
+        return None, "none"
+    return max(0, device - baseline_used), "device_delta"
 
-    def __init__(self, nvml: Nvml, pid: int, interval_s: float = 0.005) -> None:
-        super().__init__(lambda: nvml.process_used_bytes(pid), interval_s)
+
+class ProcessPeak(PeakSampler):
+    """The NVML peak of another process (the worker), sampled from this one by PID; where the PID
+    is not visible, the device-wide delta over the worker's baseline."""
+
+    def __init__(self, nvml: Nvml, pid: int, interval_s: float = 0.005,
+                 baseline_used: int | None = None) -> None:
+        self._nvml, self._pid, self._baseline_used = nvml, pid, baseline_used
+        self.source = "none"
+        super().__init__(self._read_worker, interval_s)
+
+    def _read_worker(self) -> int | None:
+        used, source = used_by(self._nvml, self._pid, self._baseline_used)
+        if used is not None:
+            self.source = source
+        return used
 
     def merge_into(self, result: Any) -> None:
         """Add the sampled peak to a measurement; the ceiling is checked against the larger of
@@ -176,7 +260,7 @@ class ProcessPeak(PeakSampler):
         if not self.samples:
             return
         result.memory["nvml_process_peak"] = self.peak
-        result.device_info["nvml_source"] = "process (sampled by the parent)"
+        result.device_info["nvml_source"] = f"{self.source} (sampled by the parent)"
         if result.status == "ok":
             result.peak_bytes = max(self.peak, result.peak_bytes or 0)
 
@@ -195,11 +279,13 @@ class CudaBackend:
 
     def __init__(self, ceiling: int | None = None, *, cuda: Any = None, nvml: Nvml | None = None,
                  pid: int | None = None, sample_interval_s: float = 0.01,
-                 sample_in_process: bool = False) -> None:
+                 sample_in_process: bool = False,
+                 clear_workspaces: Callable[[], None] | None = None) -> None:
         if cuda is None:
             import torch
 
             cuda = torch.cuda
+            clear_workspaces = clear_workspaces or _torch_clear_workspaces
         self.cuda = cuda
         self.nvml = nvml
         self.ceiling = ceiling
@@ -207,10 +293,14 @@ class CudaBackend:
         self.sample_interval_s = sample_interval_s
         #: False in workers (the parent samples NVML by PID); True for in-process measuring.
         self.sample_in_process = sample_in_process
-        self.context_bytes = 0
+        self._clear_workspaces = clear_workspaces
+        self.context_bytes = CONTEXT_FLOOR_BYTES
         self.fraction: float | None = None
-        self._baseline_used = 0
+        self._baseline_used: int | None = None
         self._nvml_source = "none"
+        #: What a release may leave allocated (set after the first trial's release); None: not yet.
+        self._residue_baseline: int | None = None
+        self._trial_since_release = False
         self.info: dict[str, Any] = {}
 
     # -- setup, before the model is loaded ------------------------------------------------------
@@ -219,44 +309,58 @@ class CudaBackend:
         """Create the CUDA context, measure it, then cap PyTorch to emulate the ceiling."""
         if self.nvml is None:
             self.nvml = open_nvml()
-        self._baseline_used = self.nvml.device_used_bytes() if self.nvml else 0
+        self._baseline_used = self.nvml.device_used_bytes() if self.nvml else None
         self.cuda.init()
         self.cuda.synchronize()
         props = self.cuda.get_device_properties(0)
         self.total_bytes = int(props.total_memory)
-        self.context_bytes = self._measure_context()
-        if self.ceiling is not None:
-            self.fraction = memory_fraction(self.ceiling, self.context_bytes, self.total_bytes)
+        self.context_bytes, context_source = self._measure_context()
+        headroom = 0
+        if self.ceiling is not None and self.ceiling < self.total_bytes:
+            headroom = REAL_CARD_HEADROOM_BYTES
+            self.fraction = memory_fraction(self.ceiling, self.context_bytes, self.total_bytes, headroom)
             if self.fraction is not None:
                 self.cuda.set_per_process_memory_fraction(self.fraction, 0)
         self.info = {
             "device_name": props.name,
             "total_memory_bytes": self.total_bytes,
             "cuda_context_bytes": self.context_bytes,
+            "cuda_context_source": context_source,
             "ceiling_mode": "native" if self.fraction is None else "emulated",
             "memory_fraction": self.fraction,
+            "emulated_headroom_bytes": headroom,
             "nvml_source": self._nvml_source,
+            "nvml_baseline_used_bytes": self._baseline_used,
             "driver": self.nvml.driver() if self.nvml else None,
             "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
         }
+        if headroom:
+            self.info["ceiling_note"] = (
+                f"emulated on a {self.total_bytes / 2**30:.1f} GiB card: PyTorch may reserve the ceiling less "
+                f"the CUDA context and {headroom // _MiB} MiB that a real card of this size does not offer")
         log.info("cuda setup: %s", self.info)
 
     def _process_used(self) -> int | None:
         """The process's device memory: per-process NVML if visible, else device delta."""
         if self.nvml is None:
             return None
-        used = self.nvml.process_used_bytes(self.pid)
+        used, source = used_by(self.nvml, self.pid, self._baseline_used)
         if used is not None:
-            self._nvml_source = "process"
-            return used
-        self._nvml_source = "device_delta"
-        return max(0, self.nvml.device_used_bytes() - self._baseline_used)
+            self._nvml_source = source
+        return used
 
-    def _measure_context(self) -> int:
+    def _measure_context(self) -> tuple[int, str]:
+        """The CUDA context's bytes and how they were known: measured through NVML, else the
+        calibrated floor. Never 0: the context counts against the ceiling like any tensor."""
         used = self._process_used()
         if used is None:
-            return 0
-        return max(0, used - int(self.cuda.memory_reserved()))
+            return CONTEXT_FLOOR_BYTES, "floor (NVML gave no reading)"
+        measured = used - int(self.cuda.memory_reserved())
+        if measured < _CONTEXT_PLAUSIBLE_BYTES:
+            _warn_once("context", "NVML put the CUDA context at %d bytes, too small to be true: "
+                       "counting %d bytes instead", measured, CONTEXT_FLOOR_BYTES)
+            return CONTEXT_FLOOR_BYTES, f"floor (NVML read {measured} bytes)"
+        return measured, f"nvml ({self._nvml_source})"
 
     # -- the DeviceBackend protocol ---------------------------------------------------------------
 
@@ -270,14 +374,26 @@ class CudaBackend:
         gc.collect()
         self.cuda.empty_cache()
         self.cuda.reset_peak_memory_stats()
+        self._trial_since_release = True
 
     def release(self) -> bool:
-        """After a trial's pipeline is dropped: give cached blocks back; True when no tensor of it
-        is left on the device (else the parent replaces this process)."""
+        """After a trial's pipeline is dropped: clear library workspaces, give cached blocks back;
+        True when the device holds no more than after the worker's first trial (else the parent
+        replaces this process). cuBLAS keeps its workspaces allocated after any matmul: where they
+        cannot be cleared, a small first residue is the baseline, not a leak."""
         self.cuda.synchronize()
+        if self._clear_workspaces is not None:
+            self._clear_workspaces()
         self.cuda.empty_cache()
-        allocated = getattr(self.cuda, "memory_allocated", None)
-        return allocated is None or int(allocated()) == 0
+        residue = int(self.cuda.memory_allocated())
+        if self._residue_baseline is None and self._trial_since_release:
+            self._residue_baseline = residue if residue <= WORKSPACE_RESIDUE_LIMIT_BYTES else 0
+        self._trial_since_release = False
+        clean = residue <= (self._residue_baseline or 0)
+        if not clean:
+            log.info("%d bytes still allocated after the release (baseline %d): a fresh worker measures next",
+                     residue, self._residue_baseline or 0)
+        return clean
 
     def conditions(self) -> dict[str, Any]:
         return _read_conditions(self.nvml) if self.nvml is not None else {}
