@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -37,6 +37,13 @@ class LiveTensorTracker(TorchDispatchMode):
 
     def add(self, tensor: torch.Tensor) -> None:
         if tensor.device.type != self.device_type or tensor.is_meta:
+            return
+        if is_traceable_wrapper_subclass(tensor):
+            # A wrapper (torchao's quantized weights) holds no data of its own: its storage
+            # reports the logical size. What it holds is its inner tensors (values, scales).
+            inner, _ = tensor.__tensor_flatten__()
+            for name in inner:
+                self.add(getattr(tensor, name))
             return
         try:
             storage = tensor.untyped_storage()

@@ -69,8 +69,9 @@ class PlanEffect:
     #: fake module before each trace, for the default value too (it must undo the others).
     configure: Callable[[Any, Value], None] | None = None
     #: Parameters kept in a narrower dtype and upcast one layer at a time while it runs:
-    #: {qualified parameter name: bytes per element} (layerwise fp8 casting, weight-only quant).
-    storage: Callable[[Any, Value], Mapping[str, int]] | None = None
+    #: {qualified parameter name: bytes per element} (layerwise fp8 casting, weight-only quant;
+    #: fractional where scales are kept per row).
+    storage: Callable[[Any, Value], Mapping[str, float]] | None = None
     #: Where weights are while a component runs: bytes resident on the device, from every
     #: component's `planner.stats.WeightStats` (the placement knob: offload). None: all of them.
     resident: Callable[[Value, str, Mapping[str, Any]], int] | None = None

@@ -167,7 +167,7 @@ class Planner:
         key = (*self._module_key(component, assignment), *(v for _, v in storing))
         if key not in self._stats:
             module = self._module(component, assignment)
-            storage: dict[str, int] = {}
+            storage: dict[str, float] = {}
             for knob, value in storing:
                 storage.update(knob.plan.storage(module, value))
             self._stats[key] = weight_stats(module, storage=storage)

@@ -31,13 +31,14 @@ class WeightStats:
 
 
 def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
-                 storage: Mapping[str, int] | None = None) -> WeightStats:
-    """`storage`: {qualified parameter name: bytes per element} of parameters stored narrower."""
+                 storage: Mapping[str, float] | None = None) -> WeightStats:
+    """`storage`: {qualified parameter name: bytes per element} of parameters stored narrower
+    (fractional where scales and zero points are kept per row or group: quantization)."""
     storage = storage or {}
     cast = {name.rpartition(".")[0] for name in storage}
 
     def size(name: str, tensor: torch.Tensor) -> int:
-        return tensor.numel() * storage.get(name, tensor.element_size())
+        return round(tensor.numel() * storage.get(name, tensor.element_size()))
 
     total = largest_leaf = non_leaf = 0
     for name, sub in module.named_modules():
