@@ -78,6 +78,9 @@ class Context:
     components: frozenset[str]
     component_classes: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict, hash=False)
     modules: Mapping[str, ModuleFacts] | None = dataclasses.field(default=None, hash=False)
+    #: The pipeline's class name (`StableDiffusionPipeline`), where known: some knobs act only
+    #: through code the pipeline's `__call__` runs (the caching hooks' cache context).
+    pipeline_class: str | None = None
 
     def has_package(self, name: str) -> bool:
         return importlib.util.find_spec(name) is not None

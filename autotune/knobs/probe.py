@@ -56,7 +56,8 @@ def pipeline_context(pipe: Any, device: str) -> Context:
     parts = {name: module for name, module in pipe.components.items() if module is not None}
     classes = {name: (type(m).__module__.split(".")[0], type(m).__name__) for name, m in parts.items()}
     modules = {name: module_facts(m) for name, m in parts.items() if isinstance(m, ModelMixin)}
-    return Context(device=device, components=frozenset(parts), component_classes=classes, modules=modules)
+    return Context(device=device, components=frozenset(parts), component_classes=classes, modules=modules,
+                   pipeline_class=type(pipe).__name__)
 
 
 def model_context(model: str, device: str, info: Any = None) -> Context:
@@ -68,7 +69,8 @@ def model_context(model: str, device: str, info: Any = None) -> Context:
     info = info or model_info(model)
     classes = dict(getattr(info, "component_classes", None) or component_classes(model))
     modules = probe_model(model, tuple(sorted(classes.items())))
-    return Context(device=device, components=info.components, component_classes=classes, modules=modules)
+    return Context(device=device, components=info.components, component_classes=classes, modules=modules,
+                   pipeline_class=getattr(info, "pipeline_class", None))
 
 
 def component_classes(model: str) -> dict[str, tuple[str, str]]:
