@@ -15,13 +15,32 @@ def check(pipe, value):
     assert getattr(pipe.unet, "_compiled_call_impl", None) is None
 
 
-test_conformance = conformance("compile", check, slow=frozenset({"full", "regional"}))
+test_conformance = conformance("compile", check, slow=frozenset({"full", "regional", "full-max-autotune"}))
 
 
 def test_compiled_values_leave_process_state_and_get_artifacts():
     assert knobs.compiles({"compile": "regional"}) and not knobs.compiles({"compile": "none"})
     assert not knobs.compiles({})
-    assert knobs.get("compile").process_state == {"full", "regional"}
+    assert knobs.get("compile").process_state == {"full", "regional", "full-max-autotune", "full-cuda-graphs"}
+    assert knobs.compiles({"compile": "full-cuda-graphs"})
+
+
+def test_cuda_graphs_need_cuda_and_no_offload(tiny_pipe):
+    from autotune.knobs import Context
+
+    knob = knobs.get("compile")
+    assert "need CUDA" in knob.reason_unavailable("full-cuda-graphs", Context(device="cpu", components=frozenset({"unet"})))
+    assert knob.reason_unavailable("full-cuda-graphs", Context(device="cuda", components=frozenset({"unet"}))) is None
+    with pytest.raises(InvalidAssignmentError, match="fixed addresses"):
+        apply_settings(tiny_pipe, {"compile": "full-cuda-graphs", "offload": "model"}, device="cuda")
+
+
+def test_each_whole_model_mode_reaches_torch_compile(tiny_pipe, monkeypatch):
+    seen = []
+    monkeypatch.setattr(type(tiny_pipe.unet), "compile", lambda self, **kw: seen.append(kw))
+    for value in ("full", "full-max-autotune", "full-cuda-graphs"):
+        knobs.get("compile").apply(tiny_pipe, value, None)
+    assert seen == [{}, {"mode": "max-autotune-no-cudagraphs"}, {"mode": "reduce-overhead"}]
 
 
 def test_compile_cannot_trace_sequential_offload(tiny_pipe):
