@@ -114,6 +114,9 @@ def test_weight_stats_mirror_diffusers_grouping():
     assert s.largest_leaf == 288 and s.non_leaf == 8
     assert s.block_unmatched == 80 + 64 + 8 and s.largest_block == 288
     assert weight_stats(Blocks(), blocks_per_group=2).largest_block == 2 * 288
+    # group offload with N blocks per group: runs of N consecutive blocks, the last one shorter
+    assert s.block_sizes == ((288, 288, 288),)
+    assert s.largest_group(2) == 2 * 288 and s.largest_group(4) == 3 * 288
     assert s.largest_upcast_layer == 0
 
 

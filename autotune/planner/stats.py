@@ -28,6 +28,17 @@ class WeightStats:
     largest_block: int
     #: The largest layer with narrower-stored weights, upcast to the compute dtype while it runs.
     largest_upcast_layer: int
+    #: Bytes of each item of each top-level ModuleList/Sequential, in order: what group offload
+    #: with N blocks per group moves together (`largest_group`).
+    block_sizes: tuple[tuple[int, ...], ...] = ()
+
+    def largest_group(self, blocks_per_group: int) -> int:
+        """The largest run of `blocks_per_group` consecutive blocks of one list (diffusers groups
+        each list's items in order); `largest_block` where the sizes were not kept."""
+        if not self.block_sizes:
+            return self.largest_block * blocks_per_group
+        return max((sum(sizes[i:i + blocks_per_group]) for sizes in self.block_sizes
+                    for i in range(0, len(sizes), blocks_per_group)), default=0)
 
 
 def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
@@ -53,15 +64,14 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
         return sum(_own_bytes(m, size, f"{prefix}{n}." if n else prefix) for n, m in sub.named_modules())
 
     unmatched = _own_bytes(module, size, "")
-    largest_block = 0
+    block_sizes: list[tuple[int, ...]] = []
     for name, child in module.named_children():
         if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
-            items = list(child.named_children())
-            for i in range(0, len(items), blocks_per_group):
-                group = sum(subtree(m, f"{name}.{n}.") for n, m in items[i:i + blocks_per_group])
-                largest_block = max(largest_block, group)
+            block_sizes.append(tuple(subtree(m, f"{name}.{n}.") for n, m in child.named_children()))
         else:
             unmatched += subtree(child, f"{name}.")
     upcast = max((sum(p.numel() * p.element_size() for p in module.get_submodule(layer).parameters(recurse=False))
                   for layer in cast), default=0)
-    return WeightStats(total, largest_leaf, non_leaf, unmatched, largest_block, upcast)
+    largest_block = max((sum(sizes[i:i + blocks_per_group]) for sizes in block_sizes
+                         for i in range(0, len(sizes), blocks_per_group)), default=0)
+    return WeightStats(total, largest_leaf, non_leaf, unmatched, largest_block, upcast, tuple(block_sizes))

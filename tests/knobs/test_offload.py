@@ -61,6 +61,12 @@ def test_apply_rejects_an_unknown_mode(tiny_pipe):
         knobs.get("offload").apply(tiny_pipe, "teleport", ApplyContext("cpu"))
 
 
+def test_group_offload_values_parse_into_diffusers_arguments():
+    assert Offload.parse("group-block-4-stream").group_offload_kwargs("cuda") == {
+        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": True,
+        "num_blocks_per_group": 4}
+
+
 def test_streamed_offload_needs_cuda():
     cuda = Context(device="cuda", components=frozenset({"unet", "vae"}))
     assert knobs.get("offload").reason_unavailable("group-leaf-stream", cuda) is None
@@ -69,10 +75,12 @@ def test_streamed_offload_needs_cuda():
 
 def test_resident_weights_per_offload_mode():
     stats = {"unet": WeightStats(total=1000, largest_leaf=50, non_leaf=10, block_unmatched=200,
-                                 largest_block=300, largest_upcast_layer=0),
+                                 largest_block=300, largest_upcast_layer=0,
+                                 block_sizes=((300, 100, 100, 50, 250), (40,))),
              "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
                                 largest_block=0, largest_upcast_layer=0)}
     expected = {"none": 1100, "model": 1000, "sequential": 50, "group-block-1": 500, "group-block-1-stream": 800,
+                "group-block-4": 200 + 550, "group-block-4-stream": 200 + 2 * 550,  # blocks 0-3 move together
                 "group-leaf": 60, "group-leaf-stream": 110}
     assert {v: resident_bytes(v, "unet", stats) for v in expected} == expected
     assert knobs.get("offload").plan.resident is resident_bytes

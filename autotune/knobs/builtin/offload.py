@@ -48,11 +48,13 @@ class Offload:
         return kwargs
 
 
-CHOICES = ("none", "model", "sequential", "group-block-1", "group-block-1-stream", "group-leaf", "group-leaf-stream")
+CHOICES = ("none", "model", "sequential", "group-block-1", "group-block-1-stream", "group-block-4",
+           "group-block-4-stream", "group-leaf", "group-leaf-stream")
 #: Usually fastest first: weights kept on the device beat any offload; a streamed block group
-#: hides its copies behind compute; per-layer copies (sequential) are slowest.
-SPEED = {"none": 0, "group-block-1-stream": 1, "model": 2, "group-block-1": 3,
-         "group-leaf-stream": 4, "group-leaf": 5, "sequential": 6}
+#: hides its copies behind compute, and larger groups make fewer, larger copies (more memory);
+#: per-layer copies (sequential) are slowest.
+SPEED = {"none": 0, "group-block-4-stream": 1, "group-block-1-stream": 2, "model": 3, "group-block-4": 4,
+         "group-block-1": 5, "group-leaf-stream": 6, "group-leaf": 7, "sequential": 8}
 
 
 def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
@@ -80,9 +82,9 @@ def resident_bytes(value: Value, component: str, stats: Mapping[str, Any]) -> in
       none        all weights
       model       the running component's (accelerate moves the previous model off first)
       sequential  its largest leaf layer
-      group       its resident group(s): block level keeps the unmatched modules and one block
-                  group, leaf level one leaf; with a CUDA stream the next group is prefetched,
-                  so two groups are resident.
+      group       its resident group(s): block level keeps the unmatched modules and one group
+                  of `num_blocks_per_group` consecutive blocks, leaf level one leaf; with a CUDA
+                  stream the next group is prefetched, so two groups are resident.
     """
     mode, own = Offload.parse(value), stats[component]
     if mode.kind == "none":
@@ -93,14 +95,14 @@ def resident_bytes(value: Value, component: str, stats: Mapping[str, Any]) -> in
         return own.largest_leaf
     copies = 2 if mode.use_stream else 1
     if mode.offload_type == "block_level":
-        return own.block_unmatched + copies * own.largest_block
+        return own.block_unmatched + copies * own.largest_group(mode.num_blocks_per_group or 1)
     return own.non_leaf + copies * own.largest_leaf
 
 
 register(Knob(
     name="offload", choices=CHOICES, default="none", stage=Stage.PLACE,
     help="keep weights in CPU RAM and move them to the GPU when needed: per model, per leaf "
-         "layer (sequential) or per group of blocks (group offload, optionally on a CUDA stream)",
+         "layer (sequential) or per group of 1 or 4 blocks (group offload, optionally on a CUDA stream)",
     apply=_apply, unavailable_reason=_reason,
     plan=PlanEffect(resident=resident_bytes),
     speed=SpeedPrior(order=0, rank=lambda value, device: SPEED[value], spread=True),
