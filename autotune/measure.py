@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from autotune.backends.host_memory import HostPeak
 from autotune.errors import InvalidTargetError
 from autotune.target import Target
 from autotune.timing import StoppingRule
@@ -216,7 +217,8 @@ class SubprocessMeasurer:
         spawned: dict[str, float] = {}
         try:
             worker, spawned = self._worker_for(job, log_path, deadline)
-            with _nvml_peak(job.target.device, worker.pid, worker.device_baseline_bytes) as sampler:
+            with _nvml_peak(job.target.device, worker.pid, worker.device_baseline_bytes) as sampler, \
+                    HostPeak(worker.pid) as host:
                 answer = worker.request({"op": "trial", "job": job.to_dict(), "log": str(log_path)}, deadline)
             if "unrunnable" in answer:  # e.g. the pipeline refuses the call: no trial can run
                 self._worker = None
@@ -228,6 +230,7 @@ class SubprocessMeasurer:
                 result = Measurement.from_dict(answer["measurement"])
                 result.device_info["worker_pid"] = worker.pid
                 sampler.merge_into(result)
+                host.merge_into(result)
                 if result.status != "ok" or not result.device_info.get("worker_clean_after", True):
                     worker.tainted = True
                 if leaves_process_state(job.assignment):

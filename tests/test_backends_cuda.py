@@ -7,8 +7,9 @@ import pytest
 
 from autotune import _worker, hardware
 from autotune.backends import cuda as cuda_backend
+from autotune.backends.sampling import PeakSampler
 from autotune.backends.cuda import (CONTEXT_FLOOR_BYTES, REAL_CARD_HEADROOM_BYTES, WORKSPACE_RESIDUE_LIMIT_BYTES,
-                                    CudaBackend, PeakSampler, ProcessPeak, PynvmlReader, memory_fraction,
+                                    CudaBackend, ProcessPeak, PynvmlReader, memory_fraction,
                                     parse_oom_request)
 from autotune.errors import InvalidTargetError
 from autotune.measure import TrialJob

@@ -70,6 +70,8 @@ def test_real_worker_measures_the_tiny_pipeline(job, tmp_path):
     # The tracker is seeded with the weights: the peak is at least the resident weights.
     assert result.peak_bytes >= result.memory["resident_weights"] > 0
     assert result.memory["peak_rss"] > result.peak_bytes
+    # The parent sampled the worker's resident set during the trial: this trial's own peak.
+    assert result.memory["host_rss_peak"] >= result.memory["host_rss_before"] > result.peak_bytes
 
 
 def test_unnumbered_runs_never_overwrite_earlier_logs(job, tmp_path):

@@ -30,10 +30,10 @@ import gc
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from autotune.backends.sampling import PeakSampler
 from autotune.errors import InvalidTargetError
 
 log = logging.getLogger(__name__)
@@ -189,38 +189,6 @@ def _torch_clear_workspaces() -> None:
     clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear is not None:
         clear()
-
-
-class PeakSampler:
-    """Polls a reading on a thread and keeps the maximum; NVML has no peak counter of its own."""
-
-    def __init__(self, read: Any, interval_s: float = 0.005) -> None:
-        self._read, self._interval = read, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="nvml-peak")
-        self.peak = 0
-        self.samples = 0
-
-    def _sample(self) -> None:
-        value = self._read()
-        if value is not None:
-            self.peak = max(self.peak, value)
-            self.samples += 1
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
 
 def used_by(nvml: Nvml, pid: int, baseline_used: int | None) -> tuple[int | None, str]:
