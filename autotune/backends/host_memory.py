@@ -9,12 +9,9 @@ memory the machine really spends while that trial runs.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from autotune.backends.sampling import PeakSampler
-
-log = logging.getLogger(__name__)
 
 
 def resident_bytes(pid: int) -> int | None:
