@@ -246,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
                             max_vram=NO_CEILING, device=args.device, pipeline_class=info.pipeline_class)
             log.info("ladder %s: %s", label, assignment)
             measured = measurer(TrialJob(target, assignment, warmup=1, runs=args.runs, max_runs=args.max_runs,
-                                         time_cap_s=args.max_run_time))
+                                         time_cap_s=args.max_run_time), timeout_s=remaining())
             row["measurement"] = measured.to_dict()
-            if measured.status == "failed":
+            if measured.status == "failed" and (measured.error or "").startswith("stopped at the time budget"):
+                row["note"] = "stopped: time budget spent"
+            elif measured.status == "failed":
                 failures.append(f"ladder {label}: {measured.error}")
             report.meta.update({k: v for k, v in measured.device_info.items() if k in ("driver",) and v})
         report.ladder.append(row)
