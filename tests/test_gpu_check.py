@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
@@ -25,6 +26,11 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert "skipped on cpu" in raw["ladder"][3]["note"]
     ok, none_fit = raw["searches"]
     assert len(ok["records"]) == 2 and "Best:" in ok["summary"]
+    # The hand choice is measured first, inside the search's share, by the worker the search reuses.
+    hand = ok["hand_choice"]["measurement"]
+    assert hand["status"] == "ok" and ok["profile_over_hand"] > 0
+    assert hand["device_info"]["worker_pid"] == ok["records"][0]["measurement"]["device_info"]["worker_pid"]
+    assert ok["budget_s"] == pytest.approx(ok["share_s"] - ok["hand_wall_s"])
     # Under 1KB the planner knows nothing fits: nothing new is measured (the 2GB search's trials are
     # reused, all over this ceiling), every other candidate is pruned with its prediction.
     assert len(none_fit["records"]) == 2 and all(r["outcome"] == "over_ceiling" for r in none_fit["records"])

@@ -44,6 +44,34 @@ def stub_python(tmp_path: Path) -> tuple[str, Path]:
     return str(stub), calls
 
 
+@pytest.fixture
+def compiling_stub(tmp_path: Path) -> tuple[str, Path]:
+    """As stub_python, but its 4GB search leaves a profile whose winner compiles, and its warmup
+    writes a record into the profile it is given (as `autotune warmup` does)."""
+    calls = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+case "$*" in
+    *"--ceilings 4GB"*) echo "compile: full" > "$OUT/stub-part2-4gb.yaml" ;;
+    *Profile.load*) echo full ;;
+    *" warmup "*) echo "compile_artifacts: warmed" >> "$4" ;;
+esac
+""")
+    stub.chmod(0o755)
+    return str(stub), calls
+
+
+def test_part2_warms_up_a_compiled_winner_on_a_copy_and_keeps_the_record(tmp_path, compiling_stub):
+    python, calls = compiling_stub
+    proc = run_session("part2", tmp_path / "out", tmp_path / "run", python)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "- warmup: ok" in session_text(tmp_path / "out", "part2")
+    warmup_call = next(line for line in calls.read_text().splitlines() if " warmup " in line)
+    assert str(tmp_path / "run" / "warmup" / "profile.yaml") in warmup_call  # not the file in OUT
+    assert "compile_artifacts: warmed" in (tmp_path / "out" / "stub-part2-4gb.yaml").read_text()
+
+
 def test_a_failed_step_fails_the_part_but_the_later_steps_still_run(tmp_path, stub_python):
     python, calls = stub_python
     proc = run_session("part1", tmp_path / "out", tmp_path / "run", python, AUTOTUNE_SESSION_FAIL="search_cost")
@@ -72,7 +100,7 @@ def test_each_part_budgets_at_most_a_loan_and_passes_when_its_steps_do(tmp_path,
     text = session_text(tmp_path / "out", part)
     budget = int(re.search(r"budget: (\d+) s of 510 s", text).group(1))
     assert budget <= LOAN_S
-    steps = re.findall(r"^- (\w+): ok in \d+ s of its (\d+) s$", text, re.M)
+    steps = re.findall(r"^- (\w+): ok in \d+ s of its (\d+) s", text, re.M)
     assert [name for name, _ in steps] == (["preflight", "search_cost", "search_8gb"] if part == "part1"
                                           else ["preflight", "ladder", "search_4gb"])
     assert sum(int(limit) for _, limit in steps) < budget  # install and packing are the rest
