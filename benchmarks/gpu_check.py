@@ -129,12 +129,13 @@ class Report:
             "Memory columns: `allocated` = torch max_memory_allocated, `reserved` = max_memory_reserved, "
             "`process` = NVML process peak (CUDA context included) sampled during the runs. On CPU the only "
             "memory number is the peak of live tensors in RAM (`cpu_live_tensor_peak`): not VRAM.",
-            "",
-            "## Seed ladder",
-            "",
-            "| step | settings | latency median | p90 | first run (incl. compile) | peak (metric) | allocated | reserved | process | note |",
-            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        if self.ladder:
+            lines += [
+                "", "## Seed ladder", "",
+                "| step | settings | latency median | p90 | first run (incl. compile) | peak (metric) | allocated | reserved | process | note |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
         for row in self.ladder:
             mm = row.get("measurement") or {}
             mem = mm.get("memory", {})

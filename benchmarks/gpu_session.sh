@@ -19,7 +19,7 @@
 # Each part starts with benchmarks/preflight.py (imports, NVML by PID, one sd15 step, one tiny
 # compile; stops in seconds on failure). Every step writes its results as it goes and has its own
 # `timeout`; a failed step does not stop the later ones, but the script then exits 1. The session
-# file <date>-<device>-session-<part>.md names the card (nvidia-smi csv), the versions and how each
+# file <date>-<device>-<part>-session.md names the card (nvidia-smi csv), the versions and how each
 # step ended; trial logs are packed into <date>-<device>-<part>-logs.tgz after every step (no
 # inductor caches, no reference images). One inductor cache is shared by the part's steps.
 #
@@ -63,7 +63,7 @@ if [ "$rehearsal" = 1 ]; then
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     device=cpu model=${AUTOTUNE_SESSION_MODEL:-builtin:tiny-sd}
     size=(--height 64 --width 64) steps=2
-    cost_args=(--trials 3 --repeat 3 --max-run-time 1)
+    cost_args=(--trials 2 --repeat 2 --max-run-time 1)
     check_args=(--smoke) ladder_args=(--smoke)
     device_name=$("$py" -c 'from autotune.hardware import cpu_name; print(cpu_name())' 2>/dev/null || echo cpu)
 else
@@ -77,7 +77,7 @@ else
 fi
 slug=$(printf '%s' "${device_name:-unknown device}" | tr 'A-Z' 'a-z' | sed -E 's/\((r|tm)\)//g; s/[^a-z0-9]+/-/g; s/^-+|-+$//g')
 stem="$(date -u +%F)-$slug"
-session="$out/$stem-session-$part.md"
+session="$out/$stem-$part-session.md"
 failed=()
 
 pack() {  # the trial logs so far, without caches: rewritten after every step

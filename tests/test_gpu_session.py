@@ -31,7 +31,7 @@ def run_session(part: str, out: Path, run_dir: Path, python: str = sys.executabl
 
 
 def session_text(out: Path, part: str) -> str:
-    return next(out.glob(f"*-session-{part}.md")).read_text()
+    return next(out.glob(f"*-{part}-session.md")).read_text()
 
 
 @pytest.fixture
