@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         s = result.search
         share_wall = time.monotonic() - share_start
         summary = (f"Share of the budget: {share:.0f} s; hand choice {hand_wall:.0f} s, then the search "
-                   f"({search_budget:.0f} s budget) {s.duration_s:.0f} s; together {share_wall:.0f} s "
+                   f"{s.duration_s:.0f} s of its {search_budget:.0f} s budget "
+                   f"({100 * s.duration_s / max(search_budget, 1e-9):.0f}%); together {share_wall:.0f} s "
                    f"({100 * share_wall / share:.0f}% of the share). "
                    f"{len(s.records)} trials measured: {s.count('feasible')} feasible, "
                    f"{s.count('over_ceiling')} over the ceiling, {s.count('oom')} out of memory, "

@@ -4,11 +4,15 @@
 #
 # How to run it (next session): fetch the wheels once, here, with
 #   bash ../shared/scripts/device-wheels.sh        # -> .whl/ (git-ignored)
-# then one device call per part, each from a fresh or warm machine:
+# then one device call per part (check `status` first: budget_left_s must cover ~540 s plus the
+# machine's start-up; a session's 15 minutes of device time hold ONE part, so part1 in one session
+# and part2 in the next, unless more time is left):
 #   run(command="bash benchmarks/gpu_session.sh part1", carry=[".whl"], timeout_s=540)
 #   run(command="bash benchmarks/gpu_session.sh part2", carry=[".whl"], timeout_s=540)
-# Everything comes back from $OUT (at most 8 files): copy them into benchmarks/results/ and commit
-# them raw. Without OUT the files go to benchmarks/results/.
+# and give_back right after. Everything comes back from $OUT (at most 8 files, under files_at):
+# copy them into benchmarks/results/ and commit them raw; a non-zero rc names the failed steps in
+# the last line of the output and in the session file. Without OUT the files go to
+# benchmarks/results/.
 #   part1: search_cost on builtin:sd15 512x512 without compile (per-trial overhead and phases,
 #          whether the warm worker was reused, the spread of one assignment over 5 trials), then
 #          the 8GB search under a time budget with the hand choice (fp16 + SDPA, + model offload
@@ -28,7 +32,7 @@
 # the same steps on builtin:tiny-sd, --device cpu, 64 px, 2 steps, few trials; no wheel install,
 # no nvidia-smi. AUTOTUNE_SESSION_FAIL=<step> makes that step fail (to test the exit status);
 # AUTOTUNE_SESSION_MODEL overrides the model; PYTHON the interpreter (default python3). The
-# rehearsal's timeouts are AUTOTUNE_REHEARSAL_SLACK (default 3) times the GPU's.
+# rehearsal's timeouts and inner budgets are AUTOTUNE_REHEARSAL_SLACK (default 3) times the GPU's.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -51,8 +55,9 @@ esac
 if [ "$budget" -gt "$LIMIT" ]; then echo "budget of $part is $budget s, over $LIMIT s" >&2; exit 2; fi
 
 rehearsal=${AUTOTUNE_REHEARSAL:-0}
-slack=1  # the rehearsal's timeouts are this many times the GPU's: a shared 2-core CPU is slower
+slack=1  # the rehearsal's timeouts and budgets are this many times the GPU's: a shared CPU is slower
 [ "$rehearsal" = 1 ] && slack=${AUTOTUNE_REHEARSAL_SLACK:-3}
+within() { echo $((($1) * slack)); }  # an inner budget, scaled like the timeouts
 out=${OUT:-benchmarks/results}
 run=${AUTOTUNE_SESSION_RUN_DIR:-/tmp/gpu-session-$part}
 py=${PYTHON:-python3}
@@ -155,7 +160,7 @@ echo "## Steps" >> "$session"
 echo "" >> "$session"
 
 step preflight "$T_PREFLIGHT" "$py" benchmarks/preflight.py --device "$device" --model "$model" "${size[@]}" \
-    --timeout $((T_PREFLIGHT - 10)) --report "$run/preflight.md" --log-dir "$run/preflight-logs"
+    --timeout "$(within T_PREFLIGHT-10)" --report "$run/preflight.md" --log-dir "$run/preflight-logs"
 preflight_rc=$?
 [ -f "$run/preflight.md" ] && cat "$run/preflight.md" >> "$session" && echo "" >> "$session"
 [ "$preflight_rc" = 0 ] || finish
@@ -163,14 +168,14 @@ preflight_rc=$?
 common=(--device "$device" --model "$model" "${size[@]}" --steps "$steps" --out-dir "$out")
 if [ "$part" = part1 ]; then
     step search_cost "$T_SEARCH_COST" "$py" benchmarks/search_cost.py "${common[@]}" "${cost_args[@]}" \
-        --no-regret --exclude compile --time-budget 90 --budget-s $((T_SEARCH_COST - 15)) --run-dir "$run/search-cost"
+        --no-regret --exclude compile --time-budget "$(within 90)" --budget-s "$(within T_SEARCH_COST-15)" --run-dir "$run/search-cost"
     step search_8gb "$T_SEARCH_8GB" "$py" benchmarks/gpu_check.py "${common[@]}" "${check_args[@]}" \
-        --no-ladder --no-preflight --ceilings 8GB --tag part1 --budget-s $((T_SEARCH_8GB - 20)) --run-dir "$run/gpu-check"
+        --no-ladder --no-preflight --ceilings 8GB --tag part1 --budget-s "$(within T_SEARCH_8GB-20)" --run-dir "$run/gpu-check"
 else
     step ladder "$T_LADDER" "$py" benchmarks/gpu_check.py "${common[@]}" "${ladder_args[@]}" \
-        --ceilings --no-preflight --tag part2-ladder --budget-s $((T_LADDER - 10)) --run-dir "$run/gpu-check-ladder"
+        --ceilings --no-preflight --tag part2-ladder --budget-s "$(within T_LADDER-10)" --run-dir "$run/gpu-check-ladder"
     step search_4gb "$T_SEARCH_4GB" "$py" benchmarks/gpu_check.py "${common[@]}" "${check_args[@]}" \
-        --no-ladder --no-preflight --ceilings 4GB --tag part2 --budget-s $((T_SEARCH_4GB - 15)) --run-dir "$run/gpu-check"
+        --no-ladder --no-preflight --ceilings 4GB --tag part2 --budget-s "$(within T_SEARCH_4GB-15)" --run-dir "$run/gpu-check"
     profile=$(ls "$out"/*-part2-4gb.yaml 2>/dev/null | head -1)
     compiles=$([ -n "$profile" ] && "$py" -c 'import sys; from autotune.profile import Profile
 print(Profile.load(sys.argv[1]).best.settings.get("compile", "none"))' "$profile" 2>/dev/null)
@@ -178,7 +183,7 @@ print(Profile.load(sys.argv[1]).best.settings.get("compile", "none"))' "$profile
         # On a copy: warmup writes PROFILE.compile.bin beside the profile (not one of the 8 files).
         mkdir -p "$run/warmup" && cp "$profile" "$run/warmup/profile.yaml"
         step warmup "$T_WARMUP" "$py" -m autotune.cli.main warmup "$run/warmup/profile.yaml" \
-            --timeout $((T_WARMUP - 10)) --json && cp "$run/warmup/profile.yaml" "$profile"
+            --timeout "$(within T_WARMUP-10)" --json && cp "$run/warmup/profile.yaml" "$profile"
     else
         echo "- warmup: skipped, the 4GB search's winner does not compile (${profile:-no profile})" >> "$session"
     fi

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["regret"] = short["best"]["latency_median_s"] / long["best"]["latency_median_s"] - 1
             print(f"  regret {entry.get('regret')}", flush=True)
             save()
-    return 0 if report["searches"] and report["searches"][0]["short"]["measured"] else 1
+    measured = report["searches"][0]["short"]["measured"] and report.get("spread", {}).get("trials_ok")
+    return 0 if measured else 1  # a search or a spread that measured nothing is a failed step
 
 
 def slug(text: str) -> str:

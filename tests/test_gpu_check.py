@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def test_gpu_check_cpu_smoke(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--model", "builtin:tiny-sd", "--smoke",
-         "--ceilings", "2GB", "1KB", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+         "--ceilings", "2GB", "1KB", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+         "--budget-s", "3000"],  # the flow, not the budget: a loaded CPU must not cut a search short
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = next(tmp_path.glob("*-smoke.md"))
