@@ -183,7 +183,9 @@ print(Profile.load(sys.argv[1]).best.settings.get("compile", "none"))' "$profile
         # On a copy: warmup writes PROFILE.compile.bin beside the profile (not one of the 8 files).
         mkdir -p "$run/warmup" && cp "$profile" "$run/warmup/profile.yaml"
         step warmup "$T_WARMUP" "$py" -m autotune.cli.main warmup "$run/warmup/profile.yaml" \
-            --timeout "$(within T_WARMUP-10)" --json && cp "$run/warmup/profile.yaml" "$profile"
+            --timeout "$(within T_WARMUP-10)" --json
+        # Whatever the exit: warmup saves the cold first call in the profile before its second process.
+        cp "$run/warmup/profile.yaml" "$profile"
     else
         echo "- warmup: skipped, the 4GB search's winner does not compile (${profile:-no profile})" >> "$session"
     fi

@@ -72,6 +72,16 @@ def test_part2_warms_up_a_compiled_winner_on_a_copy_and_keeps_the_record(tmp_pat
     assert "compile_artifacts: warmed" in (tmp_path / "out" / "stub-part2-4gb.yaml").read_text()
 
 
+def test_a_warmup_cut_short_still_keeps_what_it_wrote_into_the_profile(tmp_path, compiling_stub):
+    python, calls = compiling_stub
+    stub = Path(python)  # its warmup writes the cold record, then fails (as a timed-out second process)
+    stub.write_text(stub.read_text().replace('>> "$4" ;;', '>> "$4"; exit 124 ;;'))
+    proc = run_session("part2", tmp_path / "out", tmp_path / "run", python)
+    assert proc.returncode == 1
+    assert "- warmup: **FAILED**: timed out" in session_text(tmp_path / "out", "part2")
+    assert "compile_artifacts: warmed" in (tmp_path / "out" / "stub-part2-4gb.yaml").read_text()
+
+
 def test_a_failed_step_fails_the_part_but_the_later_steps_still_run(tmp_path, stub_python):
     python, calls = stub_python
     proc = run_session("part1", tmp_path / "out", tmp_path / "run", python, AUTOTUNE_SESSION_FAIL="search_cost")
