@@ -7,7 +7,8 @@ As a CPU smoke test of the same code path (CI runs this):
     python benchmarks/gpu_check.py --device cpu --model builtin:tiny-sd --smoke
 
 (a) the seed ladder fp32 -> fp16 -> +channels_last -> +compile -> +memory-efficient attention,
-    each in a fresh process, with latency and the three peaks;
+    uncapped, with latency and the three peaks (one measurer: its warm worker measures the next
+    step unless the last one left state behind, e.g. a compile);
 (b) `autotune search` at each --ceilings value, and the hand choice for that ceiling measured
     first, inside the same share of the budget (the search gets what the hand choice left), in
     the same warm worker the search then uses; the profile / hand-choice latency ratio;
