@@ -4,6 +4,8 @@
 #
 # How to run it (next session): fetch the wheels once, here, with
 #   bash ../shared/scripts/device-wheels.sh        # -> .whl/ (git-ignored)
+# (in a git worktree, where .git is a file, that script stops at `.git/info/exclude`: add /.whl/ to
+# the file `git rev-parse --git-path info/exclude` names, then run its `pip download` line.)
 # then one device call per part (check `status` first: budget_left_s must cover ~540 s plus the
 # machine's start-up; a session's 15 minutes of device time hold ONE part, so part1 in one session
 # and part2 in the next, unless more time is left):
