@@ -7,11 +7,17 @@ As a CPU smoke test of the same code path (CI runs this):
     python benchmarks/gpu_check.py --device cpu --model builtin:tiny-sd --smoke
 
 (a) the seed ladder fp32 -> fp16 -> +channels_last -> +compile -> +memory-efficient attention,
-    each in a fresh process, with latency and the three peaks;
-(b) `autotune search` at each --ceilings value;
-(c) writes <out-dir>/<date>-<device>.md (tables) and .json (every raw measurement), rewritten
-    after each phase so a run cut short still leaves its results. A global --budget-s keeps the
-    whole run inside a lent GPU's time: later phases get what is left.
+    uncapped, with latency and the three peaks (one measurer: its warm worker measures the next
+    step unless the last one left state behind, e.g. a compile);
+(b) `autotune search` at each --ceilings value, and the hand choice for that ceiling measured
+    first, inside the same share of the budget (the search gets what the hand choice left), in
+    the same warm worker the search then uses; the profile / hand-choice latency ratio;
+(c) writes <out-dir>/<date>-<device>[-<tag>].md (tables) and .json (every raw measurement),
+    rewritten after each phase so a run cut short still leaves its results. A global --budget-s
+    keeps the whole run inside a lent GPU's time: later phases get what is left.
+`--no-ladder` or `--ceilings` with no value runs one part only (benchmarks/gpu_session.sh splits
+them over two loans). Exit status 1 when the preflight fails, 2 when a ladder step or a hand
+choice failed to measure (crash or timeout; the report says which), else 0.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -123,12 +130,13 @@ class Report:
             "Memory columns: `allocated` = torch max_memory_allocated, `reserved` = max_memory_reserved, "
             "`process` = NVML process peak (CUDA context included) sampled during the runs. On CPU the only "
             "memory number is the peak of live tensors in RAM (`cpu_live_tensor_peak`): not VRAM.",
-            "",
-            "## Seed ladder",
-            "",
-            "| step | settings | latency median | p90 | first run (incl. compile) | peak (metric) | allocated | reserved | process | note |",
-            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        if self.ladder:
+            lines += [
+                "", "## Seed ladder", "",
+                "| step | settings | latency median | p90 | first run (incl. compile) | peak (metric) | allocated | reserved | process | note |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
         for row in self.ladder:
             mm = row.get("measurement") or {}
             mem = mm.get("memory", {})
@@ -181,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--ceilings", nargs="+", default=["4GB", "8GB"])
+    p.add_argument("--ceilings", nargs="*", default=["4GB", "8GB"], help="one search each; none: no search")
+    p.add_argument("--no-ladder", action="store_true", help="skip the seed ladder")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the tiny-sd CUDA preflight (gpu_session.sh runs its own first)")
+    p.add_argument("--tag", help="added to the results file names, e.g. part1")
     p.add_argument("--trials", type=int, default=12, help="trials per search (a budget may stop it sooner)")
     p.add_argument("--runs", type=int, default=6, help="fewest timed runs per trial (default: 6)")
     p.add_argument("--max-runs", type=int, default=100, help="most timed runs per trial (default: 100)")
@@ -206,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     fp = hardware.fingerprint(args.device)
     device_name = fp["device_name"]
     date = dt.date.today().isoformat()
-    md_path = args.out_dir / f"{date}-{slug(device_name)}{'-smoke' if args.smoke else ''}.md"
+    tag = "".join(f"-{slug(t)}" for t in (args.smoke and "smoke", args.tag) if t)
+    md_path = args.out_dir / f"{date}-{slug(device_name)}{tag}.md"
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     report = Report(meta={
         "model": args.model, "height": height, "width": width, "batch": args.batch, "steps": args.steps,
@@ -221,11 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     def remaining() -> float:
         return args.budget_s - (time.monotonic() - start)
 
-    if args.device == "cuda" and not preflight(measurer, report, md_path):
+    if args.device == "cuda" and not args.no_preflight and not preflight(measurer, report, md_path):
         return 1
+    failures: list[str] = []
 
-    # (a) the ladder, each step in a fresh process, uncapped
-    for label, assignment, note in ladder(args.device, ctx):
+    # (a) the ladder, in one measurer (a fresh process where a step leaves state behind), uncapped
+    for label, assignment, note in ([] if args.no_ladder else ladder(args.device, ctx)):
         row: dict[str, Any] = {"label": label, "assignment": assignment, "note": note}
         if assignment is not None and remaining() < 30:
             row["note"] = "skipped: time budget spent"
@@ -234,31 +248,52 @@ def main(argv: list[str] | None = None) -> int:
                             max_vram=NO_CEILING, device=args.device, pipeline_class=info.pipeline_class)
             log.info("ladder %s: %s", label, assignment)
             measured = measurer(TrialJob(target, assignment, warmup=1, runs=args.runs, max_runs=args.max_runs,
-                                         time_cap_s=args.max_run_time))
+                                         time_cap_s=args.max_run_time), timeout_s=remaining())
             row["measurement"] = measured.to_dict()
+            if measured.status == "failed" and (measured.error or "").startswith("stopped at the time budget"):
+                row["note"] = "stopped: time budget spent"
+            elif measured.status == "failed":
+                failures.append(f"ladder {label}: {measured.error}")
             report.meta.update({k: v for k, v in measured.device_info.items() if k in ("driver",) and v})
         report.ladder.append(row)
         report.meta["wall_s"] = time.monotonic() - start
         report.write(md_path)
 
-    # (b) one search per ceiling, sharing what is left of the budget
+    measurer.close()
+
+    # (b) one search per ceiling, sharing what is left of the budget; the hand choice first, in it
     for i, ceiling in enumerate(args.ceilings):
         share = remaining() / (len(args.ceilings) - i)
         if share < 30:
             report.notes.append(f"search under {ceiling} skipped: time budget spent")
             continue
+        share_start = time.monotonic()
         target = Target(model=args.model, height=height, width=width, batch=args.batch, steps=args.steps,
                         max_vram=parse_size(ceiling), device=args.device, pipeline_class=info.pipeline_class)
-        log.info("search under %s: %d trials, %.0f s", ceiling, args.trials, share)
-        result: TuneResult = tune(target, trials=args.trials, run_dir=run_dir, seed=0, exclude=args.exclude,
-                                  trial_timeout_s=args.trial_timeout, runs=args.runs, time_cap_s=args.max_run_time,
-                                  confirm=not args.smoke, time_budget_s=share)
-        s = result.search
+        # One measurer for the hand choice and the search: its warm worker measures both.
+        search_measurer = SubprocessMeasurer(
+            timeout_s=args.trial_timeout, log_dir=run_dir / f"logs-{slug(ceiling)}",
+            env=None if "TORCHINDUCTOR_CACHE_DIR" in os.environ else
+            {"TORCHINDUCTOR_CACHE_DIR": str((run_dir / "inductor-cache").resolve())})
         hand = hand_choice(target, args.device)
-        hand_measured = measurer(TrialJob(target, hand, warmup=1, runs=args.runs, max_runs=args.max_runs,
-                                          time_cap_s=args.max_run_time))
-        measurer.close()
-        summary = (f"{len(s.records)} trials measured in {s.duration_s:.0f} s: {s.count('feasible')} feasible, "
+        log.info("hand choice under %s: %s", ceiling, hand)
+        hand_measured = search_measurer(TrialJob(target, hand, warmup=1, runs=args.runs, max_runs=args.max_runs,
+                                                 time_cap_s=args.max_run_time), timeout_s=share)
+        if hand_measured.status == "failed":
+            failures.append(f"hand choice under {ceiling}: {hand_measured.error}")
+        hand_wall = time.monotonic() - share_start
+        search_budget = max(0.0, share - hand_wall)
+        log.info("search under %s: %d trials, %.0f s", ceiling, args.trials, search_budget)
+        result: TuneResult = tune(target, trials=args.trials, run_dir=run_dir, seed=0, exclude=args.exclude,
+                                  measurer=search_measurer, runs=args.runs, time_cap_s=args.max_run_time,
+                                  confirm=not args.smoke, time_budget_s=search_budget)
+        s = result.search
+        share_wall = time.monotonic() - share_start
+        summary = (f"Share of the budget: {share:.0f} s; hand choice {hand_wall:.0f} s, then the search "
+                   f"{s.duration_s:.0f} s of its {search_budget:.0f} s budget "
+                   f"({100 * s.duration_s / max(search_budget, 1e-9):.0f}%); together {share_wall:.0f} s "
+                   f"({100 * share_wall / share:.0f}% of the share). "
+                   f"{len(s.records)} trials measured: {s.count('feasible')} feasible, "
                    f"{s.count('over_ceiling')} over the ceiling, {s.count('oom')} out of memory, "
                    f"{s.count('failed')} failed; {len(s.pruned)} not measured (planner: over the ceiling).")
         if result.profile:
@@ -276,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{format_size(hand_measured.peak_bytes)}; profile / hand = {ratio:.3f}.")
         report.searches.append({
             "ceiling": ceiling, "ceiling_bytes": target.max_vram, "summary": summary,
-            "wall_s": s.duration_s, "budget_s": share, "stopped_by": s.stop_reason,
+            "wall_s": s.duration_s, "budget_s": search_budget, "stopped_by": s.stop_reason,
+            "share_s": share, "share_wall_s": share_wall, "hand_wall_s": hand_wall,
             "hand_choice": {"assignment": hand, "measurement": hand_measured.to_dict()},
             "profile_over_hand": ratio,
             "confirmation": s.confirmation.to_dict() if s.confirmation else None,
@@ -289,10 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         report.meta["wall_s"] = time.monotonic() - start
         report.write(md_path)
 
+    report.notes += [f"failed to measure: {f}" for f in failures]
     report.meta["wall_s"] = time.monotonic() - start
     report.write(md_path)
     print(f"wrote {md_path} and {md_path.with_suffix('.json').name} in {report.meta['wall_s']:.0f} s")
-    return 0
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 2 if failures else 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """What a search costs and how far its answer can be trusted, on the device it runs on.
 
-Three measurements, each written to one results file named by the device:
-1. Per-trial overhead and phases: a default search (`--trials`, seed 0); for every trial its
-   wall time split into spawn, weights, build, apply, first run, timed runs, release, and the
-   overhead (wall minus warm-up and timed runs).
+Three measurements, in this order, into one results file (.md and .json) named by the date,
+the device and the model, rewritten after each so a run killed at any point keeps what it measured:
+1. Per-trial overhead and phases: a default search (`--trials`, seed 0, `--time-budget`); for
+   every trial its wall time split into spawn, weights, build, apply, first run, timed runs,
+   release, and the overhead (wall minus warm-up and timed runs), and whether the warm worker was
+   reused (no spawn or import phase: the worker of an earlier trial measured it).
 2. Spread: one assignment (the defaults) measured in `--repeat` separate trials, one after the
    other as a search would; spread = (max - min) / median of the trial medians.
 3. Regret: for each of `--seeds` seeds, the default search's winner against the best of a search
    `--long-factor` times longer with the same seed; regret = winner / best - 1 (0 is optimal).
+With `--budget-s` no spread trial starts once the whole run has spent it.
 
     python benchmarks/search_cost.py --model builtin:tiny-sd            # CPU, ~15 min on 2 cores
     python benchmarks/search_cost.py --model builtin:sd15 --height 128 --width 128 --steps 4 \\
@@ -22,6 +25,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
+import re
 import statistics
 import sys
 import tempfile
@@ -50,6 +55,11 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def worker_reused(timings: dict[str, float]) -> bool:
+    """A trial the warm worker of an earlier one measured: no process was started for it."""
+    return "spawn_s" not in timings and "import_s" not in timings
+
+
 def overhead_and_search(target: Target, trials: int, seed: int, run_dir: Path, **options: Any) -> dict[str, Any]:
     start = time.monotonic()
     result = tune(target, trials=trials, run_dir=run_dir, seed=seed, **options).search
@@ -58,36 +68,51 @@ def overhead_and_search(target: Target, trials: int, seed: int, run_dir: Path, *
              "latency_median_s": r.measurement.latency_median_s,
              "ci_rel_half_width": r.measurement.timing.get("ci_rel_half_width"),
              "runs": len(r.measurement.latencies_s),
+             "worker_reused": worker_reused(r.measurement.timings),
+             "worker_pid": r.measurement.device_info.get("worker_pid"),
              **{k: round(r.measurement.timings[k], 3) for k in PHASES if k in r.measurement.timings}}
             for r in result.records]
     best = result.best
+    later = rows[1:]
     return {"seed": seed, "trials": trials, "wall_s": round(wall, 1), "stopped_by": result.stop_reason,
+            "time_budget_s": options.get("time_budget_s"),
             "measured": len(result.records), "rows": rows,
             "median_overhead_s": _median([r["overhead_s"] for r in rows if "overhead_s" in r]),
+            "median_overhead_later_s": _median([r["overhead_s"] for r in later if "overhead_s" in r]),
+            "later_trials_reused": sum(r["worker_reused"] for r in later), "later_trials": len(later),
             "best": None if best is None else {
                 "trial": best.number, "settings": settings_diff(best.assignment, DEFAULTS),
                 "latency_median_s": best.measurement.latency_median_s},
             "confirmation": result.confirmation.to_dict() if result.confirmation else None}
 
 
-def spread(target: Target, repeat: int, log_dir: Path) -> dict[str, Any]:
+def spread(target: Target, repeat: int, log_dir: Path, deadline: float = math.inf,
+           time_cap_s: float = 10.0) -> dict[str, Any]:
+    """`repeat` trials of the defaults in one measurer (warm worker kept, as a search does); no
+    trial starts after `deadline` (time.monotonic()), and none runs past it."""
     medians, rows = [], []
     with SubprocessMeasurer(timeout_s=900, log_dir=log_dir) as measure:
         for i in range(repeat):
-            m = measure(TrialJob(target, dict(DEFAULTS), number=i))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                rows.append({"trial": i, "error": "not run: time budget spent"})
+                continue
+            m = measure(TrialJob(target, dict(DEFAULTS), number=i, time_cap_s=time_cap_s),
+                        timeout_s=None if math.isinf(left) else left)
             if m.status != "ok":
                 rows.append({"trial": i, "error": m.error})
                 continue
             medians.append(m.latency_median_s)
             rows.append({"trial": i, "latency_median_s": m.latency_median_s, "runs": len(m.latencies_s),
                          "ci_rel_half_width": m.timing.get("ci_rel_half_width"),
+                         "worker_reused": worker_reused(m.timings),
                          "overhead_s": round(m.timings.get("overhead_s", 0.0), 3)})
     med = _median(medians)
-    return {"settings": "defaults", "rows": rows,
+    return {"settings": "defaults", "rows": rows, "trials_ok": len(medians),
             "spread": (max(medians) - min(medians)) / med if med else None}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="builtin:tiny-sd")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -96,55 +121,80 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max-vram", default="8GB")
     p.add_argument("--trials", type=int, default=20, help="the default search's trials (default: 20)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="the default search's time budget (as `autotune search --time-budget`)")
+    p.add_argument("--budget-s", type=float, help="whole run: no spread trial starts after it")
+    p.add_argument("--max-run-time", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds of timed runs per trial (default: 10)")
     p.add_argument("--long-factor", type=int, default=5)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=5, help="separate trials of one assignment (default: 5)")
     p.add_argument("--no-regret", action="store_true", help="skip the regret searches (the slow part)")
-    p.add_argument("--exclude", action="append", default=[], help="passed to the searches, e.g. dtype=fp16")
+    p.add_argument("--exclude", action="append", default=[], help="passed to the searches, e.g. compile")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--run-dir", type=Path, help="where studies and trial logs go (default: a temp dir)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
+    started = time.monotonic()
+    deadline = math.inf if args.budget_s is None else started + args.budget_s
     target = Target(model=args.model, height=args.height, width=args.width, batch=1, steps=args.steps,
                     max_vram=parse_size(args.max_vram), device=args.device)
-    device_name = hardware.fingerprint(args.device)["device_name"]
-    started = time.monotonic()
+    fp = hardware.fingerprint(args.device)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="search-cost-"))
     report: dict[str, Any] = {
         "benchmark": "search_cost", "date": dt.date.today().isoformat(), "device": args.device,
-        "device_name": device_name, "versions": hardware.versions(), "target": target.to_dict(),
-        "command": " ".join(sys.argv),
+        "device_name": fp["device_name"], "driver": fp.get("driver"), "versions": fp["versions"],
+        "target": target.to_dict(), "command": " ".join(["search_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+        "searches": [],
     }
-    print(f"spread: {args.repeat} trials of the defaults on {device_name}", flush=True)
-    report["spread"] = spread(target, args.repeat, run_dir / "spread-logs")
-    print(f"  spread {report['spread']['spread']}", flush=True)
-    searches = []
+    search_options: dict[str, Any] = {"exclude": args.exclude, "time_cap_s": args.max_run_time}
+
+    def save() -> None:
+        report["wall_s"] = round(time.monotonic() - started, 1)
+        write(report, args.out_dir)
+
     for seed in range(1 if args.no_regret else args.seeds):
         print(f"search seed {seed}: {args.trials} trials", flush=True)
-        short = overhead_and_search(target, args.trials, seed, run_dir / f"short-{seed}", exclude=args.exclude)
-        entry = {"short": short}
+        short = overhead_and_search(target, args.trials, seed, run_dir / f"short-{seed}",
+                                    time_budget_s=args.time_budget, **search_options)
+        entry: dict[str, Any] = {"short": short}
+        report["searches"].append(entry)
+        print(f"  median overhead {short['median_overhead_s']} s; worker reused in "
+              f"{short['later_trials_reused']} of {short['later_trials']} later trials", flush=True)
+        save()
+        if seed == 0:
+            print(f"spread: {args.repeat} trials of the defaults on {fp['device_name']}", flush=True)
+            report["spread"] = spread(target, args.repeat, run_dir / "spread-logs", deadline, args.max_run_time)
+            print(f"  spread {report['spread']['spread']}", flush=True)
+            save()
         if not args.no_regret:
             print(f"search seed {seed}: {args.trials * args.long_factor} trials", flush=True)
             long = overhead_and_search(target, args.trials * args.long_factor, seed, run_dir / f"long-{seed}",
-                                       exclude=args.exclude)
+                                       **search_options)
             entry["long"] = {k: v for k, v in long.items() if k != "rows"}
             if short["best"] and long["best"]:
                 entry["regret"] = short["best"]["latency_median_s"] / long["best"]["latency_median_s"] - 1
-        searches.append(entry)
-        print(f"  median overhead {short['median_overhead_s']} s; regret {entry.get('regret')}", flush=True)
-    report["searches"] = searches
-    report["wall_s"] = round(time.monotonic() - started, 1)
-    write(report, args.out_dir)
-    return 0
+            print(f"  regret {entry.get('regret')}", flush=True)
+            save()
+    measured = report["searches"][0]["short"]["measured"] and report.get("spread", {}).get("trials_ok")
+    return 0 if measured else 1  # a search or a spread that measured nothing is a failed step
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("(r)", "").replace("(tm)", "")).strip("-")
+
+
+def results_stem(report: dict[str, Any]) -> str:
+    """<date>-search-cost-<device name>-<model>: the file names the device that produced it."""
+    model = report["target"]["model"].replace("builtin:", "").replace("/", "-")
+    return f"{report['date']}-search-cost-{slug(report['device_name'])}-{model}"
 
 
 def write(report: dict[str, Any], out_dir: Path) -> None:
-    slug = report["device_name"].lower().replace(" ", "-").replace("(r)", "").replace("/", "-")
-    model = report["target"]["model"].replace("builtin:", "").replace("/", "-")
-    stem = f"{report['date']}-search-cost-{report['device']}-{model}"
+    stem = results_stem(report)
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(report, indent=1, default=str))
-    atomic_write_text(out_dir / f"{stem}.md", markdown(report, slug))
-    print(f"wrote {out_dir / stem}.md and .json")
+    atomic_write_text(out_dir / f"{stem}.md", markdown(report))
+    print(f"wrote {out_dir / stem}.md and .json", flush=True)
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -155,42 +205,53 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def markdown(report: dict[str, Any], slug: str) -> str:
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.3f}%"
+
+
+def markdown(report: dict[str, Any]) -> str:
     t = report["target"]
     v = report["versions"]
     lines = [f"# Search cost: {t['model']} {t['width']}x{t['height']}, {t['steps']} steps, on {report['device_name']}",
-             "", f"- device: **{report['device_name']}** ({report['device']}); date {report['date']}",
+             "", f"- device: **{report['device_name']}** ({report['device']}), driver {report.get('driver') or '-'}; "
+             f"date {report['date']}",
              f"- versions: python {v.get('python')}, torch {v.get('torch')}, diffusers {v.get('diffusers')}, "
              f"optuna {v.get('optuna')}, autotune {v.get('autotune')}",
-             f"- command: `{report['command']}`; wall time {report['wall_s']} s",
+             f"- command: `{report['command']}`; wall time {report.get('wall_s')} s",
              "- latencies are wall-clock seconds per image on this device; memory is not part of this benchmark", ""]
-    s = report["spread"]
-    lines += ["## Spread of one assignment over separate trials", "",
-              f"spread (max - min) / median of the trial medians: **{_fmt(s['spread'] and 100 * s['spread'], '%')}**", "",
-              "| trial | median | runs | 95% CI half-width | overhead |", "|---|---|---|---|---|"]
-    for r in s["rows"]:
-        lines.append(f"| {r['trial']} | {_fmt(r.get('latency_median_s'), ' s')} | {r.get('runs', '-')} | "
-                     f"{_fmt(r.get('ci_rel_half_width') and 100 * r['ci_rel_half_width'], '%')} | "
-                     f"{_fmt(r.get('overhead_s'), ' s')} |")
     for entry in report["searches"]:
         short = entry["short"]
+        budget = short.get("time_budget_s")
         lines += ["", f"## Default search, seed {short['seed']}: {short['measured']} trials in {short['wall_s']} s "
-                  f"(stopped by {short['stopped_by']})", "",
-                  f"median overhead per trial: **{_fmt(short['median_overhead_s'], ' s')}**; "
+                  f"(stopped by {short['stopped_by']}{f'; budget {budget:.0f} s' if budget else ''})", "",
+                  f"median overhead per trial: **{_fmt(short['median_overhead_s'], ' s')}**, "
+                  f"second and later trials **{_fmt(short.get('median_overhead_later_s'), ' s')}**; "
+                  f"worker reused in {short.get('later_trials_reused')} of {short.get('later_trials')} later trials; "
                   f"winner: {short['best'] and short['best']['settings']} "
                   f"{_fmt(short['best'] and short['best']['latency_median_s'], ' s')}", ""]
         if "long" in entry:
             long = entry["long"]
+            regret = entry.get("regret")
             lines.append(f"{long['measured']}-trial search: best {long['best'] and long['best']['settings']} "
                          f"{_fmt(long['best'] and long['best']['latency_median_s'], ' s')}; "
-                         f"regret of the default search: **{_fmt(entry.get('regret') is not None and 100 * entry['regret'], '%')}**")
+                         f"regret of the default search: **{_pct(regret)}**")
             lines.append("")
-        lines += ["| trial | settings | outcome | median | ±CI | runs | " + " | ".join(p[:-2] for p in PHASES) + " |",
-                  "|---" * (6 + len(PHASES)) + "|"]
+        lines += ["| trial | settings | outcome | median | ±CI | runs | reused | " + " | ".join(p[:-2] for p in PHASES) + " |",
+                  "|---" * (7 + len(PHASES)) + "|"]
         for r in short["rows"]:
             lines.append(f"| {r['trial']} | {r['settings']} | {r['outcome']} | {_fmt(r['latency_median_s'], ' s')} | "
-                         f"{_fmt(r['ci_rel_half_width'] and 100 * r['ci_rel_half_width'], '%')} | {r['runs']} | "
+                         f"{_pct(r['ci_rel_half_width'])} | {r['runs']} | {'yes' if r.get('worker_reused') else 'no'} | "
                          + " | ".join(_fmt(r.get(p)) for p in PHASES) + " |")
+        if short.get("seed") == 0 and "spread" in report:
+            s = report["spread"]
+            lines += ["", "## Spread of one assignment over separate trials", "",
+                      f"spread (max - min) / median of the {s.get('trials_ok')} trial medians: **{_pct(s['spread'])}**", "",
+                      "| trial | median | runs | 95% CI half-width | reused | overhead | note |", "|---|---|---|---|---|---|---|"]
+            for r in s["rows"]:
+                reused = r.get("worker_reused")
+                lines.append(f"| {r['trial']} | {_fmt(r.get('latency_median_s'), ' s')} | {r.get('runs', '-')} | "
+                             f"{_pct(r.get('ci_rel_half_width'))} | {'-' if reused is None else ('yes' if reused else 'no')} | "
+                             f"{_fmt(r.get('overhead_s'), ' s')} | {r.get('error') or ''} |")
     return "\n".join(lines) + "\n"
 
 

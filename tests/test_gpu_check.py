@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
@@ -14,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def test_gpu_check_cpu_smoke(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--model", "builtin:tiny-sd", "--smoke",
-         "--ceilings", "2GB", "1KB", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+         "--ceilings", "2GB", "1KB", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+         "--budget-s", "3000"],  # the flow, not the budget: a loaded CPU must not cut a search short
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = next(tmp_path.glob("*-smoke.md"))
@@ -25,6 +27,11 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert "skipped on cpu" in raw["ladder"][3]["note"]
     ok, none_fit = raw["searches"]
     assert len(ok["records"]) == 2 and "Best:" in ok["summary"]
+    # The hand choice is measured first, inside the search's share, by the worker the search reuses.
+    hand = ok["hand_choice"]["measurement"]
+    assert hand["status"] == "ok" and ok["profile_over_hand"] > 0
+    assert hand["device_info"]["worker_pid"] == ok["records"][0]["measurement"]["device_info"]["worker_pid"]
+    assert ok["budget_s"] == pytest.approx(ok["share_s"] - ok["hand_wall_s"])
     # Under 1KB the planner knows nothing fits: nothing new is measured (the 2GB search's trials are
     # reused, all over this ceiling), every other candidate is pruned with its prediction.
     assert len(none_fit["records"]) == 2 and all(r["outcome"] == "over_ceiling" for r in none_fit["records"])
