@@ -1,12 +1,24 @@
 """Confirming the winner: is the fastest trial really faster, or did noise pick it?
 
 A search measures each candidate once, minutes apart, while clocks, temperature and host load
-drift. So the top feasible candidates (within `WITHIN` of the best) are measured again, side by
-side: each in a fresh worker of its own, loaded once, then timed in interleaved rounds (A B C,
-B C A, ...), so every round compares them under the same conditions. A candidate is slower only
-if it lost in (nearly) every round — a sign test on the paired per-round ratios, which no drift
-and no outlier can fake. Candidates not significantly slower than the fastest are a tie, and a
-tie goes to the one that needs less memory.
+drift, and a fresh worker reads slow at first. So the top feasible candidates (within `WITHIN` of
+the best) are measured again side by side, with the defaults as a reference arm: each arm loaded
+in a fresh worker, then timed in interleaved rounds whose order rotates (A B C, B C A, C A B), so
+every round compares them under the same conditions and each arm holds each place equally often.
+The first round of every worker is a warm-up and is discarded. All of that happens `SESSIONS`
+times, each in new workers, so a process that happens to run slow cannot pass for a slower
+setting: a difference has to show in every session.
+
+The decision keeps the fastest. A candidate that needs less memory wins instead only when it is
+shown *equivalent*: the confidence interval of its latency ratio over the fastest (at a level
+corrected for the number of candidates tested, Bonferroni) lies within `EQUIVALENCE_MARGIN`, and
+so does its ratio in every session. A difference that is merely not significant is not a tie.
+Whether the winner is significantly faster than each other arm is a sign test on the paired
+per-round ratios, Holm-corrected over the comparisons made.
+
+The rounds are sized to the time left (`plan`): the reference arm, then the slowest candidates
+are dropped, then rounds, until the plan fits; if even two candidates at `MIN_ROUNDS` do not fit,
+no confirmation runs, and `Plan.skipped` says why.
 """
 from __future__ import annotations
 
@@ -15,16 +27,26 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.timing import sign_test_p
+from autotune.timing import RACE_MARGIN, median_ci, sign_test_p
 
-#: Candidates whose latency is within this fraction of the best are re-measured.
-WITHIN = 0.10
+#: Candidates whose latency is within this fraction of the best are re-measured (trials slower
+#: than that are raced: they stop at their minimum runs, timing.py).
+WITHIN = RACE_MARGIN
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
 MAX_CANDIDATES = 4
-#: Six rounds is the fewest for which a sign test can reach p < 0.05 (2/64).
+#: Timed rounds per session, after the discarded warm-up round.
 ROUNDS = 6
+#: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the
+#: 6 pooled rounds can still reach p < 0.05).
+MIN_ROUNDS = 3
+#: Rounds discarded at the start of every worker (its first runs read slow).
+WARMUP_ROUNDS = 1
+#: Times the arms are loaded in fresh workers and timed; every difference must show in each.
+SESSIONS = 2
 RUNS_PER_ROUND = 3
 SIGNIFICANCE = 0.05
+#: A smaller candidate replaces a faster one only if it is shown at most this much slower.
+EQUIVALENCE_MARGIN = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,30 +55,58 @@ class Candidate:
     settings: dict[str, Any]
     latency_s: float  # as measured in the search
     peak_bytes: int
+    #: What loading it in a fresh worker cost in the search (start, build, first run, compile).
+    load_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the confirmation will measure, sized to the time left; `skipped` says why not."""
+
+    candidates: list[Candidate]
+    reference: Candidate | None
+    sessions: int
+    rounds: int  # timed rounds per session, after the warm-up rounds
+    cost_s: float
+    dropped: list[int] = dataclasses.field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def arms(self) -> list[Candidate]:
+        return self.candidates + ([self.reference] if self.reference is not None else [])
 
 
 @dataclasses.dataclass
 class Confirmation:
     """What the interleaved re-measurement decided, saved in the profile."""
 
-    rounds: int
+    rounds: int  # timed rounds used, over all sessions
     runs_per_round: int
     candidates: list[dict[str, Any]]
     winner: int
     runner_up: int | None
     #: Runner-up's latency over the winner's, minus 1 (median of the per-round ratios).
     margin: float | None
+    #: Holm-corrected sign-test p-value of the runner-up against the winner.
     p_value: float | None
     significant: bool
     decided_by: str
     note: str = ""
+    sessions: int = 1
+    #: The defaults, measured side by side as a reference arm (None: not measured).
+    reference: int | None = None
+    #: The reference's latency over the winner's (median of the per-round ratios) and its 95% interval.
+    speedup: float | None = None
+    speedup_ci: list[float] | None = None
+    equivalence_margin: float = EQUIVALENCE_MARGIN
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Confirmation:
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
@@ -79,44 +129,148 @@ def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
     return picked
 
 
+def plan_cost_s(arms: Sequence[Candidate], sessions: int, rounds: int,
+                runs_per_round: int = RUNS_PER_ROUND) -> float:
+    """Seconds to load every arm `sessions` times and time its rounds (warm-up rounds included)."""
+    per_session = sum(a.load_s + (rounds + WARMUP_ROUNDS) * runs_per_round * a.latency_s for a in arms)
+    return sessions * per_session
+
+
+def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candidate | None = None,
+         sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS) -> Plan:
+    """The largest confirmation that fits in `seconds_left`: the reference arm goes first, then
+    the slowest candidates (down to two), then rounds (down to `min_rounds`)."""
+    picked = sorted(candidates, key=lambda c: (c.latency_s, c.number))
+    if reference is not None and any(c.number == reference.number for c in picked):
+        reference = None  # the defaults are a candidate already
+    dropped: list[int] = []
+    if len(picked) < 2:
+        return Plan(picked, reference, sessions, rounds, 0.0, skipped="no runner-up within "
+                    f"{100 * WITHIN:.0f}% of the winner in the search: nothing to confirm")
+    while True:
+        arms = picked + ([reference] if reference is not None else [])
+        cost = plan_cost_s(arms, sessions, rounds)
+        if cost <= seconds_left:
+            return Plan(picked, reference, sessions, rounds, cost, dropped)
+        if reference is not None:
+            dropped.append(reference.number)
+            reference = None
+        elif len(picked) > 2:
+            dropped.append(picked.pop().number)
+        elif rounds > min_rounds:
+            rounds -= 1
+        else:
+            return Plan(picked, None, sessions, rounds, cost, dropped, skipped=(
+                f"no time to confirm: {len(picked)} candidates x {sessions} workers x {rounds} rounds "
+                f"need ~{cost:.0f} s, {max(0.0, seconds_left):.0f} s were left"))
+
+
 def _ratios(slower: Sequence[float], faster: Sequence[float]) -> list[float]:
     return [s / f for s, f in zip(slower, faster) if f > 0]
 
 
-def decide(candidates: Sequence[Candidate], rounds: dict[int, list[float]], runs_per_round: int,
-           note: str = "") -> Confirmation:
-    """The winner from per-round block medians (`rounds[number]`, equal lengths)."""
-    measured = [c for c in candidates if rounds.get(c.number)]
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the given order (each compared with the same level)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclasses.dataclass(frozen=True)
+class _Comparison:
+    """One arm against another over all sessions' rounds."""
+
+    ratio: float                  # median of the per-round ratios
+    ci: tuple[float, float] | None
+    session_ratios: list[float]   # median per session
+    p_value: float
+
+    @property
+    def slower_in_every_session(self) -> bool:
+        return all(r > 1 for r in self.session_ratios)
+
+
+def _compare(a: int, b: int, sessions: Sequence[dict[int, list[float]]], confidence: float) -> _Comparison:
+    pooled: list[float] = []
+    per_session: list[float] = []
+    for session in sessions:
+        ratios = _ratios(session[a], session[b])
+        if ratios:
+            pooled += ratios
+            per_session.append(statistics.median(ratios))
+    return _Comparison(ratio=statistics.median(pooled), ci=median_ci(pooled, confidence),
+                       session_ratios=per_session, p_value=sign_test_p(pooled))
+
+
+def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[float]]] | dict[int, list[float]],
+           runs_per_round: int, note: str = "", reference: int | None = None) -> Confirmation:
+    """The winner from per-round block medians: `sessions[s][number]` are one session's timed
+    rounds (equal lengths within a session; warm-up rounds already dropped). A single dict is
+    one session. `reference` names the defaults' arm, measured for the speed-up and never a
+    winner unless it is also a candidate."""
+    if isinstance(sessions, dict):
+        sessions = [sessions]
+    numbers = {c.number for c in candidates} | ({reference} if reference is not None else set())
+    usable = []
+    for session in sessions:
+        present = {n: v for n, v in session.items() if n in numbers and v}
+        if present:
+            n_rounds = min(len(v) for v in present.values())
+            usable.append({n: v[:n_rounds] for n, v in present.items()})
+    measured = [c for c in candidates if all(c.number in s for s in usable) and usable]
     if not measured:
         raise ValueError("no candidate was re-measured")
-    n_rounds = min(len(rounds[c.number]) for c in measured)
-    medians = {c.number: statistics.median(rounds[c.number][:n_rounds]) for c in measured}
-    by_speed = sorted(measured, key=lambda c: (medians[c.number], c.number))
+    anchor = measured[0].number
+    vs_anchor = {c.number: _compare(c.number, anchor, usable, 0.95).ratio for c in measured}
+    by_speed = sorted(measured, key=lambda c: (vs_anchor[c.number], c.number))
     fastest = by_speed[0]
-
-    def slower_than(a: Candidate, b: Candidate) -> tuple[float, float]:
-        ratios = _ratios(rounds[a.number][:n_rounds], rounds[b.number][:n_rounds])
-        return statistics.median(ratios) - 1, sign_test_p(ratios)
-
-    tied = [fastest] + [c for c in by_speed[1:]
-                        if not (slower_than(c, fastest)[1] < SIGNIFICANCE and slower_than(c, fastest)[0] > 0)]
-    winner = min(tied, key=lambda c: (c.peak_bytes, medians[c.number], c.number))
-    others = [c for c in by_speed if c.number != winner.number]
-    runner_up = others[0] if others else None
+    others = by_speed[1:]
+    # equivalence: smaller candidates only, each interval at the Bonferroni level over those tested
+    smaller = [c for c in others if c.peak_bytes < fastest.peak_bytes]
+    level = 1 - 2 * SIGNIFICANCE / max(1, len(smaller))  # two one-sided tests at alpha / m each
+    equivalent = []
+    for c in smaller:
+        comp = _compare(c.number, fastest.number, usable, level)
+        bound = 1 + EQUIVALENCE_MARGIN
+        if comp.ci is not None and comp.ci[1] <= bound and all(r <= bound for r in comp.session_ratios):
+            equivalent.append(c)
+    winner = min(equivalent, key=lambda c: (c.peak_bytes, c.number)) if equivalent else fastest
+    rest = [c for c in by_speed if c.number != winner.number]
+    comparisons = {c.number: _compare(c.number, winner.number, usable, 0.95) for c in rest}
+    adjusted = dict(zip(comparisons, holm([comparisons[n].p_value for n in comparisons])))
+    runner_up = rest[0] if rest else None
     margin = p_value = None
+    significant = False
     if runner_up is not None:
-        margin, p_value = slower_than(runner_up, winner)
-    significant = p_value is not None and p_value < SIGNIFICANCE and (margin or 0) > 0
+        comp = comparisons[runner_up.number]
+        margin, p_value = comp.ratio - 1, adjusted[runner_up.number]
+        significant = p_value < SIGNIFICANCE and margin > 0 and comp.slower_in_every_session
     if runner_up is None:
         decided_by = "only candidate"
     elif winner.number != fastest.number:
-        decided_by = "memory (latency tie)"
+        decided_by = f"memory (latency equivalent within {100 * EQUIVALENCE_MARGIN:g}%)"
     else:
         decided_by = "latency" if significant else "latency (not significant)"
+    speedup = speedup_ci = None
+    if reference is not None and all(reference in s for s in usable):
+        comp = _compare(reference, winner.number, usable, 0.95)
+        speedup, speedup_ci = comp.ratio, list(comp.ci) if comp.ci else None
+
+    def pooled(number: int) -> list[float]:
+        return [v for s in usable for v in s[number]]
+
     table = [{"number": c.number, "settings": c.settings, "search_latency_s": c.latency_s,
-              "confirmed_latency_s": medians[c.number], "peak_bytes": c.peak_bytes,
-              "round_medians_s": rounds[c.number][:n_rounds]} for c in by_speed]
-    return Confirmation(rounds=n_rounds, runs_per_round=runs_per_round, candidates=table,
+              "confirmed_latency_s": statistics.median(pooled(c.number)), "peak_bytes": c.peak_bytes,
+              "vs_winner": comparisons[c.number].ratio if c.number in comparisons else 1.0,
+              "p_value_holm": adjusted.get(c.number),
+              "round_medians_s": pooled(c.number)} for c in by_speed]
+    total_rounds = sum(len(next(iter(s.values()))) for s in usable)
+    return Confirmation(rounds=total_rounds, runs_per_round=runs_per_round, candidates=table,
                         winner=winner.number, runner_up=runner_up.number if runner_up else None,
                         margin=margin, p_value=p_value, significant=significant,
-                        decided_by=decided_by, note=note)
+                        decided_by=decided_by, note=note, sessions=len(usable), reference=reference,
+                        speedup=speedup, speedup_ci=speedup_ci)

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 MIN_RUNS_FOR_CI = 6
 #: Runs so slow that `min_runs` would blow the time cap stop at this many (a median of three).
 MIN_RUNS_WHEN_SLOW = 3
+#: A trial whose median is surely this much slower than the incumbent's stops at its minimum
+#: runs (racing): it cannot be a finalist (confirm.WITHIN), so a precise number buys nothing.
+RACE_MARGIN = 0.10
 
 
 def _binom_cdf(k: int, n: int) -> float:
@@ -88,19 +91,24 @@ class StoppingRule:
     `min_runs` are made (the cheapest trial still gets a median of several) unless runs are so
     slow that the `time_cap_s` is spent first, then `MIN_RUNS_WHEN_SLOW`; past them the loop
     stops as soon as the 95% interval's half-width is within `precision` of the median, or the
-    time cap is spent, or `max_runs` are made.
+    time cap is spent, or `max_runs` are made. With an `incumbent_s` (the search's best so far),
+    it also stops once the interval's low end is more than `RACE_MARGIN` above it: the effort
+    goes to the trials near the top.
     """
 
     min_runs: int = MIN_RUNS_FOR_CI
     max_runs: int = 100
     precision: float = 0.02
     time_cap_s: float = 10.0
+    incumbent_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_runs < 1 or self.max_runs < self.min_runs:
             raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
         if self.precision <= 0 or self.time_cap_s <= 0:
             raise ValueError("precision and time_cap_s must be positive")
+        if self.incumbent_s is not None and not self.incumbent_s > 0:
+            raise ValueError(f"incumbent_s must be positive, got {self.incumbent_s}")
 
     def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
         n = len(samples)
@@ -110,14 +118,18 @@ class StoppingRule:
             return n >= min(self.min_runs, MIN_RUNS_WHEN_SLOW)
         if n < self.min_runs:
             return False
-        rel = timing_stats(samples).ci_rel_half_width
+        stats = timing_stats(samples)
+        if self.incumbent_s is not None and stats.ci_low_s is not None \
+                and stats.ci_low_s > self.incumbent_s * (1 + RACE_MARGIN):
+            return True
+        rel = stats.ci_rel_half_width
         return rel is not None and rel <= self.precision
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, float | int]) -> StoppingRule:
+    def from_dict(cls, data: dict[str, float | int | None]) -> StoppingRule:
         return cls(**data)  # type: ignore[arg-type]
 
 

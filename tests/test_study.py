@@ -8,6 +8,7 @@ import optuna
 import pytest
 from conftest import FakeMeasurer, fake_measurement
 
+from autotune import confirm
 from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.knobs import Context
 from autotune.measure import Measurement
@@ -215,28 +216,68 @@ def test_interrupted_trials_are_counted(tmp_path):
 
 
 def test_the_winner_is_confirmed_side_by_side(tmp_path):
-    # fp16 (1.0 s) and bf16 (1.1 s) are within 10%; re-measured, they tie, and bf16 ties with
-    # the same memory, so the faster in the rounds' median keeps it.
+    # fp16 (1.0 s) and bf16 (1.1 s) are within 10%; re-measured, fp16 is faster in every round of
+    # both sessions: significant, and the profile says so.
     fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
-    assert [j.assignment["dtype"] for j in fake.compared[0]] == ["fp16", "bf16"]
+    # two sessions in new workers, the second in the other order
+    assert [[j.assignment["dtype"] for j in jobs] for jobs in fake.compared] == [["fp16", "bf16"], ["bf16", "fp16"]]
     conf = result.confirmation
     assert conf.winner == result.best.number and result.best.assignment["dtype"] == "fp16"
     assert conf.significant and conf.margin == pytest.approx(0.2)
+    assert conf.sessions == 2 and conf.rounds == 2 * confirm.ROUNDS  # warm-up rounds dropped
     profile = profile_from(result)
-    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 6
+    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 2 * confirm.ROUNDS
 
 
-def test_a_tie_goes_to_the_candidate_with_less_memory(tmp_path):
-    def cost_tie(a):
-        latency, peak = cost(a)
-        return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
+def cost_tie(a):
+    latency, peak = cost(a)
+    return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
 
-    noise = [0.02, -0.02, 0.01, -0.01, 0.03, -0.03]
-    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r] if a["dtype"] == "bf16" else 0))
+
+def test_an_equivalent_candidate_with_less_memory_wins(tmp_path):
+    noise = [0.004, 0.002, 0.006, 0.001, 0.003, 0.005, 0.002]  # bf16 0.1-0.6% slower, every round
+    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r % 7] if a["dtype"] == "bf16" else 0))
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
     assert result.best.assignment["dtype"] == "bf16"
-    assert result.confirmation.decided_by == "memory (latency tie)"
+    assert result.confirmation.decided_by.startswith("memory (latency equivalent")
+
+
+def test_a_difference_within_the_noise_keeps_the_faster(tmp_path):
+    # bf16 needs less memory, but +-3% per round cannot show it is within 2% of fp16: not a tie
+    noise = [0.03, -0.02, 0.03, -0.01, 0.03, -0.03, 0.02]
+    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r % 7] if a["dtype"] == "bf16" else 0))
+    result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
+    assert result.best.assignment["dtype"] == "fp16"
+    assert result.confirmation.decided_by == "latency (not significant)"
+
+
+def test_the_defaults_are_a_reference_arm_of_the_confirmation(tmp_path):
+    # under 100 MiB the fp32 defaults fit: they are re-measured beside the finalists, last
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
+    result = new_search(tmp_path, fake, ceiling=100 * MiB).run(6)
+    assert [j.assignment["dtype"] for j in fake.compared[0]] == ["fp16", "bf16", "fp32"]
+    conf = result.confirmation
+    assert conf.reference == result.records[0].number and conf.speedup == pytest.approx(2.0)
+    assert result.best.assignment["dtype"] == "fp16"
+
+
+def test_an_underpowered_confirmation_is_not_run_and_the_reason_is_recorded(tmp_path):
+    # two candidates x 2 workers x 3 rounds of 1 s runs (+ loads) need ~68 s; 30 s are given:
+    # the search stops to keep that time, and then no confirmation fits: none runs, it says why
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: 1.0)
+    search = new_search(tmp_path, fake, ceiling=60 * MiB)
+    result = search.run(6, time_budget_s=30)
+    assert result.stop_reason == "time budget" and result.confirmation is None and not fake.compared
+    assert "no time to confirm" in result.confirmation_skipped
+    assert search.study.user_attrs["autotune:confirmation_skipped"] == result.confirmation_skipped
+
+
+def test_racing_passes_the_incumbent_to_each_trial(tmp_path):
+    fake = FakeMeasurer(cost)
+    new_search(tmp_path, fake).run(3)
+    assert fake.jobs[0].incumbent_s is None  # nothing measured yet
+    assert fake.jobs[1].incumbent_s == pytest.approx(2.0)  # the fp32 defaults came first
 
 
 # ---- the quality guard ---------------------------------------------------------------------------
