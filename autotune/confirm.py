@@ -23,11 +23,12 @@ no confirmation runs, and `Plan.skipped` says why.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.timing import RACE_MARGIN, median_ci, sign_test_p
+from autotune.timing import RACE_MARGIN, mean_interval, sign_test_p
 
 #: Candidates whose latency is within this fraction of the best are re-measured (trials slower
 #: than that are raced: they stop at their minimum runs, timing.py).
@@ -41,8 +42,11 @@ ROUNDS = 6
 MIN_ROUNDS = 3
 #: Rounds discarded at the start of every worker (its first runs read slow).
 WARMUP_ROUNDS = 1
-#: Times the arms are loaded in fresh workers and timed; every difference must show in each.
+#: Sessions always run: each loads every arm in a fresh worker and times the rounds. A session
+#: is the unit of evidence (a process offset is shared by all its rounds).
 SESSIONS = 2
+#: More sessions run, for the arms still undecided (`open_arms`), while time allows, up to this.
+MAX_SESSIONS = 8
 RUNS_PER_ROUND = 3
 SIGNIFICANCE = 0.05
 #: A smaller candidate replaces a faster one only if it is shown at most this much slower.
@@ -180,75 +184,97 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-@dataclasses.dataclass(frozen=True)
-class _Comparison:
-    """One arm against another over all sessions' rounds."""
-
-    ratio: float                  # median of the per-round ratios
-    ci: tuple[float, float] | None
-    session_ratios: list[float]   # median per session
-    p_value: float
-
-    @property
-    def slower_in_every_session(self) -> bool:
-        return all(r > 1 for r in self.session_ratios)
-
-
-def _compare(a: int, b: int, sessions: Sequence[dict[int, list[float]]], confidence: float) -> _Comparison:
-    pooled: list[float] = []
-    per_session: list[float] = []
+def session_log_ratios(a: int, b: int, sessions: Sequence[dict[int, list[float]]]) -> list[float]:
+    """log(a / b) per session where both were timed: the median of that session's paired
+    per-round ratios. A session is one pair of worker processes, so these are independent."""
+    out = []
     for session in sessions:
-        ratios = _ratios(session[a], session[b])
+        ratios = _ratios(session.get(a, []), session.get(b, []))
         if ratios:
-            pooled += ratios
-            per_session.append(statistics.median(ratios))
-    return _Comparison(ratio=statistics.median(pooled), ci=median_ci(pooled, confidence),
-                       session_ratios=per_session, p_value=sign_test_p(pooled))
+            out.append(math.log(statistics.median(ratios)))
+    return out
+
+
+def _level(rivals: int) -> float:
+    """Two-sided confidence per comparison, Bonferroni over the rivals of the leader."""
+    return 1 - 2 * SIGNIFICANCE / max(1, rivals)
+
+
+def leader(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -> int:
+    """The arm with the lowest mean log-ratio against the first one, over their shared sessions."""
+    anchor = numbers[0]
+
+    def score(n: int) -> float:
+        logs = session_log_ratios(n, anchor, sessions)
+        return statistics.fmean(logs) if logs else 0.0
+
+    return min(numbers, key=lambda n: (score(n), list(numbers).index(n)))
+
+
+def open_arms(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -> list[int]:
+    """The leader and the rivals not yet decided against it: a rival is out once it is surely
+    slower (its interval above 1) or surely within `EQUIVALENCE_MARGIN` either way (any pick is
+    then good to the margin). Fewer than `SESSIONS` sessions decide nothing."""
+    if len(sessions) < SESSIONS:
+        return list(numbers)
+    best = leader(numbers, sessions)
+    rivals = [n for n in numbers if n != best]
+    level = _level(len(rivals))
+    bound = math.log(1 + EQUIVALENCE_MARGIN)
+    still = [best]
+    for n in rivals:
+        interval = mean_interval(session_log_ratios(n, best, sessions), level)
+        if interval is None:
+            still.append(n)
+            continue
+        _, low, high = interval
+        if not (low > 0 or (-bound < low and high < bound)):
+            still.append(n)
+    return still
 
 
 def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[float]]] | dict[int, list[float]],
            runs_per_round: int, note: str = "", reference: int | None = None) -> Confirmation:
     """The winner from per-round block medians: `sessions[s][number]` are one session's timed
-    rounds (equal lengths within a session; warm-up rounds already dropped). A single dict is
-    one session. `reference` names the defaults' arm, measured for the speed-up and never a
-    winner unless it is also a candidate."""
+    rounds (warm-up rounds already dropped; an arm dropped from later sessions is missing from
+    them). A single dict is one session. `reference` names the defaults' arm, measured for the
+    speed-up and never a winner unless it is also a candidate."""
     if isinstance(sessions, dict):
         sessions = [sessions]
-    numbers = {c.number for c in candidates} | ({reference} if reference is not None else set())
-    usable = []
-    for session in sessions:
-        present = {n: v for n, v in session.items() if n in numbers and v}
-        if present:
-            n_rounds = min(len(v) for v in present.values())
-            usable.append({n: v[:n_rounds] for n, v in present.items()})
-    measured = [c for c in candidates if all(c.number in s for s in usable) and usable]
+    usable = [{n: v for n, v in s.items() if v} for s in sessions]
+    usable = [s for s in usable if s]
+    measured = [c for c in candidates if any(c.number in s for s in usable)]
     if not measured:
         raise ValueError("no candidate was re-measured")
-    anchor = measured[0].number
-    vs_anchor = {c.number: _compare(c.number, anchor, usable, 0.95).ratio for c in measured}
-    by_speed = sorted(measured, key=lambda c: (vs_anchor[c.number], c.number))
-    fastest = by_speed[0]
-    others = by_speed[1:]
-    # equivalence: smaller candidates only, each interval at the Bonferroni level over those tested
-    smaller = [c for c in others if c.peak_bytes < fastest.peak_bytes]
-    level = 1 - 2 * SIGNIFICANCE / max(1, len(smaller))  # two one-sided tests at alpha / m each
+    # the winner comes from the arms timed in the most sessions (the others were decided slower)
+    most = max(sum(c.number in s for s in usable) for c in measured)
+    finalists = [c for c in measured if sum(c.number in s for s in usable) == most]
+    fastest_number = leader([c.number for c in finalists], usable)
+    fastest = next(c for c in finalists if c.number == fastest_number)
+    bound = math.log(1 + EQUIVALENCE_MARGIN)
+    smaller = [c for c in finalists if c.number != fastest.number and c.peak_bytes < fastest.peak_bytes]
     equivalent = []
-    for c in smaller:
-        comp = _compare(c.number, fastest.number, usable, level)
-        bound = 1 + EQUIVALENCE_MARGIN
-        if comp.ci is not None and comp.ci[1] <= bound and all(r <= bound for r in comp.session_ratios):
+    for c in smaller:  # shown within the margin either way, at the Bonferroni level over those tested
+        interval = mean_interval(session_log_ratios(c.number, fastest.number, usable), _level(len(smaller)))
+        if interval is not None and -bound < interval[1] and interval[2] < bound:
             equivalent.append(c)
     winner = min(equivalent, key=lambda c: (c.peak_bytes, c.number)) if equivalent else fastest
-    rest = [c for c in by_speed if c.number != winner.number]
-    comparisons = {c.number: _compare(c.number, winner.number, usable, 0.95) for c in rest}
-    adjusted = dict(zip(comparisons, holm([comparisons[n].p_value for n in comparisons])))
+
+    def vs_winner(number: int) -> float:
+        logs = session_log_ratios(number, winner.number, usable)
+        return math.exp(statistics.fmean(logs)) if logs else math.nan
+
+    rest = sorted((c for c in measured if c.number != winner.number), key=lambda c: (vs_winner(c.number), c.number))
+    pooled_p = [sign_test_p([r for s in usable for r in _ratios(s.get(c.number, []), s.get(winner.number, []))])
+                for c in rest]
+    adjusted = dict(zip((c.number for c in rest), holm(pooled_p)))
     runner_up = rest[0] if rest else None
     margin = p_value = None
     significant = False
     if runner_up is not None:
-        comp = comparisons[runner_up.number]
-        margin, p_value = comp.ratio - 1, adjusted[runner_up.number]
-        significant = p_value < SIGNIFICANCE and margin > 0 and comp.slower_in_every_session
+        margin, p_value = vs_winner(runner_up.number) - 1, adjusted[runner_up.number]
+        interval = mean_interval(session_log_ratios(runner_up.number, winner.number, usable), _level(len(rest)))
+        significant = p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
     if runner_up is None:
         decided_by = "only candidate"
     elif winner.number != fastest.number:
@@ -256,19 +282,22 @@ def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[fl
     else:
         decided_by = "latency" if significant else "latency (not significant)"
     speedup = speedup_ci = None
-    if reference is not None and all(reference in s for s in usable):
-        comp = _compare(reference, winner.number, usable, 0.95)
-        speedup, speedup_ci = comp.ratio, list(comp.ci) if comp.ci else None
+    if reference is not None:
+        logs = session_log_ratios(reference, winner.number, usable)
+        if logs:
+            speedup = math.exp(statistics.fmean(logs))
+            interval = mean_interval(logs)
+            speedup_ci = [math.exp(interval[1]), math.exp(interval[2])] if interval else None
 
     def pooled(number: int) -> list[float]:
-        return [v for s in usable for v in s[number]]
+        return [v for s in usable for v in s.get(number, [])]
 
     table = [{"number": c.number, "settings": c.settings, "search_latency_s": c.latency_s,
               "confirmed_latency_s": statistics.median(pooled(c.number)), "peak_bytes": c.peak_bytes,
-              "vs_winner": comparisons[c.number].ratio if c.number in comparisons else 1.0,
-              "p_value_holm": adjusted.get(c.number),
-              "round_medians_s": pooled(c.number)} for c in by_speed]
-    total_rounds = sum(len(next(iter(s.values()))) for s in usable)
+              "vs_winner": vs_winner(c.number) if c.number != winner.number else 1.0,
+              "sessions": sum(c.number in s for s in usable), "p_value_holm": adjusted.get(c.number),
+              "round_medians_s": pooled(c.number)} for c in [winner, *rest]]
+    total_rounds = sum(len(s.get(winner.number, [])) for s in usable)
     return Confirmation(rounds=total_rounds, runs_per_round=runs_per_round, candidates=table,
                         winner=winner.number, runner_up=runner_up.number if runner_up else None,
                         margin=margin, p_value=p_value, significant=significant,

@@ -435,10 +435,11 @@ class Search:
             log.info("confirming %d candidates (trials %s left out for time)", len(plan.candidates), plan.dropped)
         arms = plan.arms
         extra = {a.number: compile_share_s(self._by_number(a.number), self.amortize) for a in arms}
+        candidates = {c.number for c in plan.candidates}
         sessions: list[dict[int, list[float]]] = []
         notes: list[str] = []
-        for s in range(plan.sessions):
-            order = arms if s % 2 == 0 else arms[::-1]  # each session in new workers, in the other order
+        while arms:
+            order = arms if len(sessions) % 2 == 0 else arms[::-1]  # new workers, the other order
             jobs = [self._job(a.settings, a.number) for a in order]
             medians, note = compare(jobs, plan.rounds + confirming.WARMUP_ROUNDS, confirming.RUNS_PER_ROUND, deadline)
             if note:
@@ -447,8 +448,19 @@ class Search:
             # share to every round
             session = {order[i].number: [v + extra[order[i].number] for v in values[confirming.WARMUP_ROUNDS:]]
                        for i, values in medians.items()}
-            if sum(1 for n in session if session[n] and n in {c.number for c in plan.candidates}) >= 2:
-                sessions.append(session)
+            if sum(1 for n in session if session[n] and n in candidates) < 2:
+                break  # cut short (time, a failed load): what was complete decides
+            sessions.append(session)
+            if len(sessions) >= confirming.MAX_SESSIONS:
+                break
+            # later sessions: the candidates still undecided (the reference arm has its two)
+            still = set(confirming.open_arms([a.number for a in arms if a.number in candidates], sessions))
+            if len(sessions) < confirming.SESSIONS and plan.reference is not None:
+                still.add(plan.reference.number)
+            arms = [a for a in arms if a.number in still] if len(still & candidates) > 1 else []
+            if arms and confirming.plan_cost_s(arms, 1, plan.rounds) > deadline - time.monotonic():
+                notes.append(f"{len(arms)} candidates still undecided after {len(sessions)} sessions: no time for more")
+                break
         if not sessions:
             self._skip_confirmation("the re-measurement did not complete: " + ("; ".join(notes) or "no rounds were timed"))
             return

@@ -48,15 +48,26 @@ def test_a_shown_tie_goes_to_the_smaller_candidate():
 
 
 def test_a_process_offset_cannot_pass_for_a_difference():
-    # B's worker in the first session ran 6% slow; in the second B is as fast as A. A single
-    # session would call B significantly slower; both together do not.
+    # B's worker in the first session ran 6% slow, in every round; in the second B is as fast as
+    # A. Every round of one session agrees, but a session is one pair of processes: alone it
+    # proves nothing, and with the second session the difference is not significant.
     s1 = {1: [1.00, 1.01, 0.99, 1.00, 1.02, 1.00], 2: [1.06, 1.07, 1.05, 1.06, 1.08, 1.06]}
     s2 = {1: [1.00, 1.01, 0.99, 1.00, 1.02, 1.00], 2: [0.99, 1.02, 0.98, 1.01, 1.01, 1.00]}
-    assert decide([A, B], [s1], runs_per_round=3).significant
+    assert not decide([A, B], [s1], runs_per_round=3).significant
     result = decide([A, B], [s1, s2], runs_per_round=3)
     assert result.winner == 1 and not result.significant
-    # ...and it cannot make B "equivalent" either: the first session's ratio is outside 2%
+    # ...and it cannot make B "equivalent" either: the sessions disagree by 6%
     assert result.decided_by == "latency (not significant)"
+    # so the race goes on for both
+    assert confirm.open_arms([1, 2], [s1, s2]) == [1, 2]
+
+
+def test_a_race_drops_a_rival_surely_slower_or_surely_equivalent():
+    s1 = {1: [1.0] * 6, 2: [1.10] * 6, 4: [1.003] * 6}
+    s2 = {1: [1.0] * 6, 2: [1.12] * 6, 4: [1.001] * 6}
+    s3 = {1: [1.0] * 6, 2: [1.11] * 6, 4: [1.002] * 6}
+    assert confirm.open_arms([1, 2, 4], [s1]) == [1, 2, 4]  # one session decides nothing
+    assert confirm.open_arms([1, 2, 4], [s1, s2, s3]) == [1]
 
 
 def test_the_search_order_can_be_overturned():
