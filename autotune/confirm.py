@@ -34,7 +34,7 @@ from autotune.timing import RACE_MARGIN, mean_interval, sign_test_p
 #: than that are raced: they stop at their minimum runs, timing.py).
 WITHIN = RACE_MARGIN
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
-MAX_CANDIDATES = 4
+MAX_CANDIDATES = 6
 #: Timed rounds per session, after the discarded warm-up round.
 ROUNDS = 6
 #: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the

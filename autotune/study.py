@@ -256,6 +256,7 @@ class Search:
         the space runs out or, with a time budget, once it is spent (see the module doc)."""
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
+        self._reserve_affordable: bool | None = None  # decided once there is a runner-up
         if self.shared:
             self._sync()
         if not self._seen and not self._pruned:
@@ -369,11 +370,17 @@ class Search:
     # -- the time budget -----------------------------------------------------------------------
 
     def expected_duration_s(self, assignment: Assignment) -> float | None:
-        """Median wall time of earlier trials of the same cost class, or None if none ran."""
+        """Median wall time of earlier trials of the same cost class; for a class not seen yet
+        that needs a fresh process (another compile mode), the longest trial so far, so a new
+        compile does not eat the time kept for the confirmation; None if nothing ran."""
         cls = cost_class(assignment)
-        walls = [r.measurement.timings["wall_s"] for r in self._seen.values()
-                 if "wall_s" in r.measurement.timings and cost_class(r.assignment) == cls]
-        return statistics.median(walls) if walls else None
+        timed = [r for r in self._seen.values() if "wall_s" in r.measurement.timings]
+        walls = [r.measurement.timings["wall_s"] for r in timed if cost_class(r.assignment) == cls]
+        if walls:
+            return statistics.median(walls)
+        if cls and timed:
+            return max(r.measurement.timings["wall_s"] for r in timed)
+        return None
 
     def _confirm_reserve(self, deadline: float) -> float:
         """Time kept for confirming the winner at the end of a budgeted search: the smallest plan
@@ -381,9 +388,14 @@ class Search:
         if math.isinf(deadline) or not self.confirm or not hasattr(self.measurer, "compare"):
             return 0.0
         picked = self._confirm_candidates()
-        if len(picked) < 2:
+        if len(picked) < 2 or self._reserve_affordable is False:
             return 0.0
-        return confirming.plan_cost_s(picked[:2], confirming.SESSIONS, confirming.MIN_ROUNDS)
+        reserve = confirming.plan_cost_s(picked[:2], confirming.SESSIONS, confirming.MIN_ROUNDS)
+        if self._reserve_affordable is None:
+            # the first time there is a runner-up: if its confirmation no longer fits, stopping
+            # the search would buy nothing, so the search goes on and the end says why
+            self._reserve_affordable = reserve < deadline - time.monotonic()
+        return reserve if self._reserve_affordable else 0.0
 
     def _spawn_s(self) -> float:
         """What starting a worker has cost here (a fresh Python importing torch and diffusers)."""
