@@ -149,8 +149,8 @@ def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candid
         reference = None  # the defaults are a candidate already
     dropped: list[int] = []
     if len(picked) < 2:
-        return Plan(picked, reference, sessions, rounds, 0.0, skipped="no runner-up within "
-                    f"{100 * WITHIN:.0f}% of the winner in the search: nothing to confirm")
+        return Plan(picked, reference, sessions, rounds, 0.0, skipped="no other candidate within "
+                    f"{100 * WITHIN:.0f}% of the winner: nothing to re-measure")
     while True:
         arms = picked + ([reference] if reference is not None else [])
         cost = plan_cost_s(arms, sessions, rounds)

@@ -194,6 +194,22 @@ def test_no_trial_starts_unless_its_expected_duration_fits(tmp_path):
     assert fake.timeouts[0] is not None and fake.timeouts[0] <= 20.0  # stopped at the deadline
 
 
+def test_a_compile_mode_not_tried_yet_is_expected_to_take_the_longest_trial(tmp_path):
+    walls = iter([10.0, 30.0, 20.0])
+
+    def measured(a):
+        m = fake_measurement(None, latency=cost(a)[0], peak=cost(a)[1])
+        m.timings["wall_s"] = next(walls)
+        return m
+
+    search = new_search(tmp_path, FakeMeasurer(measured))
+    search.run(3)
+    plain = search.space.default()
+    assert search.expected_duration_s(plain) == pytest.approx(20.0)  # the median of its class
+    # a compile needs a fresh process and has no history: the longest trial, not "unknown"
+    assert search.expected_duration_s({**plain, "compile": "full"}) == pytest.approx(30.0)
+
+
 def test_without_a_budget_trials_have_no_deadline(tmp_path):
     fake = FakeMeasurer(cost)
     new_search(tmp_path, fake).run(2)
