@@ -309,10 +309,12 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     conf = result.confirmation
     if conf is not None and conf.runner_up is not None:
         runner = next(c for c in conf.candidates if c["number"] == conf.runner_up)
-        verdict = "significant" if conf.significant else "within the noise: a tie"
+        verdict = "significant" if conf.significant else "not significant"
         lines.append(_clip(f"runner-up  {settings_diff(runner['settings'], defaults)}"))
-        lines.append(f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} "
-                     f"interleaved rounds (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}")
+        lines.append(textwrap.fill(
+            f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} interleaved rounds in "
+            f"{conf.sessions} sessions (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}",
+            WIDTH, subsequent_indent="           "))
     elif result.confirmation_skipped:
         lines.append(textwrap.fill(f"runner-up  not confirmed: {result.confirmation_skipped}", WIDTH,
                                    subsequent_indent="           "))
