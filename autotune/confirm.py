@@ -2,23 +2,28 @@
 
 A search measures each candidate once, minutes apart, while clocks, temperature and host load
 drift, and a fresh worker reads slow at first. So the top feasible candidates (within `WITHIN` of
-the best) are measured again side by side, with the defaults as a reference arm: each arm loaded
-in a fresh worker, then timed in interleaved rounds whose order rotates (A B C, B C A, C A B), so
-every round compares them under the same conditions and each arm holds each place equally often.
-The first round of every worker is a warm-up and is discarded. All of that happens `SESSIONS`
-times, each in new workers, so a process that happens to run slow cannot pass for a slower
-setting: a difference has to show in every session.
+the best) are measured again side by side, with the defaults as a reference arm: a *session*
+loads every arm in a fresh worker, discards each worker's first round (its warm-up), then times
+interleaved rounds whose order rotates (A B C, B C A, C A B), so every round compares the arms
+under the same conditions and each holds each place equally often. The next session does the
+same in new workers, in the reverse order.
+
+A session is the unit of evidence: a worker process that happens to run slow shifts all of its
+rounds, so the rounds of one session are not independent. Each arm's log-ratio to another is
+taken per session, and differences are judged by a t interval over sessions, Bonferroni-corrected
+for the number of rivals. `SESSIONS` sessions always run; then the confirmation is a race
+(`open_arms`): a rival leaves once it is surely slower than the leader or surely within
+`EQUIVALENCE_MARGIN` of it either way, and further sessions time only the undecided, up to
+`MAX_SESSIONS` and while time allows.
 
 The decision keeps the fastest. A candidate that needs less memory wins instead only when it is
-shown *equivalent*: the confidence interval of its latency ratio over the fastest (at a level
-corrected for the number of candidates tested, Bonferroni) lies within `EQUIVALENCE_MARGIN`, and
-so does its ratio in every session. A difference that is merely not significant is not a tie.
-Whether the winner is significantly faster than each other arm is a sign test on the paired
-per-round ratios, Holm-corrected over the comparisons made.
+shown *equivalent* (its interval within the margin): a difference that is merely not significant
+is not a tie. The runner-up's sign-test p-value over the pooled rounds is Holm-corrected over the
+comparisons made, and "significant" also needs the session interval above 1.
 
 The rounds are sized to the time left (`plan`): the reference arm, then the slowest candidates
-are dropped, then rounds, until the plan fits; if even two candidates at `MIN_ROUNDS` do not fit,
-no confirmation runs, and `Plan.skipped` says why.
+are dropped, then rounds, until two sessions fit; if even two candidates at `MIN_ROUNDS` do not
+fit, no confirmation runs, and `Plan.skipped` says why.
 """
 from __future__ import annotations
 
