@@ -507,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--load-arm", action="append", default=[], metavar="NAME=JSON",
                         help="an arm computed earlier (a --json-only file), shown first")
+    parser.add_argument("--report-only", action="store_true", help="only the --load-arm arms, run nothing")
     args = parser.parse_args(argv)
     if args.json_only is None:
         sys.path.insert(0, str(REPO))
@@ -515,12 +516,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json_only.write_text(json.dumps(run_arm(args.seeds, noise, args.only)))
         return 0
     arms: dict[str, dict[str, Any]] = {}
-    for item in args.load_arm:
+    for item in args.load_arm:  # the same name twice merges its scenarios (an arm run in parts)
         name, _, path = item.partition("=")
-        arms[name] = json.loads(Path(path).read_text())
+        arms.setdefault(name, {}).update(json.loads(Path(path).read_text()))
     if args.baseline:
         arms[f"today ({args.baseline})"] = _baseline_arm(args.baseline, args)
-    arms["this tree"] = run_arm(args.seeds, noise, args.only)
+    if not args.report_only:
+        arms["this tree"] = run_arm(args.seeds, noise, args.only)
     text = report(arms, args, noise)
     print(text)
     if args.out:
