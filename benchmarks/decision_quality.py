@@ -413,6 +413,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "regret_p95": _quantile([o.regret for o in outcomes], 0.95),
         "regret_space_median": statistics.median(o.regret_space for o in outcomes),
         "p_lost_on_memory": sum(o.lost_on_memory for o in outcomes) / n,
+        # ... where the decision was the memory rule itself (not a misranking by noise)
+        "p_lost_on_memory_rule": sum(o.lost_on_memory and o.decided_by.startswith("memory") for o in outcomes) / n,
         "p_confirmed": sum(o.confirmed for o in outcomes) / n,
         "time_median_s": statistics.median(o.time_s for o in outcomes),
         "time_p95_s": _quantile([o.time_s for o in outcomes], 0.95),
