@@ -1,30 +1,61 @@
 """Confirming the winner: is the fastest trial really faster, or did noise pick it?
 
 A search measures each candidate once, minutes apart, while clocks, temperature and host load
-drift. So the top feasible candidates (within `WITHIN` of the best) are measured again, side by
-side: each in a fresh worker of its own, loaded once, then timed in interleaved rounds (A B C,
-B C A, ...), so every round compares them under the same conditions. A candidate is slower only
-if it lost in (nearly) every round — a sign test on the paired per-round ratios, which no drift
-and no outlier can fake. Candidates not significantly slower than the fastest are a tie, and a
-tie goes to the one that needs less memory.
+drift, and a fresh worker reads slow at first. So the top feasible candidates (within `WITHIN` of
+the best) are measured again side by side, with the defaults as a reference arm: a *session*
+loads every arm in a fresh worker, discards each worker's first round (its warm-up), then times
+interleaved rounds whose order rotates (A B C, B C A, C A B), so every round compares the arms
+under the same conditions and each holds each place equally often. The next session does the
+same in new workers, in the reverse order.
+
+A session is the unit of evidence: a worker process that happens to run slow shifts all of its
+rounds, so the rounds of one session are not independent. Each arm's log-ratio to another is
+taken per session, and differences are judged by a t interval over sessions, Bonferroni-corrected
+for the number of rivals. `SESSIONS` sessions always run; then the confirmation is a race
+(`open_arms`): a rival leaves once it is surely slower than the leader or surely within
+`EQUIVALENCE_MARGIN` of it either way, and further sessions time only the undecided, up to
+`MAX_SESSIONS` and while time allows.
+
+The decision keeps the fastest. A candidate that needs less memory wins instead only when it is
+shown *equivalent* (its interval within the margin): a difference that is merely not significant
+is not a tie. The runner-up's sign-test p-value over the pooled rounds is Holm-corrected over the
+comparisons made, and "significant" also needs the session interval above 1.
+
+The rounds are sized to the time left (`plan`): the reference arm, then the slowest candidates
+are dropped, then rounds, until two sessions fit; if even two candidates at `MIN_ROUNDS` do not
+fit, no confirmation runs, and `Plan.skipped` says why.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.timing import sign_test_p
+from autotune.timing import RACE_MARGIN, mean_interval, sign_test_p
 
-#: Candidates whose latency is within this fraction of the best are re-measured.
-WITHIN = 0.10
+#: Candidates whose latency is within this fraction of the best are re-measured (trials slower
+#: than that are raced: they stop at their minimum runs, timing.py).
+WITHIN = RACE_MARGIN
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
-MAX_CANDIDATES = 4
-#: Six rounds is the fewest for which a sign test can reach p < 0.05 (2/64).
+MAX_CANDIDATES = 6
+#: Timed rounds per session, after the discarded warm-up round.
 ROUNDS = 6
+#: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the
+#: 6 pooled rounds can still reach p < 0.05).
+MIN_ROUNDS = 3
+#: Rounds discarded at the start of every worker (its first runs read slow).
+WARMUP_ROUNDS = 1
+#: Sessions always run: each loads every arm in a fresh worker and times the rounds. A session
+#: is the unit of evidence (a process offset is shared by all its rounds).
+SESSIONS = 2
+#: More sessions run, for the arms still undecided (`open_arms`), while time allows, up to this.
+MAX_SESSIONS = 8
 RUNS_PER_ROUND = 3
 SIGNIFICANCE = 0.05
+#: A smaller candidate replaces a faster one only if it is shown at most this much slower.
+EQUIVALENCE_MARGIN = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,30 +64,58 @@ class Candidate:
     settings: dict[str, Any]
     latency_s: float  # as measured in the search
     peak_bytes: int
+    #: What loading it in a fresh worker cost in the search (start, build, first run, compile).
+    load_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the confirmation will measure, sized to the time left; `skipped` says why not."""
+
+    candidates: list[Candidate]
+    reference: Candidate | None
+    sessions: int
+    rounds: int  # timed rounds per session, after the warm-up rounds
+    cost_s: float
+    dropped: list[int] = dataclasses.field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def arms(self) -> list[Candidate]:
+        return self.candidates + ([self.reference] if self.reference is not None else [])
 
 
 @dataclasses.dataclass
 class Confirmation:
     """What the interleaved re-measurement decided, saved in the profile."""
 
-    rounds: int
+    rounds: int  # timed rounds used, over all sessions
     runs_per_round: int
     candidates: list[dict[str, Any]]
     winner: int
     runner_up: int | None
     #: Runner-up's latency over the winner's, minus 1 (median of the per-round ratios).
     margin: float | None
+    #: Holm-corrected sign-test p-value of the runner-up against the winner.
     p_value: float | None
     significant: bool
     decided_by: str
     note: str = ""
+    sessions: int = 1
+    #: The defaults, measured side by side as a reference arm (None: not measured).
+    reference: int | None = None
+    #: The reference's latency over the winner's (median of the per-round ratios) and its 95% interval.
+    speedup: float | None = None
+    speedup_ci: list[float] | None = None
+    equivalence_margin: float = EQUIVALENCE_MARGIN
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Confirmation:
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
@@ -79,44 +138,173 @@ def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
     return picked
 
 
+def plan_cost_s(arms: Sequence[Candidate], sessions: int, rounds: int,
+                runs_per_round: int = RUNS_PER_ROUND) -> float:
+    """Seconds to load every arm `sessions` times and time its rounds (warm-up rounds included)."""
+    per_session = sum(a.load_s + (rounds + WARMUP_ROUNDS) * runs_per_round * a.latency_s for a in arms)
+    return sessions * per_session
+
+
+def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candidate | None = None,
+         sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS) -> Plan:
+    """The largest confirmation that fits in `seconds_left`: the reference arm goes first, then
+    the slowest candidates (down to two), then rounds (down to `min_rounds`)."""
+    picked = sorted(candidates, key=lambda c: (c.latency_s, c.number))
+    if reference is not None and any(c.number == reference.number for c in picked):
+        reference = None  # the defaults are a candidate already
+    dropped: list[int] = []
+    if len(picked) < 2:
+        return Plan(picked, reference, sessions, rounds, 0.0, skipped="no other candidate within "
+                    f"{100 * WITHIN:.0f}% of the winner: nothing to re-measure")
+    while True:
+        arms = picked + ([reference] if reference is not None else [])
+        cost = plan_cost_s(arms, sessions, rounds)
+        if cost <= seconds_left:
+            return Plan(picked, reference, sessions, rounds, cost, dropped)
+        if reference is not None:
+            dropped.append(reference.number)
+            reference = None
+        elif len(picked) > 2:
+            dropped.append(picked.pop().number)
+        elif rounds > min_rounds:
+            rounds -= 1
+        else:
+            return Plan(picked, None, sessions, rounds, cost, dropped, skipped=(
+                f"no time to confirm: {len(picked)} candidates x {sessions} workers x {rounds} rounds "
+                f"need ~{cost:.0f} s, {max(0.0, seconds_left):.0f} s were left"))
+
+
 def _ratios(slower: Sequence[float], faster: Sequence[float]) -> list[float]:
     return [s / f for s, f in zip(slower, faster) if f > 0]
 
 
-def decide(candidates: Sequence[Candidate], rounds: dict[int, list[float]], runs_per_round: int,
-           note: str = "") -> Confirmation:
-    """The winner from per-round block medians (`rounds[number]`, equal lengths)."""
-    measured = [c for c in candidates if rounds.get(c.number)]
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the given order (each compared with the same level)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def session_log_ratios(a: int, b: int, sessions: Sequence[dict[int, list[float]]]) -> list[float]:
+    """log(a / b) per session where both were timed: the median of that session's paired
+    per-round ratios. A session is one pair of worker processes, so these are independent."""
+    out = []
+    for session in sessions:
+        ratios = _ratios(session.get(a, []), session.get(b, []))
+        if ratios:
+            out.append(math.log(statistics.median(ratios)))
+    return out
+
+
+def _level(rivals: int) -> float:
+    """Two-sided confidence per comparison, Bonferroni over the rivals of the leader."""
+    return 1 - 2 * SIGNIFICANCE / max(1, rivals)
+
+
+def leader(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -> int:
+    """The arm with the lowest mean log-ratio against the first one, over their shared sessions."""
+    anchor = numbers[0]
+
+    def score(n: int) -> float:
+        logs = session_log_ratios(n, anchor, sessions)
+        return statistics.fmean(logs) if logs else 0.0
+
+    return min(numbers, key=lambda n: (score(n), list(numbers).index(n)))
+
+
+def open_arms(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -> list[int]:
+    """The leader and the rivals not yet decided against it: a rival is out once it is surely
+    slower (its interval above 1) or surely within `EQUIVALENCE_MARGIN` either way (any pick is
+    then good to the margin). Fewer than `SESSIONS` sessions decide nothing."""
+    if len(sessions) < SESSIONS:
+        return list(numbers)
+    best = leader(numbers, sessions)
+    rivals = [n for n in numbers if n != best]
+    level = _level(len(rivals))
+    bound = math.log(1 + EQUIVALENCE_MARGIN)
+    still = [best]
+    for n in rivals:
+        interval = mean_interval(session_log_ratios(n, best, sessions), level)
+        if interval is None:
+            still.append(n)
+            continue
+        _, low, high = interval
+        if not (low > 0 or (-bound < low and high < bound)):
+            still.append(n)
+    return still
+
+
+def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[float]]] | dict[int, list[float]],
+           runs_per_round: int, note: str = "", reference: int | None = None) -> Confirmation:
+    """The winner from per-round block medians: `sessions[s][number]` are one session's timed
+    rounds (warm-up rounds already dropped; an arm dropped from later sessions is missing from
+    them). A single dict is one session. `reference` names the defaults' arm, measured for the
+    speed-up and never a winner unless it is also a candidate."""
+    if isinstance(sessions, dict):
+        sessions = [sessions]
+    usable = [{n: v for n, v in s.items() if v} for s in sessions]
+    usable = [s for s in usable if s]
+    measured = [c for c in candidates if any(c.number in s for s in usable)]
     if not measured:
         raise ValueError("no candidate was re-measured")
-    n_rounds = min(len(rounds[c.number]) for c in measured)
-    medians = {c.number: statistics.median(rounds[c.number][:n_rounds]) for c in measured}
-    by_speed = sorted(measured, key=lambda c: (medians[c.number], c.number))
-    fastest = by_speed[0]
+    # the winner comes from the arms timed in the most sessions (the others were decided slower)
+    most = max(sum(c.number in s for s in usable) for c in measured)
+    finalists = [c for c in measured if sum(c.number in s for s in usable) == most]
+    fastest_number = leader([c.number for c in finalists], usable)
+    fastest = next(c for c in finalists if c.number == fastest_number)
+    bound = math.log(1 + EQUIVALENCE_MARGIN)
+    smaller = [c for c in finalists if c.number != fastest.number and c.peak_bytes < fastest.peak_bytes]
+    equivalent = []
+    for c in smaller:  # shown within the margin either way, at the Bonferroni level over those tested
+        interval = mean_interval(session_log_ratios(c.number, fastest.number, usable), _level(len(smaller)))
+        if interval is not None and -bound < interval[1] and interval[2] < bound:
+            equivalent.append(c)
+    winner = min(equivalent, key=lambda c: (c.peak_bytes, c.number)) if equivalent else fastest
 
-    def slower_than(a: Candidate, b: Candidate) -> tuple[float, float]:
-        ratios = _ratios(rounds[a.number][:n_rounds], rounds[b.number][:n_rounds])
-        return statistics.median(ratios) - 1, sign_test_p(ratios)
+    def vs_winner(number: int) -> float:
+        logs = session_log_ratios(number, winner.number, usable)
+        return math.exp(statistics.fmean(logs)) if logs else math.nan
 
-    tied = [fastest] + [c for c in by_speed[1:]
-                        if not (slower_than(c, fastest)[1] < SIGNIFICANCE and slower_than(c, fastest)[0] > 0)]
-    winner = min(tied, key=lambda c: (c.peak_bytes, medians[c.number], c.number))
-    others = [c for c in by_speed if c.number != winner.number]
-    runner_up = others[0] if others else None
+    rest = sorted((c for c in measured if c.number != winner.number), key=lambda c: (vs_winner(c.number), c.number))
+    pooled_p = [sign_test_p([r for s in usable for r in _ratios(s.get(c.number, []), s.get(winner.number, []))])
+                for c in rest]
+    adjusted = dict(zip((c.number for c in rest), holm(pooled_p)))
+    runner_up = rest[0] if rest else None
     margin = p_value = None
+    significant = False
     if runner_up is not None:
-        margin, p_value = slower_than(runner_up, winner)
-    significant = p_value is not None and p_value < SIGNIFICANCE and (margin or 0) > 0
+        margin, p_value = vs_winner(runner_up.number) - 1, adjusted[runner_up.number]
+        interval = mean_interval(session_log_ratios(runner_up.number, winner.number, usable), _level(len(rest)))
+        significant = p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
     if runner_up is None:
         decided_by = "only candidate"
     elif winner.number != fastest.number:
-        decided_by = "memory (latency tie)"
+        decided_by = f"memory (latency equivalent within {100 * EQUIVALENCE_MARGIN:g}%)"
     else:
         decided_by = "latency" if significant else "latency (not significant)"
+    speedup = speedup_ci = None
+    if reference is not None:
+        logs = session_log_ratios(reference, winner.number, usable)
+        if logs:
+            speedup = math.exp(statistics.fmean(logs))
+            interval = mean_interval(logs)
+            speedup_ci = [math.exp(interval[1]), math.exp(interval[2])] if interval else None
+
+    def pooled(number: int) -> list[float]:
+        return [v for s in usable for v in s.get(number, [])]
+
     table = [{"number": c.number, "settings": c.settings, "search_latency_s": c.latency_s,
-              "confirmed_latency_s": medians[c.number], "peak_bytes": c.peak_bytes,
-              "round_medians_s": rounds[c.number][:n_rounds]} for c in by_speed]
-    return Confirmation(rounds=n_rounds, runs_per_round=runs_per_round, candidates=table,
+              "confirmed_latency_s": statistics.median(pooled(c.number)), "peak_bytes": c.peak_bytes,
+              "vs_winner": vs_winner(c.number) if c.number != winner.number else 1.0,
+              "sessions": sum(c.number in s for s in usable), "p_value_holm": adjusted.get(c.number),
+              "round_medians_s": pooled(c.number)} for c in [winner, *rest]]
+    total_rounds = sum(len(s.get(winner.number, [])) for s in usable)
+    return Confirmation(rounds=total_rounds, runs_per_round=runs_per_round, candidates=table,
                         winner=winner.number, runner_up=runner_up.number if runner_up else None,
                         margin=margin, p_value=p_value, significant=significant,
-                        decided_by=decided_by, note=note)
+                        decided_by=decided_by, note=note, sessions=len(usable), reference=reference,
+                        speedup=speedup, speedup_ci=speedup_ci)

@@ -44,10 +44,13 @@ class TrialJob:
     reference: str | None = None
     #: Save the first run's output here as the reference (the search's reference trial).
     save_reference: str | None = None
+    #: The search's best latency so far: a trial surely slower stops at `runs` (racing, timing.py).
+    incumbent_s: float | None = None
 
     def stopping_rule(self) -> StoppingRule:
         return StoppingRule(min_runs=self.runs, max_runs=max(self.max_runs, self.runs),
-                            precision=self.precision, time_cap_s=self.time_cap_s)
+                            precision=self.precision, time_cap_s=self.time_cap_s,
+                            incumbent_s=self.incumbent_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "target": self.target.to_dict()}
@@ -272,7 +275,7 @@ class SubprocessMeasurer:
                     answer = worker.request({"op": "load", "job": job.to_dict(), "log": str(log_path)}, deadline)
                 except (WorkerGone, WorkerTimeout) as exc:
                     workers.pop(i, None)
-                    notes.append(f"trial {job.number} could not be reloaded ({exc or 'time budget'})")
+                    notes.append(f"trial {job.number} could not be reloaded ({str(exc) or 'time budget'})")
                     continue
                 status = answer.get("measurement", {}).get("status")
                 if status != "ok":
@@ -288,7 +291,7 @@ class SubprocessMeasurer:
                     answer = workers[i].request({"op": "runs", "rule": block.to_dict()}, deadline)
                     medians[i].append(statistics.median(answer["latencies_s"]))
         except (WorkerGone, WorkerTimeout) as exc:
-            notes.append(f"a worker stopped during the rounds ({exc or 'time budget'})")
+            notes.append(f"a worker stopped during the rounds ({str(exc) or 'time budget'})")
         finally:
             for worker in workers.values():
                 worker.close()

@@ -62,6 +62,11 @@ log = logging.getLogger(__name__)
 _MAX_SKIPS = 3
 #: A search without a time budget still bounds the confirmation rounds.
 _CONFIRM_TIMEOUT_S = 3600.0
+#: A compile again from a warm cache, as a share of the cold one (H100: 11 s of 73-78 s;
+#: this CPU: 4.8 s of 47 s), rounded up: what reloading a compiled candidate costs.
+_WARM_COMPILE_SHARE = 0.25
+#: Why the winner was not confirmed (a study attribute, beside trials.ATTR_CONFIRMATION).
+ATTR_CONFIRMATION_SKIPPED = "autotune:confirmation_skipped"
 
 
 def _latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:
@@ -136,6 +141,8 @@ class Search:
         self.proposals = 0
         self.duration_s = float(self.study.user_attrs.get(ATTR_DURATION, 0.0))  # over resumed runs
         self.stop_reason = "trials"
+        #: Why the winner was not re-measured, when it was not (printed by the CLI).
+        self.confirmation_skipped: str | None = self.study.user_attrs.get(ATTR_CONFIRMATION_SKIPPED)
         stored = self.study.user_attrs.get(ATTR_CONFIRMATION)
         self.confirmation = confirming.Confirmation.from_dict(stored) if stored else None
 
@@ -252,6 +259,7 @@ class Search:
         the space runs out or, with a time budget, once it is spent (see the module doc)."""
         start = time.monotonic()
         deadline = math.inf if time_budget_s is None else start + time_budget_s
+        self._reserve_affordable: bool | None = None  # decided once there is a runner-up
         if self.shared:
             self._sync()
         if not self._seen and not self._pruned:
@@ -365,61 +373,125 @@ class Search:
     # -- the time budget -----------------------------------------------------------------------
 
     def expected_duration_s(self, assignment: Assignment) -> float | None:
-        """Median wall time of earlier trials of the same cost class, or None if none ran."""
+        """Median wall time of earlier trials of the same cost class; for a class not seen yet
+        that needs a fresh process (another compile mode), the longest trial so far, so a new
+        compile does not eat the time kept for the confirmation; None if nothing ran."""
         cls = cost_class(assignment)
-        walls = [r.measurement.timings["wall_s"] for r in self._seen.values()
-                 if "wall_s" in r.measurement.timings and cost_class(r.assignment) == cls]
-        return statistics.median(walls) if walls else None
+        timed = [r for r in self._seen.values() if "wall_s" in r.measurement.timings]
+        walls = [r.measurement.timings["wall_s"] for r in timed if cost_class(r.assignment) == cls]
+        if walls:
+            return statistics.median(walls)
+        if cls and timed:
+            return max(r.measurement.timings["wall_s"] for r in timed)
+        return None
 
     def _confirm_reserve(self, deadline: float) -> float:
-        """Time kept for confirming the winner at the end of a budgeted search."""
+        """Time kept for confirming the winner at the end of a budgeted search: the smallest plan
+        (two candidates, `MIN_ROUNDS` in each session), once there is a runner-up to confirm."""
         if math.isinf(deadline) or not self.confirm or not hasattr(self.measurer, "compare"):
             return 0.0
-        best = self.best()
-        if best is None:
+        picked = self._confirm_candidates()
+        if len(picked) < 2 or self._reserve_affordable is False:
             return 0.0
-        return _confirm_cost(best.measurement, self._spawn_s(), candidates=2, rounds=confirming.ROUNDS)
+        reserve = confirming.plan_cost_s(picked[:2], confirming.SESSIONS, confirming.MIN_ROUNDS)
+        if self._reserve_affordable is None:
+            # the first time there is a runner-up: if its confirmation no longer fits, stopping
+            # the search would buy nothing, so the search goes on and the end says why
+            self._reserve_affordable = reserve < deadline - time.monotonic()
+        return reserve if self._reserve_affordable else 0.0
 
     def _spawn_s(self) -> float:
         """What starting a worker has cost here (a fresh Python importing torch and diffusers)."""
         spawns = [r.measurement.timings["spawn_s"] for r in self._seen.values() if "spawn_s" in r.measurement.timings]
         return max(spawns) if spawns else 5.0
 
+    def _candidate(self, record: TrialRecord) -> confirming.Candidate:
+        """The record as a confirmation arm; its reload is estimated from the trial, except that
+        a compile is paid again only in part (the compile cache is warm by then)."""
+        t = record.measurement.timings
+        load = self._spawn_s() + sum(t.get(k, 0.0) for k in ("load_weights_s", "build_s", "apply_s", "first_run_s"))
+        load -= (1 - _WARM_COMPILE_SHARE) * t.get("compile_s", 0.0)
+        return confirming.Candidate(record.number, record.assignment, cost_s(record, self.amortize),
+                                    record.measurement.peak_bytes or 0, load_s=load)
+
+    def _confirm_candidates(self) -> list[confirming.Candidate]:
+        feasible = [r for r in self._seen.values() if r.feasible]
+        if not feasible:
+            return []
+        return confirming.pick_candidates([self._candidate(r) for r in feasible], memory_room=self._memory_room())
+
+    def _memory_room(self) -> int | None:
+        """Bytes the confirmation's arms may hold together (they are loaded side by side)."""
+        best = self.best()
+        total = best.measurement.device_info.get("total_memory_bytes") if best else None
+        return int(0.9 * total) if self.target.device == "cuda" and total else None
+
+    def _skip_confirmation(self, reason: str, warn: bool = True) -> None:
+        """No confirmation: say why, in the log and in the study (the CLI prints it)."""
+        self.confirmation_skipped = reason
+        self.study.set_user_attr(ATTR_CONFIRMATION_SKIPPED, reason)
+        (log.warning if warn else log.info)("the winner was not confirmed: %s", reason)
+
     def _confirm(self, deadline: float) -> None:
         """Re-measure the top candidates side by side (confirm.py) and record the decision."""
         compare = getattr(self.measurer, "compare", None)
-        feasible = [r for r in self._seen.values() if r.feasible]
-        if compare is None or not feasible:
+        if compare is None or not any(r.feasible for r in self._seen.values()):
             return
-        best = fastest_feasible(feasible, self.amortize)
-        assert best is not None
-        total = best.measurement.device_info.get("total_memory_bytes")
-        room = int(0.9 * total) if self.target.device == "cuda" and total else None
-        picked = confirming.pick_candidates(
-            [confirming.Candidate(r.number, r.assignment, cost_s(r, self.amortize), r.measurement.peak_bytes)
-             for r in feasible], memory_room=room)
-        extra = {r.number: compile_share_s(r, self.amortize) for r in feasible}
-        if len(picked) < 2:
-            return
+        picked = self._confirm_candidates()
+        defaults = self._seen.get(assignment_key(self.space.default()))
+        reference = self._candidate(defaults) if defaults is not None and defaults.feasible else None
+        room = self._memory_room()
+        if reference is not None and room is not None and sum(c.peak_bytes for c in picked) + reference.peak_bytes > room:
+            reference = None  # no room to load the defaults beside the candidates
         if math.isinf(deadline):
             deadline = time.monotonic() + _CONFIRM_TIMEOUT_S
-        left = deadline - time.monotonic()
-        loads = _confirm_cost(best.measurement, self._spawn_s(), len(picked), 0)
-        per_round = _confirm_cost(best.measurement, self._spawn_s(), len(picked), 1) - loads
-        rounds = min(confirming.ROUNDS, int((left - loads) // max(per_round, 1e-9)))
-        if rounds < 1:
-            log.info("no time left to confirm the winner")
+        plan = confirming.plan(picked, deadline - time.monotonic(), reference)
+        if plan.skipped:
+            self._skip_confirmation(plan.skipped, warn=len(picked) >= 2)
             return
-        jobs = [self._job(c.settings, c.number) for c in picked]
-        medians, note = compare(jobs, rounds, confirming.RUNS_PER_ROUND, deadline)
-        # rounds compare latencies; an amortized compile adds the same share to every round
-        by_number = {picked[i].number: [v + extra[picked[i].number] for v in values]
-                     for i, values in medians.items()}
-        if not by_number:
-            log.warning("the winner could not be confirmed: %s", note)
+        if plan.dropped:
+            log.info("confirming %d candidates (trials %s left out for time)", len(plan.candidates), plan.dropped)
+        arms = plan.arms
+        extra = {a.number: compile_share_s(self._by_number(a.number), self.amortize) for a in arms}
+        candidates = {c.number for c in plan.candidates}
+        sessions: list[dict[int, list[float]]] = []
+        notes: list[str] = []
+        while arms:
+            order = arms if len(sessions) % 2 == 0 else arms[::-1]  # new workers, the other order
+            jobs = [self._job(a.settings, a.number) for a in order]
+            medians, note = compare(jobs, plan.rounds + confirming.WARMUP_ROUNDS, confirming.RUNS_PER_ROUND, deadline)
+            if note:
+                notes.append(note)
+            # the first rounds of a new worker are its warm-up; an amortized compile adds the same
+            # share to every round
+            session = {order[i].number: [v + extra[order[i].number] for v in values[confirming.WARMUP_ROUNDS:]]
+                       for i, values in medians.items()}
+            if sum(1 for n in session if session[n] and n in candidates) < 2:
+                break  # cut short (time, a failed load): what was complete decides
+            sessions.append(session)
+            if len(sessions) >= confirming.MAX_SESSIONS:
+                break
+            # later sessions: the candidates still undecided (the reference arm has its two)
+            still = set(confirming.open_arms([a.number for a in arms if a.number in candidates], sessions))
+            if len(sessions) < confirming.SESSIONS and plan.reference is not None:
+                still.add(plan.reference.number)
+            arms = [a for a in arms if a.number in still] if len(still & candidates) > 1 else []
+            if arms and confirming.plan_cost_s(arms, 1, plan.rounds) > deadline - time.monotonic():
+                notes.append(f"{len(arms)} candidates still undecided after {len(sessions)} sessions: no time for more")
+                break
+        if not sessions:
+            self._skip_confirmation("the re-measurement did not complete: " + ("; ".join(notes) or "no rounds were timed"))
             return
-        self.confirmation = confirming.decide(picked, by_number, confirming.RUNS_PER_ROUND, note)
+        reference_number = plan.reference.number if plan.reference is not None else None
+        self.confirmation = confirming.decide(plan.candidates, sessions, confirming.RUNS_PER_ROUND,
+                                              "; ".join(notes), reference=reference_number)
         self.study.set_user_attr(ATTR_CONFIRMATION, self.confirmation.to_dict())
+        if self.confirmation_skipped is not None:
+            self.confirmation_skipped = None
+            self.study.set_user_attr(ATTR_CONFIRMATION_SKIPPED, None)
+
+    def _by_number(self, number: int) -> TrialRecord:
+        return next(r for r in self._seen.values() if r.number == number)
 
     def _planner_seeds(self, n_trials: int) -> list[Assignment]:
         """Predicted-feasible candidates, likely-fastest first, measured before the sampler's picks."""
@@ -444,7 +516,7 @@ class Search:
                  prediction.total_bytes, self.target.max_vram)
         return TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
 
-    def _job(self, assignment: Assignment, number: int) -> TrialJob:
+    def _job(self, assignment: Assignment, number: int, incumbent_s: float | None = None) -> TrialJob:
         reference = save_reference = None
         if self.shared and self.reference_path is not None and not self.reference_path.exists() \
                 and assignment_key(assignment) != assignment_key(self.reference_assignment()):
@@ -456,7 +528,7 @@ class Search:
                 save_reference = str(self.reference_path)
         return TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
                         number=number, precision=self.precision, time_cap_s=self.time_cap_s,
-                        reference=reference, save_reference=save_reference)
+                        reference=reference, save_reference=save_reference, incumbent_s=incumbent_s)
 
     def _make_local_reference(self) -> None:
         """In a shared study another process may be measuring the reference trial, or did on
@@ -495,7 +567,8 @@ class Search:
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
                  timeout_s: float | None = None) -> TrialRecord | None:
-        job = self._job(assignment, trial.number)
+        incumbent = self.best()  # racing: a trial surely slower than the best stops at its minimum runs
+        job = self._job(assignment, trial.number, incumbent.measurement.latency_median_s if incumbent else None)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job, timeout_s=timeout_s)
         outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
@@ -545,7 +618,8 @@ class Search:
             study_name=self.study_name, storage=self.storage_name,
             sampler=type(self.sampler).__name__, seed=self.seed,
             duration_s=self.duration_s, proposals=self.proposals, stop_reason=self.stop_reason,
-            confirmation=self.confirmation, interrupted=self.interrupted, reused=self.reused,
+            confirmation=self.confirmation, confirmation_skipped=self.confirmation_skipped,
+            interrupted=self.interrupted, reused=self.reused,
             min_psnr=self.min_psnr, amortize=self.amortize,
             reference=self.reference_assignment() if self.has_reference else None,
         )
@@ -568,11 +642,3 @@ def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:
 
     return tuple((k.name, assignment[k.name]) for k in knobs.all_knobs()
                  if assignment.get(k.name) in k.process_state)
-
-
-def _confirm_cost(best: Measurement, spawn_s: float, candidates: int, rounds: int) -> float:
-    """Estimated seconds to reload `candidates` like the best one and time `rounds` rounds."""
-    t = best.timings
-    load = spawn_s + t.get("load_weights_s", 0.0) + t.get("build_s", 0.0) + t.get("apply_s", 0.0) + t.get("first_run_s", 0.0)
-    median = best.latency_median_s or 0.0
-    return candidates * (load + rounds * confirming.RUNS_PER_ROUND * median)

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 MIN_RUNS_FOR_CI = 6
 #: Runs so slow that `min_runs` would blow the time cap stop at this many (a median of three).
 MIN_RUNS_WHEN_SLOW = 3
+#: A trial whose median is surely this much slower than the incumbent's stops at its minimum
+#: runs (racing): it cannot be a finalist (confirm.WITHIN), so a precise number buys nothing.
+RACE_MARGIN = 0.10
 
 
 def _binom_cdf(k: int, n: int) -> float:
@@ -88,19 +91,24 @@ class StoppingRule:
     `min_runs` are made (the cheapest trial still gets a median of several) unless runs are so
     slow that the `time_cap_s` is spent first, then `MIN_RUNS_WHEN_SLOW`; past them the loop
     stops as soon as the 95% interval's half-width is within `precision` of the median, or the
-    time cap is spent, or `max_runs` are made.
+    time cap is spent, or `max_runs` are made. With an `incumbent_s` (the search's best so far),
+    it also stops once the interval's low end is more than `RACE_MARGIN` above it: the effort
+    goes to the trials near the top.
     """
 
     min_runs: int = MIN_RUNS_FOR_CI
     max_runs: int = 100
     precision: float = 0.02
     time_cap_s: float = 10.0
+    incumbent_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_runs < 1 or self.max_runs < self.min_runs:
             raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
         if self.precision <= 0 or self.time_cap_s <= 0:
             raise ValueError("precision and time_cap_s must be positive")
+        if self.incumbent_s is not None and not self.incumbent_s > 0:
+            raise ValueError(f"incumbent_s must be positive, got {self.incumbent_s}")
 
     def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
         n = len(samples)
@@ -110,14 +118,18 @@ class StoppingRule:
             return n >= min(self.min_runs, MIN_RUNS_WHEN_SLOW)
         if n < self.min_runs:
             return False
-        rel = timing_stats(samples).ci_rel_half_width
+        stats = timing_stats(samples)
+        if self.incumbent_s is not None and stats.ci_low_s is not None \
+                and stats.ci_low_s > self.incumbent_s * (1 + RACE_MARGIN):
+            return True
+        rel = stats.ci_rel_half_width
         return rel is not None and rel <= self.precision
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, float | int]) -> StoppingRule:
+    def from_dict(cls, data: dict[str, float | int | None]) -> StoppingRule:
         return cls(**data)  # type: ignore[arg-type]
 
 
@@ -131,3 +143,31 @@ def sign_test_p(ratios: Sequence[float]) -> float:
     if n == 0:
         return 1.0
     return min(1.0, 2 * _binom_cdf(min(above, below), n))
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile: exact for 1 and 2 degrees of freedom, the Abramowitz-Stegun
+    26.7.5 expansion above (within 0.5% for p <= 0.999 from 3 on), so no SciPy is needed."""
+    if not 0 < p < 1 or df < 1:
+        raise ValueError(f"need 0 < p < 1 and df >= 1, got {p}, {df}")
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    x = statistics.NormalDist().inv_cdf(p)
+    g1 = (x**3 + x) / 4
+    g2 = (5 * x**5 + 16 * x**3 + 3 * x) / 96
+    g3 = (3 * x**7 + 19 * x**5 + 17 * x**3 - 15 * x) / 384
+    g4 = (79 * x**9 + 776 * x**7 + 1482 * x**5 - 1920 * x**3 - 945 * x) / 92160
+    return x + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """Mean and two-sided t interval of a few independent values (e.g. one per worker process),
+    or None below two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_quantile(1 - (1 - confidence) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half

@@ -65,6 +65,8 @@ class SearchResult:
     #: Why the last run stopped: "trials", "time budget", "space exhausted", "sampler".
     stop_reason: str = "trials"
     confirmation: confirming.Confirmation | None = None
+    #: Why the winner was not re-measured side by side (None: it was, or there was nothing to do).
+    confirmation_skipped: str | None = None
     #: Trials left running by a killed search, closed as failed on resume.
     interrupted: int = 0
     #: Trials copied from earlier searches of the same target under another ceiling.

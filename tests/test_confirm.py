@@ -1,14 +1,17 @@
-"""Confirming the winner: a difference within the noise is a tie, and ties go to less memory."""
+"""Confirming the winner: the faster is kept unless a smaller one is shown equivalent, a process
+offset cannot pass for a difference, and the plan fits the time left or is not run."""
 from __future__ import annotations
 
 import pytest
 
-from autotune.confirm import Candidate, decide, pick_candidates
+from autotune import confirm
+from autotune.confirm import Candidate, decide, holm, pick_candidates, plan
 
 MiB = 2**20
-A = Candidate(1, {"dtype": "fp16"}, latency_s=1.00, peak_bytes=800 * MiB)
-B = Candidate(2, {"dtype": "bf16"}, latency_s=1.05, peak_bytes=600 * MiB)
-C = Candidate(3, {"dtype": "fp32"}, latency_s=1.50, peak_bytes=900 * MiB)
+A = Candidate(1, {"dtype": "fp16"}, latency_s=1.00, peak_bytes=800 * MiB, load_s=20.0)
+B = Candidate(2, {"dtype": "bf16"}, latency_s=1.05, peak_bytes=600 * MiB, load_s=20.0)
+C = Candidate(3, {"dtype": "fp32"}, latency_s=1.50, peak_bytes=900 * MiB, load_s=20.0)
+D = Candidate(4, {"dtype": "fp16", "vae_slicing": True}, latency_s=1.06, peak_bytes=700 * MiB, load_s=20.0)
 
 
 def test_candidates_are_those_within_ten_percent_of_the_best():
@@ -19,23 +22,101 @@ def test_candidates_are_those_within_ten_percent_of_the_best():
 
 def test_a_consistent_difference_is_significant():
     rounds = {1: [1.00, 1.01, 0.99, 1.00, 1.02, 1.00], 2: [1.06, 1.07, 1.05, 1.06, 1.08, 1.05]}
-    result = decide([A, B], rounds, runs_per_round=3)
+    result = decide([A, B], [rounds, rounds], runs_per_round=3)
     assert result.winner == 1 and result.runner_up == 2
-    assert result.significant and result.p_value == pytest.approx(2 / 64)
+    assert result.significant and result.p_value == pytest.approx(2 / 2**12)
     assert result.margin == pytest.approx(0.06, abs=0.01)
-    assert result.decided_by == "latency"
+    assert result.decided_by == "latency" and result.sessions == 2 and result.rounds == 12
 
 
-def test_a_difference_within_the_noise_is_a_tie_won_by_less_memory():
-    # A is faster in four rounds, B in two: no evidence, and B needs 200 MiB less.
-    rounds = {1: [1.00, 1.05, 0.98, 1.02, 1.00, 1.04], 2: [1.02, 1.00, 1.01, 1.04, 0.99, 1.05]}
-    result = decide([A, B], rounds, runs_per_round=3)
-    assert result.winner == 2 and result.decided_by == "memory (latency tie)"
+def test_a_difference_within_the_noise_keeps_the_faster_not_the_smaller():
+    # A is faster in most rounds, B in some: no evidence either way, and no evidence B is within
+    # 2% of A either: B's smaller memory does not make it the winner (it stays an alternative)
+    s1 = {1: [1.00, 1.05, 0.98, 1.02, 1.00, 1.04], 2: [1.03, 1.00, 1.01, 1.06, 1.03, 1.08]}
+    s2 = {1: [1.01, 1.00, 0.99, 1.03, 1.00, 1.02], 2: [1.00, 1.04, 1.03, 1.02, 1.05, 1.01]}
+    result = decide([A, B], [s1, s2], runs_per_round=3)
+    assert result.winner == 1 and result.decided_by == "latency (not significant)"
     assert not result.significant
+
+
+def test_a_shown_tie_goes_to_the_smaller_candidate():
+    # B within +-0.5% of A in every round of both sessions: equivalent within 2%, and smaller
+    s1 = {1: [1.00, 1.05, 0.98, 1.02, 1.00, 1.04], 2: [1.003, 1.052, 0.982, 1.021, 1.004, 1.041]}
+    s2 = {1: [1.01, 1.00, 0.99, 1.03, 1.00, 1.02], 2: [1.012, 1.004, 0.991, 1.030, 1.003, 1.021]}
+    result = decide([A, B], [s1, s2], runs_per_round=3)
+    assert result.winner == 2 and result.decided_by.startswith("memory (latency equivalent within 2%")
+
+
+def test_a_process_offset_cannot_pass_for_a_difference():
+    # B's worker in the first session ran 6% slow, in every round; in the second B is as fast as
+    # A. Every round of one session agrees, but a session is one pair of processes: alone it
+    # proves nothing, and with the second session the difference is not significant.
+    s1 = {1: [1.00, 1.01, 0.99, 1.00, 1.02, 1.00], 2: [1.06, 1.07, 1.05, 1.06, 1.08, 1.06]}
+    s2 = {1: [1.00, 1.01, 0.99, 1.00, 1.02, 1.00], 2: [0.99, 1.02, 0.98, 1.01, 1.01, 1.00]}
+    assert not decide([A, B], [s1], runs_per_round=3).significant
+    result = decide([A, B], [s1, s2], runs_per_round=3)
+    assert result.winner == 1 and not result.significant
+    # ...and it cannot make B "equivalent" either: the sessions disagree by 6%
+    assert result.decided_by == "latency (not significant)"
+    # so the race goes on for both
+    assert confirm.open_arms([1, 2], [s1, s2]) == [1, 2]
+
+
+def test_a_race_drops_a_rival_surely_slower_or_surely_equivalent():
+    s1 = {1: [1.0] * 6, 2: [1.10] * 6, 4: [1.003] * 6}
+    s2 = {1: [1.0] * 6, 2: [1.12] * 6, 4: [1.001] * 6}
+    s3 = {1: [1.0] * 6, 2: [1.11] * 6, 4: [1.002] * 6}
+    assert confirm.open_arms([1, 2, 4], [s1]) == [1, 2, 4]  # one session decides nothing
+    assert confirm.open_arms([1, 2, 4], [s1, s2, s3]) == [1]
 
 
 def test_the_search_order_can_be_overturned():
     # B looked slower in the search but is consistently faster side by side.
     rounds = {1: [1.10] * 6, 2: [1.00] * 6}
-    result = decide([A, B], rounds, runs_per_round=3)
+    result = decide([A, B], [rounds, rounds], runs_per_round=3)
     assert result.winner == 2 and result.significant and result.decided_by == "latency"
+
+
+def test_several_comparisons_are_holm_corrected():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # three rivals each slower in 5 of 6 rounds: p=0.22 alone, more after the correction
+    fast = [1.0] * 6
+    slow = [1.05, 1.05, 1.05, 1.05, 1.05, 0.99]
+    result = decide([A, B, D, C], [{1: fast, 2: slow, 4: slow, 3: slow}], runs_per_round=3)
+    assert result.winner == 1 and result.p_value == pytest.approx(3 * 7 / 32)
+
+
+def test_the_reference_arm_gives_the_speed_up_side_by_side():
+    defaults = Candidate(9, {"dtype": "fp32"}, latency_s=2.0, peak_bytes=1000 * MiB)
+    rounds = {1: [1.0, 1.0, 1.0, 1.0], 2: [1.1, 1.1, 1.1, 1.1], 9: [1.5, 1.5, 1.5, 1.5]}
+    result = decide([A, B], [rounds, rounds], runs_per_round=3, reference=defaults.number)
+    assert result.winner == 1 and result.reference == 9
+    assert result.speedup == pytest.approx(1.5)  # not the search's 2.0 / 1.0
+    assert [c["number"] for c in result.candidates] == [1, 2]  # the reference never wins
+
+
+# -- sizing to the time left --------------------------------------------------------------------
+
+def test_a_plan_that_fits_keeps_every_arm():
+    reference = Candidate(9, {}, latency_s=2.0, peak_bytes=1000 * MiB, load_s=20.0)
+    p = plan([B, A, D], seconds_left=10_000, reference=reference)
+    assert [c.number for c in p.candidates] == [1, 2, 4] and p.reference == reference
+    assert p.rounds == confirm.ROUNDS and p.sessions == confirm.SESSIONS and p.skipped is None
+
+
+def test_short_time_drops_the_reference_then_the_slowest_then_rounds():
+    reference = Candidate(9, {}, latency_s=2.0, peak_bytes=1000 * MiB, load_s=20.0)
+    two = confirm.plan_cost_s([A, B], confirm.SESSIONS, confirm.ROUNDS)
+    p = plan([A, B, D], seconds_left=two + 1, reference=reference)
+    assert p.reference is None and [c.number for c in p.candidates] == [1, 2] and p.dropped == [9, 4]
+    assert p.rounds == confirm.ROUNDS and p.cost_s <= two + 1
+    fewer = plan([A, B], seconds_left=two - 10)
+    assert confirm.MIN_ROUNDS <= fewer.rounds < confirm.ROUNDS and fewer.skipped is None
+
+
+def test_an_underpowered_confirmation_is_skipped_with_its_reason():
+    # 2 candidates x 2 workers x (20 s load + 4 rounds x 3 runs) = ~130 s; 60 s are left
+    p = plan([A, B], seconds_left=60)
+    assert p.skipped is not None and "no time to confirm" in p.skipped and "60 s were left" in p.skipped
+    alone = plan([A], seconds_left=1e6)
+    assert alone.skipped is not None and "no other candidate within 10%" in alone.skipped

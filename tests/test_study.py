@@ -8,6 +8,7 @@ import optuna
 import pytest
 from conftest import FakeMeasurer, fake_measurement
 
+from autotune import confirm
 from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.knobs import Context
 from autotune.measure import Measurement
@@ -193,6 +194,22 @@ def test_no_trial_starts_unless_its_expected_duration_fits(tmp_path):
     assert fake.timeouts[0] is not None and fake.timeouts[0] <= 20.0  # stopped at the deadline
 
 
+def test_a_compile_mode_not_tried_yet_is_expected_to_take_the_longest_trial(tmp_path):
+    walls = iter([10.0, 30.0, 20.0])
+
+    def measured(a):
+        m = fake_measurement(None, latency=cost(a)[0], peak=cost(a)[1])
+        m.timings["wall_s"] = next(walls)
+        return m
+
+    search = new_search(tmp_path, FakeMeasurer(measured))
+    search.run(3)
+    plain = search.space.default()
+    assert search.expected_duration_s(plain) == pytest.approx(20.0)  # the median of its class
+    # a compile needs a fresh process and has no history: the longest trial, not "unknown"
+    assert search.expected_duration_s({**plain, "compile": "full"}) == pytest.approx(30.0)
+
+
 def test_without_a_budget_trials_have_no_deadline(tmp_path):
     fake = FakeMeasurer(cost)
     new_search(tmp_path, fake).run(2)
@@ -215,28 +232,72 @@ def test_interrupted_trials_are_counted(tmp_path):
 
 
 def test_the_winner_is_confirmed_side_by_side(tmp_path):
-    # fp16 (1.0 s) and bf16 (1.1 s) are within 10%; re-measured, they tie, and bf16 ties with
-    # the same memory, so the faster in the rounds' median keeps it.
+    # fp16 (1.0 s) and bf16 (1.1 s) are within 10%; re-measured, fp16 is faster in every round of
+    # both sessions: significant, and the profile says so.
     fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
-    assert [j.assignment["dtype"] for j in fake.compared[0]] == ["fp16", "bf16"]
+    # two sessions in new workers, the second in the other order
+    assert [[j.assignment["dtype"] for j in jobs] for jobs in fake.compared] == [["fp16", "bf16"], ["bf16", "fp16"]]
     conf = result.confirmation
     assert conf.winner == result.best.number and result.best.assignment["dtype"] == "fp16"
     assert conf.significant and conf.margin == pytest.approx(0.2)
+    assert conf.sessions == 2 and conf.rounds == 2 * confirm.ROUNDS  # warm-up rounds dropped
     profile = profile_from(result)
-    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 6
+    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 2 * confirm.ROUNDS
 
 
-def test_a_tie_goes_to_the_candidate_with_less_memory(tmp_path):
-    def cost_tie(a):
-        latency, peak = cost(a)
-        return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
+def cost_tie(a):
+    latency, peak = cost(a)
+    return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
 
-    noise = [0.02, -0.02, 0.01, -0.01, 0.03, -0.03]
-    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r] if a["dtype"] == "bf16" else 0))
+
+def test_an_equivalent_candidate_with_less_memory_wins(tmp_path):
+    noise = [0.004, 0.002, 0.006, 0.001, 0.003, 0.005, 0.002]  # bf16 0.1-0.6% slower, every round
+    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (noise[r % 7] if a["dtype"] == "bf16" else 0))
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
     assert result.best.assignment["dtype"] == "bf16"
-    assert result.confirmation.decided_by == "memory (latency tie)"
+    assert result.confirmation.decided_by.startswith("memory (latency equivalent")
+
+
+def test_a_difference_within_the_noise_keeps_the_faster(tmp_path):
+    # bf16 needs less memory, but its worker runs -1% to +5% off fp16's from one session to the
+    # next: it is not shown within 2%, so it is no tie; more sessions run while it is undecided
+    offsets = [0.04, -0.01, 0.03, 0.0, 0.05, -0.01, 0.03, 0.02]
+    fake = FakeMeasurer(cost_tie, rounds_cost=lambda a, r: 1.0 + (offsets[len(fake.compared) - 1]
+                                                                   if a["dtype"] == "bf16" else 0))
+    result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
+    assert result.best.assignment["dtype"] == "fp16"
+    assert result.confirmation.decided_by.startswith("latency")
+    assert len(fake.compared) > confirm.SESSIONS and result.confirmation.sessions == len(fake.compared)
+
+
+def test_the_defaults_are_a_reference_arm_of_the_confirmation(tmp_path):
+    # under 100 MiB the fp32 defaults fit: they are re-measured beside the finalists, last
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
+    result = new_search(tmp_path, fake, ceiling=100 * MiB).run(6)
+    assert [j.assignment["dtype"] for j in fake.compared[0]] == ["fp16", "bf16", "fp32"]
+    conf = result.confirmation
+    assert conf.reference == result.records[0].number and conf.speedup == pytest.approx(2.0)
+    assert result.best.assignment["dtype"] == "fp16"
+
+
+def test_an_underpowered_confirmation_is_not_run_and_the_reason_is_recorded(tmp_path):
+    # two candidates x 2 workers x 3 rounds of 1 s runs (+ loads) need ~68 s; 30 s are given:
+    # no confirmation fits, so the search does not stop early to keep time for one; at the end
+    # none runs (no underpowered rounds), and the search says why
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: 1.0)
+    search = new_search(tmp_path, fake, ceiling=60 * MiB)
+    result = search.run(6, time_budget_s=30)
+    assert result.stop_reason == "trials" and result.confirmation is None and not fake.compared
+    assert "no time to confirm" in result.confirmation_skipped
+    assert search.study.user_attrs["autotune:confirmation_skipped"] == result.confirmation_skipped
+
+
+def test_racing_passes_the_incumbent_to_each_trial(tmp_path):
+    fake = FakeMeasurer(cost)
+    new_search(tmp_path, fake).run(3)
+    assert fake.jobs[0].incumbent_s is None  # nothing measured yet
+    assert fake.jobs[1].incumbent_s == pytest.approx(2.0)  # the fp32 defaults came first
 
 
 # ---- the quality guard ---------------------------------------------------------------------------

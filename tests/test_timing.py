@@ -42,3 +42,20 @@ def test_sign_test():
     assert sign_test_p([1.1] * 6) == pytest.approx(2 / 64)   # all rounds agree: significant
     assert sign_test_p([1.1] * 5 + [0.9]) > 0.05             # one disagrees at n=6: not
     assert sign_test_p([1.0] * 6) == 1.0                      # ties carry no evidence
+
+
+def test_a_trial_surely_slower_than_the_incumbent_stops_at_its_minimum_runs():
+    noisy = [1.0, 1.4, 1.1, 1.3, 1.05, 1.35]  # ~25% spread: far from a 2% interval
+    assert not StoppingRule(min_runs=6).done(noisy, elapsed_s=7.0)
+    # the incumbent ran 0.8 s: even this trial's fastest run is > 10% slower, so it is out of the race
+    assert StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy, elapsed_s=7.0)
+    # a trial that may still be near the top is timed to the precision target
+    assert not StoppingRule(min_runs=6, incumbent_s=0.95).done(noisy, elapsed_s=7.0)
+    assert not StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy[:5], elapsed_s=6.0)
+
+
+def test_the_incumbent_travels_with_the_rule():
+    rule = StoppingRule(incumbent_s=0.5)
+    assert StoppingRule.from_dict(rule.to_dict()) == rule
+    with pytest.raises(ValueError):
+        StoppingRule(incumbent_s=0.0)

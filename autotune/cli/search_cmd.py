@@ -309,12 +309,18 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     conf = result.confirmation
     if conf is not None and conf.runner_up is not None:
         runner = next(c for c in conf.candidates if c["number"] == conf.runner_up)
-        verdict = "significant" if conf.significant else "within the noise: a tie"
+        verdict = "significant" if conf.significant else "not significant"
         lines.append(_clip(f"runner-up  {settings_diff(runner['settings'], defaults)}"))
-        lines.append(f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} "
-                     f"interleaved rounds (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}")
-    elif len([r for r in result.records if r.feasible]) > 1:
-        lines.append("runner-up  none within 10% of the winner: not re-measured")
+        lines.append(textwrap.fill(
+            f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} interleaved rounds in "
+            f"{conf.sessions} sessions (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}",
+            WIDTH, subsequent_indent="           "))
+    elif result.confirmation_skipped:
+        lines.append(textwrap.fill(f"runner-up  not confirmed: {result.confirmation_skipped}", WIDTH,
+                                   subsequent_indent="           "))
+    if conf is not None and conf.speedup is not None:
+        ci = f" (95% interval {conf.speedup_ci[0]:.2f}-{conf.speedup_ci[1]:.2f}x)" if conf.speedup_ci else ""
+        lines.append(f"defaults   {conf.speedup:.2f}x the winner's latency, measured side by side{ci}")
     if result.alternatives:
         lines.append(f"alternatives  {len(result.alternatives)} faster-or-smaller trade-offs kept in the profile")
     counts = (f"{result.count('feasible')} feasible, {result.count('over_ceiling')} over the ceiling, "
