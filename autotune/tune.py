@@ -17,7 +17,7 @@ from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.profile import Profile, ProfileEntry
 from autotune.space import SearchSpace
 from autotune.study import Search
-from autotune.trials import ProgressFn, SearchResult, TrialRecord, search_summary
+from autotune.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
 from autotune.target import Target
 from autotune.units import format_size
 
@@ -56,7 +56,7 @@ def make_planner(target: Target) -> Planner | None:
         return None
 
 
-def entry_from(record: TrialRecord) -> ProfileEntry:
+def entry_from(record: TrialRecord, quality_against: str | None = None) -> ProfileEntry:
     m = record.measurement
     if m.latency_median_s is None or m.latency_p90_s is None or m.peak_bytes is None:
         raise ValueError(f"trial {record.number} has no complete measurement")
@@ -65,6 +65,7 @@ def entry_from(record: TrialRecord) -> ProfileEntry:
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
                         predicted_peak_bytes=predicted, timing=dict(m.timing), quality=dict(m.quality),
+                        quality_against=quality_against,
                         phases={k: round(v, 3) for k, v in m.timings.items()})
 
 
@@ -85,9 +86,9 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     return Profile(
         target=result.target,
         fingerprint=fingerprint,
-        best=entry_from(best),
+        best=entry_from(best, quality_against(result, best)),
         search=search_summary(result),
-        alternatives=[entry_from(r) for r in result.alternatives],
+        alternatives=[entry_from(r, quality_against(result, r)) for r in result.alternatives],
         confirmation=result.confirmation.to_dict() if result.confirmation else None,
     )
 
@@ -114,6 +115,7 @@ def start_search(
     amortize: int | None = None,
     reuse: bool = True,
     study_name: str | None = None,
+    allow_unjudged: bool = False,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -132,7 +134,7 @@ def start_search(
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
                     precision=precision, time_cap_s=time_cap_s, confirm=confirm,
                     min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype,
-                    amortize=amortize, reuse=reuse, study_name=study_name)
+                    amortize=amortize, reuse=reuse, study_name=study_name, allow_unjudged=allow_unjudged)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search
@@ -155,11 +157,14 @@ def no_feasible_message(result: SearchResult, log_dir: Path | None = None) -> st
         first = result.records[0].measurement.error
         where = f"; the trial logs are in {log_dir}" if log_dir else ""
         return f"all {failed} measured trials failed (first: {first}){where}"
+    guard = result.guard
+    unjudged = (f"; there is no quality reference ({guard.problem}), so lossy trials were not judged "
+                "(--allow-unjudged accepts them)" if guard is not None and guard.problem else "")
     return (f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
             f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
             f"{result.count('below_quality')} below the quality floor, "
             f"{result.count('oom')} out of memory, {failed} failed), {len(result.pruned)} predicted "
-            "over it by the planner; raise --max-vram, lower --batch or the size, or add trials")
+            f"over it by the planner; raise --max-vram, lower --batch or the size, or add trials{unjudged}")
 
 
 def tune(
