@@ -2,6 +2,9 @@
 error of the final latents; and the sanity floor every output must pass (finite, not constant),
 with the stricter one an exact setting must pass.
 
+Besides the image, the per-call error of the denoiser on the reference's own inputs (SQNR,
+denoiser_calls.py) judges exact settings: it measures the knob, not the chaos of sampling.
+
 The reference is the same prompt, seed and steps run with every knob at its exact default, in the
 reference dtype, without the memory ceiling (reference.py makes it). Images are compared as the
 pipeline returns them: floats in [0, 1] with `output_type="np"`, but also uint8 (PIL images) or
@@ -25,6 +28,12 @@ PSNR_IDENTICAL_DB = 100.0
 #: run on an L20 scored bf16 + torch.compile at 19.3 dB against bf16 eager), so this only catches
 #: what no reordering makes: two unrelated noise images score ~8 dB, a black one ~5 dB.
 EXACT_MIN_PSNR_DB = 15.0
+#: The per-call SQNR an exact setting's denoiser must keep on the reference's inputs
+#: (denoiser_calls.py). Measured on CPU (builtin:tiny-sd, benchmarks/results/
+#: 2026-12-01-quality-per-call-cpu.md): exact knobs 100 dB (identical), fp16 56 dB, bf16 38 dB,
+#: layerwise fp8 21 dB. 30 dB lets an fp32 trial pass against a bf16 reference and TF32 or
+#: reordered kernels on a GPU, and catches damage the size of fp8's.
+EXACT_MIN_SQNR_DB = 30.0
 #: Below this standard deviation (in units of the data range) an output is one flat colour.
 CONSTANT_STD = 1e-6
 #: The SSIM window of Wang et al. (2004); smaller images use the largest odd window that fits.
@@ -110,6 +119,18 @@ def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
 
 
+def sqnr(output: np.ndarray, reference: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: ||reference||^2 / ||output - reference||^2,
+    capped at PSNR_IDENTICAL_DB; a non-finite output scores 0 (how torchao's autoquant gates)."""
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    if not math.isfinite(noise):
+        return 0.0
+    if noise <= 0:
+        return PSNR_IDENTICAL_DB
+    return max(0.0, min(PSNR_IDENTICAL_DB, 10 * math.log10(signal / noise))) if signal > 0 else 0.0
+
+
 def _std(images: np.ndarray, peak: float) -> float:
     values = images.astype(np.float64)
     return float(np.std(values)) / peak if np.isfinite(values).all() else math.nan
@@ -154,6 +175,10 @@ def exact_problem(quality: dict[str, float]) -> str | None:
     broken = broken_output(quality)
     if broken:
         return broken
+    per_call = quality.get("denoiser_sqnr_db")
+    if per_call is not None and not per_call >= EXACT_MIN_SQNR_DB:
+        return (f"its denoiser is {per_call:.1f} dB SQNR from the reference's on the same inputs, under the "
+                f"{EXACT_MIN_SQNR_DB:g} dB float reordering keeps")
     value = quality.get("psnr_db", math.nan)
     if not value >= EXACT_MIN_PSNR_DB:  # NaN fails too
         return f"PSNR {value:.1f} dB against the reference, under the {EXACT_MIN_PSNR_DB:g} dB any float reordering keeps"
@@ -170,12 +195,14 @@ def reference_problem(reference: dict[str, np.ndarray]) -> str | None:
     return None
 
 
-def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None) -> None:
-    """Write atomically: workers that start later read it."""
+def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None,
+                   extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write atomically: workers that start later read it. `extra`: the denoiser calls kept for
+    the per-call error (denoiser_calls.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # several processes may write it
     arrays = {"images": images} if latents is None else {"images": images, "latents": latents}
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays, **(extra or {}))
     tmp.replace(path)
 
 

@@ -116,3 +116,15 @@ def test_the_sanity_floor_of_outputs_and_of_exact_settings():
     assert exact_problem({"psnr_db": EXACT_MIN_PSNR_DB + 1}) is None
     assert reference_problem({"images": np.zeros_like(image)}) == "the reference output is one flat colour"
     assert reference_problem({"images": image}) is None
+
+
+def test_sqnr_and_the_per_call_floor_of_exact_settings():
+    from autotune.quality import EXACT_MIN_SQNR_DB, sqnr
+
+    signal = np.linspace(-1, 1, 1000)
+    assert sqnr(signal, signal) == PSNR_IDENTICAL_DB
+    assert sqnr(signal * 1.01, signal) == pytest.approx(40.0, abs=0.01)  # 1% error: 40 dB
+    assert sqnr(np.full_like(signal, np.nan), signal) == 0.0
+    # the end-to-end image may drift (sampling chaos) while each call stays exact: passes
+    assert exact_problem({"psnr_db": 20.0, "denoiser_sqnr_db": 95.0}) is None
+    assert "SQNR" in exact_problem({"psnr_db": 60.0, "denoiser_sqnr_db": EXACT_MIN_SQNR_DB - 1})

@@ -349,7 +349,8 @@ def quality_lines(result: Any, best: Any) -> list[str]:
     if m.quality and "psnr_db" in m.quality:
         lines.append(textwrap.fill(
             f"quality    PSNR {m.quality['psnr_db']:.1f} dB, SSIM {m.quality.get('ssim', float('nan')):.4f}"
-            f"{floor} against {quality_against(result, best)}", WIDTH, subsequent_indent="           "))
+            + (f", denoiser {m.quality['denoiser_sqnr_db']:.1f} dB SQNR per call" if "denoiser_sqnr_db" in m.quality else "")
+            + f"{floor} against {quality_against(result, best)}", WIDTH, subsequent_indent="           "))
     elif result.guard is not None:
         lines.append(_clip(f"quality    {quality_against(result, best)}"))
     guard = result.guard
