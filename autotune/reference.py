@@ -69,6 +69,13 @@ def locate(folder: Path, target: Target, default: Assignment, dtype: str, seed: 
     return Reference(key=key, path=folder / f"{key}.npz", settings=reference_settings(default, dtype))
 
 
+def without_ceiling(target: Target) -> Target:
+    """The target the reference runs as: no ceiling where the worker enforces one (CUDA). A CPU
+    worker never enforces it (the search only classifies peaks), so there the target stays as
+    it is and the warm worker of the trials measures the reference too, with no extra start."""
+    return target if target.device == "cpu" else dataclasses.replace(target, max_vram=NO_CEILING)
+
+
 def make(reference: Reference, target: Target, measurer: Measurer, *, warmup: int, seed: int,
          can_offload: bool, timeout_s: float | None = None) -> Reference:
     """The reference, made if it is not there yet: one run without the ceiling; if that runs out
@@ -78,7 +85,7 @@ def make(reference: Reference, target: Target, measurer: Measurer, *, warmup: in
 
     if reference.path.exists():
         return _checked(_with_sidecar(reference), quality)
-    unlimited = dataclasses.replace(target, max_vram=NO_CEILING)
+    unlimited = without_ceiling(target)
     attempts = [(reference.settings, "without the memory ceiling")]
     if can_offload:
         attempts.append((reference_settings(reference.settings, reference.dtype, FALLBACK_OFFLOAD),

@@ -41,10 +41,18 @@ def test_made_without_the_ceiling_once_then_found(tmp_path):
     made = reference.make(located(tmp_path), TARGET, device, warmup=1, seed=0, can_offload=True)
     assert made.exists and made.made == "without the memory ceiling"
     [job] = device.jobs
-    assert job.target.max_vram == NO_CEILING and job.runs == 1 and job.assignment == made.settings
+    assert job.target == TARGET and job.runs == 1 and job.assignment == made.settings  # CPU: never enforced
     assert made.settings["dtype"] == "fp32" and "amd-epyc-7b13" in made.key and "-fp32-seed0-" in made.key
     again = reference.make(located(tmp_path), TARGET, device, warmup=1, seed=0, can_offload=True)
     assert len(device.jobs) == 1 and again.exists and again.settings == made.settings
+
+
+def test_on_cuda_it_runs_without_the_ceiling():
+    import dataclasses
+
+    cuda = dataclasses.replace(TARGET, device="cuda")
+    assert reference.without_ceiling(cuda).max_vram == NO_CEILING
+    assert reference.without_ceiling(TARGET) == TARGET
 
 
 def test_the_key_ignores_the_ceiling_but_not_the_dtype_or_seed(tmp_path):

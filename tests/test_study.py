@@ -1,6 +1,7 @@
 """The search loop, driven by a deterministic fake measurer (no processes, no pipelines)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -346,10 +347,16 @@ def test_an_exact_setting_that_returns_nan_is_reported_as_a_bug_not_feasible(tmp
     assert [i["trial"] for i in issues] == [broken.number] and issues[0]["kind"] == "exact_changed"
 
 
-def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_judged(tmp_path):
-    """fp32 (80 MiB) runs out of memory under 60 MiB: the reference is made without the ceiling."""
+def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_judged(tmp_path, monkeypatch):
+    """fp32 (80 MiB) runs out of memory under 60 MiB on a GPU: the reference is made without the ceiling."""
     fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}), enforce_ceiling=True)
-    search = new_search(tmp_path, fake, ceiling=60 * MiB, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    from autotune import hardware, study
+
+    monkeypatch.setattr(study, "_device_name", lambda device: "Fake GPU")  # no GPU here
+    monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})
+    gpu_target = dataclasses.replace(target(60 * MiB), device="cuda")
+    search = Search(gpu_target, small_space(), fake, storage=tmp_path / "s.journal", min_psnr=30.0,
+                    reference_dir=tmp_path / "refs")
     result = search.run(6)
     [made] = fake.reference_jobs
     assert made.target.max_vram > 80 * MiB and made.assignment == search.reference_assignment()
