@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: The exact placement tried when the reference does not fit the device without offload.
 FALLBACK_OFFLOAD = "sequential"
+DTYPE_KNOB = "dtype"  # the knob on purpose: --reference-dtype
+OFFLOAD_KNOB = "offload"  # the knob on purpose: the placement that changes no number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Reference:
 
     key: str
     path: Path
+    dtype: str
     settings: Assignment
     #: How it was made ("without the memory ceiling", or with offload), once made or found.
     made: str = "without the memory ceiling"
@@ -39,15 +42,11 @@ class Reference:
     problem: str | None = None
 
     @property
-    def dtype(self) -> str:
-        return str(self.settings.get("dtype"))
-
-    @property
     def exists(self) -> bool:
         return self.problem is None and self.path.exists()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "dtype": self.dtype, "settings": self.settings, "made": self.made,
+        return {"key": self.key, "reference_dtype": self.dtype, "settings": self.settings, "made": self.made,
                 "problem": self.problem}
 
 
@@ -59,14 +58,14 @@ def reference_key(target: Target, dtype: str, seed: int, device_name: str | None
 
 def reference_settings(default: Assignment, dtype: str, offload: str | None = None) -> Assignment:
     """Every knob at its (exact) default, in the reference dtype; with `offload` if given."""
-    extra = {"dtype": dtype} if offload is None else {"dtype": dtype, "offload": offload}
+    extra = {DTYPE_KNOB: dtype} if offload is None else {DTYPE_KNOB: dtype, OFFLOAD_KNOB: offload}
     return canonical({**default, **extra})
 
 
 def locate(folder: Path, target: Target, default: Assignment, dtype: str, seed: int,
            device_name: str | None) -> Reference:
     key = reference_key(target, dtype, seed, device_name)
-    return Reference(key=key, path=folder / f"{key}.npz", settings=reference_settings(default, dtype))
+    return Reference(key=key, path=folder / f"{key}.npz", dtype=dtype, settings=reference_settings(default, dtype))
 
 
 def without_ceiling(target: Target) -> Target:

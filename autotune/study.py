@@ -481,7 +481,7 @@ class Search:
         self._reference_checked = True
         from autotune import knobs
 
-        can_offload = (self.target.device == "cuda" and knobs.get("offload").reason_unavailable(
+        can_offload = (self.target.device == "cuda" and knobs.get(references.OFFLOAD_KNOB).reason_unavailable(
             references.FALLBACK_OFFLOAD, self.space.ctx) is None)
         self.reference = references.make(self.reference, self.target, self.measurer, warmup=self.warmup,
                                          seed=self.seed, can_offload=can_offload, timeout_s=timeout_s)

@@ -69,7 +69,7 @@ class QualityGuard:
         ref = self.reference or {}
         if ref.get("problem") or not ref:
             return f"nothing: {self.problem}"
-        return f"the {ref.get('dtype')} reference (every knob at its exact default, {ref.get('made')})"
+        return f"the {ref.get('reference_dtype')} reference (every knob at its exact default, {ref.get('made')})"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -331,7 +331,7 @@ def quality_summary(result: SearchResult) -> dict[str, Any] | None:
     if guard is None:
         return {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None
     return {"min_psnr_db": guard.min_psnr, "reference": result.reference, "against": guard.against,
-            "reference_dtype": (guard.reference or {}).get("dtype"),
+            "reference_dtype": (guard.reference or {}).get("reference_dtype"),
             "reference_made": (guard.reference or {}).get("made"), "problem": guard.problem,
             "allow_unjudged": guard.allow_unjudged,
             "issues": [{"trial": r.number, "kind": r.quality_issue.kind, "issue": r.quality_issue.message}

@@ -33,17 +33,18 @@ SETTINGS: list[dict[str, Any]] = [
     {"channels_last": True},
     {"attention": "sliced"},
     {"vae_slicing": True},
-    {"dtype": "fp16"},
+    {"vae_tiling": True},
     {"dtype": "bf16"},
     {"layerwise_fp8": True},
     {"dtype": "bf16", "layerwise_fp8": True},
-    {"vae_tiling": True},
+    {"dtype": "fp16"},  # last: emulated on CPU, ten times slower
 ]
 
 
-def measure(model: str, size: int, steps: int, device: str) -> list[dict[str, Any]]:
+def measure(model: str, size: int, steps: int, device: str, rows: list[dict[str, Any]],
+            write: Any) -> None:
+    """Measure every setting at `steps`, appending to `rows` and writing after each."""
     target = Target(model=model, height=size, width=size, batch=1, steps=steps, max_vram=NO_CEILING, device=device)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ref = str(Path(tmp) / "ref.npz")
         _worker.measure(TrialJob(target, DEFAULTS, runs=1, max_runs=1, save_reference=ref))
@@ -55,7 +56,7 @@ def measure(model: str, size: int, steps: int, device: str) -> list[dict[str, An
                          "steps": steps, "status": m.status, "psnr_db": q.get("psnr_db"), "ssim": q.get("ssim"),
                          "latent_rel_error": q.get("latent_rel_error"), "denoiser_sqnr_db": q.get("denoiser_sqnr_db")})
             print(rows[-1], flush=True)
-    return rows
+            write(rows)
 
 
 def main() -> int:
@@ -66,20 +67,26 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device_name = hardware.cpu_name() if args.device == "cpu" else (hardware.probe_gpus() or [None])[0].name
-    rows = [r for steps in args.steps for r in measure(args.model, args.size, steps, args.device)]
     stamp = dt.date.today().isoformat()
     slug = "cpu" if args.device == "cpu" else device_name.lower().replace(" ", "-")
     out = Path(__file__).parent / "results" / f"{stamp}-quality-per-call-{slug}"
     meta = {"device": device_name, "model": args.model, "size": args.size, "reference": "fp32, every knob at its default"}
-    atomic_write_text(out.with_suffix(".json"), json.dumps({**meta, "rows": rows}, indent=2))
-    lines = [f"# Per-call vs end-to-end quality, {args.model} {args.size}x{args.size}, on {device_name}", "",
-             "Against the fp32 reference (every knob at its exact default); one run per setting. "
-             "`denoiser SQNR`: the lowest over the first, middle and last denoiser call, fed the "
-             "reference's inputs (100 = identical).", "",
-             "| steps | settings | PSNR dB | SSIM | latent rel. error | denoiser SQNR dB |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['steps']} | {r['settings']} | {r['psnr_db']} | {r['ssim']} | {r['latent_rel_error']} | "
-              f"{r['denoiser_sqnr_db']} |" for r in rows]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+    def write(rows: list[dict[str, Any]]) -> None:  # after every row: a cut-short run keeps what it measured
+        atomic_write_text(out.with_suffix(".json"), json.dumps({**meta, "rows": rows}, indent=2))
+        lines = [f"# Per-call vs end-to-end quality, {args.model} {args.size}x{args.size}, on {device_name}", "",
+                 "Against the fp32 reference (every knob at its exact default); one run per setting. "
+                 "`denoiser SQNR`: the lowest over the first, middle and last denoiser call, fed the "
+                 "reference's inputs (100 = identical). Written by `benchmarks/quality_per_call.py "
+                 f"--steps {' '.join(map(str, args.steps))} --size {args.size}`.", "",
+                 "| steps | settings | PSNR dB | SSIM | latent rel. error | denoiser SQNR dB |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['steps']} | {r['settings']} | {r['psnr_db']} | {r['ssim']} | {r['latent_rel_error']} | "
+                  f"{r['denoiser_sqnr_db']} |" for r in rows]
+        atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+    rows: list[dict[str, Any]] = []
+    for steps in args.steps:
+        measure(args.model, args.size, steps, args.device, rows, write)
     print(f"wrote {out}.md")
     return 0
 

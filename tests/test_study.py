@@ -321,7 +321,7 @@ def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp
 def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass():
     from autotune.trials import QualityGuard, quality_verdict
 
-    guard = QualityGuard(30.0, {"dtype": "fp32", "made": "without the memory ceiling", "problem": None})
+    guard = QualityGuard(30.0, {"reference_dtype": "fp32", "made": "without the memory ceiling", "problem": None})
     noisy = fake_measurement(None)
     noisy.quality = {"psnr_db": 12.0, "ssim": 0.3}
     constraint, issue = quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard)
