@@ -24,11 +24,12 @@ from autotune.units import format_size
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN_DIR = Path(".autotune")
-#: The default quality floor, PSNR in dB against the exact reference. 30 dB is an RMS error of
-#: 3% of the pixel range, where compression artefacts start to be seen. Measured on CPU
-#: (builtin:tiny-sd, 128 px, 20 steps): exact knobs 100 dB (identical), fp16 69 dB, bf16 51 dB,
-#: layerwise fp8 44 dB, bf16 + fp8 43 dB: the floor passes them all and rejects broken outputs
-#: (NaN or black images from an overflow score 0-10 dB). See README "Quality guard".
+#: The default quality floor for lossy settings, PSNR in dB against the reference. 30 dB is an
+#: RMS error of 3% of the pixel range, where compression artefacts start to be seen. Measured on
+#: CPU (builtin:tiny-sd, 64 px, 4 and 30 steps, benchmarks/results/2026-12-01-quality-per-call-cpu.md):
+#: fp16 67 dB, bf16 49 dB, layerwise fp8 43 dB, bf16 + fp8 41-42 dB: the floor passes them all and
+#: rejects broken outputs (NaN or black images from an overflow score 0-10 dB). See README
+#: "Quality guard".
 DEFAULT_MIN_PSNR = 30.0
 
 

@@ -66,9 +66,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    device_name = hardware.cpu_name() if args.device == "cpu" else (hardware.probe_gpus() or [None])[0].name
+    import os
+
+    device_name = (f"CPU, {hardware.cpu_name()}, {os.cpu_count()} cores" if args.device == "cpu"
+                   else (hardware.probe_gpus() or [None])[0].name)
     stamp = dt.date.today().isoformat()
-    slug = "cpu" if args.device == "cpu" else device_name.lower().replace(" ", "-")
+    slug = "cpu" if args.device == "cpu" else device_name.lower().replace(" ", "-")  # noqa: E501
     out = Path(__file__).parent / "results" / f"{stamp}-quality-per-call-{slug}"
     meta = {"device": device_name, "model": args.model, "size": args.size, "reference": "fp32, every knob at its default"}
 
