@@ -71,7 +71,7 @@ def main() -> int:
     device_name = (f"CPU, {hardware.cpu_name()}, {os.cpu_count()} cores" if args.device == "cpu"
                    else (hardware.probe_gpus() or [None])[0].name)
     stamp = dt.date.today().isoformat()
-    slug = "cpu" if args.device == "cpu" else device_name.lower().replace(" ", "-")  # noqa: E501
+    slug = "cpu" if args.device == "cpu" else device_name.lower().replace(" ", "-")
     out = Path(__file__).parent / "results" / f"{stamp}-quality-per-call-{slug}"
     meta = {"device": device_name, "model": args.model, "size": args.size, "reference": "fp32, every knob at its default"}
 
