@@ -152,15 +152,26 @@ class Worker:
                 self._tracked_warmup = True
             else:
                 latents: list[Any] = []
-                with self._judged_math(job):
+                with self._judged_math(job), self._recording(job) as recorder:
                     output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
                     self.backend.synchronize()
-                self._judge_output(job, result, output, latents)
+                self._judge_output(job, result, output, latents, recorder)
             result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
 
-    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any]) -> None:
-        """The first plain run's output: saved as the reference, or compared with it (quality.py)."""
-        from autotune import quality
+    def _recording(self, job: TrialJob) -> Any:
+        """While the judged run runs: the denoiser calls it makes (denoiser_calls.py)."""
+
+        from autotune import denoiser_calls
+
+        if not self._to_judge or self.pipe is None:
+            return contextlib.nullcontext(None)
+        return denoiser_calls.recording(self.pipe, keep=bool(job.save_reference), steps=job.target.steps)
+
+    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
+                      recorder: Any = None) -> None:
+        """The first plain run's output: saved as the reference, or compared with it (quality.py),
+        end to end and, where the reference kept denoiser calls, per call (denoiser_calls.py)."""
+        from autotune import denoiser_calls, quality
         from autotune.call import output_array
 
         if not self._to_judge:
@@ -169,13 +180,21 @@ class Worker:
         latents = captured[0].detach().float().cpu().numpy() if captured else None
         images = output_array(output)
         if job.save_reference:
-            quality.save_reference(Path(job.save_reference), images, latents)
+            calls = recorder.reference_arrays() if recorder is not None else {}
+            quality.save_reference(Path(job.save_reference), images, latents, calls)
             result.quality = quality.compare(images, latents, {"images": images, **({"latents": latents} if latents is not None else {})})
         else:
             reference = self._references.get(job.reference)
             if reference is None:
                 reference = self._references[job.reference] = quality.load_reference(Path(job.reference))
             result.quality = quality.compare(images, latents, reference)
+            try:
+                per_call = denoiser_calls.replay_sqnr(self.pipe, recorder, reference)
+            except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # never fails the trial
+                log.warning("the per-call error could not be measured: %s: %s", type(exc).__name__, exc)
+                per_call = None
+            if per_call is not None:
+                result.quality["denoiser_sqnr_db"] = round(per_call, 3)
 
     @contextlib.contextmanager
     def _judged_math(self, job: TrialJob) -> Iterator[None]:
@@ -229,7 +248,7 @@ class Worker:
         if self.pipe is None or self.job is None:
             raise RuntimeError("timed runs requested with no pipeline loaded")
         latencies: list[float] = []
-        judged: tuple[Any, list[Any]] | None = None
+        judged: tuple[Any, list[Any], Any] | None = None
         gc.collect()
         gc.disable()
         try:
@@ -239,13 +258,14 @@ class Worker:
                 # warm-up ran under the memory tracker); keeping a reference costs nothing.
                 captured: list[Any] = []
                 judging = self._to_judge and judged is None
-                t0 = time.perf_counter()
-                with self._judged_math(self.job) if judging else contextlib.nullcontext():
+                with self._judged_math(self.job) if judging else contextlib.nullcontext(), \
+                        self._recording(self.job) if judged is None else contextlib.nullcontext(None) as recorder:
+                    t0 = time.perf_counter()
                     output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
                     self.backend.synchronize()
-                latencies.append(time.perf_counter() - t0)
+                    latencies.append(time.perf_counter() - t0)
                 if self._to_judge and judged is None:
-                    judged = (output, captured)
+                    judged = (output, captured, recorder)
         finally:
             gc.enable()
         if judged is not None and self.result is not None:

@@ -43,8 +43,12 @@ class ProfileEntry:
     timing: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Where the trial's time went (seconds): spawn, build, apply, first run, timed runs, overhead.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: Its output against the exact reference: psnr_db, ssim, latent_rel_error (quality.py).
+    #: Its output against the reference: psnr_db, ssim, latent_rel_error and the sanity numbers
+    #: (quality.py).
     quality: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: What `quality` is against, in words ("the fp32 reference (every knob at its exact default,
+    #: without the memory ceiling)"), or why it was not judged. None in profiles written before it.
+    quality_against: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
@@ -59,6 +63,8 @@ class ProfileEntry:
         for name in ("memory", "timing", "phases", "quality"):
             if not isinstance(getattr(entry, name), dict):
                 raise ProfileError(f"'{name}' must be a mapping")
+        if entry.quality_against is not None and not isinstance(entry.quality_against, str):
+            raise ProfileError(f"'quality_against' must be text, got {entry.quality_against!r}")
         entry.settings = check_values(dict(entry.settings))
         return entry
 

@@ -1,10 +1,16 @@
-"""How far a trial's output is from the exact reference: PSNR and SSIM of the images, and the
-relative error of the final latents.
+"""How far a trial's output is from the reference: PSNR and SSIM of the images, and the relative
+error of the final latents; and the sanity floor every output must pass (finite, not constant),
+with the stricter one an exact setting must pass.
 
-The reference is the same prompt, seed and steps run with exact settings (fp32 on CPU). Images
-are compared as the pipeline returns them with `output_type="np"` (floats in [0, 1], shape
-(batch, [frames,] H, W, C)); latents are those after the last denoising step, before the VAE.
-Numpy only: the search process compares without importing torch.
+Besides the image, the per-call error of the denoiser on the reference's own inputs (SQNR,
+denoiser_calls.py) judges exact settings: it measures the knob, not the chaos of sampling.
+
+The reference is the same prompt, seed and steps run with every knob at its exact default, in the
+reference dtype, without the memory ceiling (reference.py makes it). Images are compared as the
+pipeline returns them: floats in [0, 1] with `output_type="np"`, but also uint8 (PIL images) or
+floats in [-1, 1]; the data range PSNR and SSIM need is read from the reference. Latents are
+those after the last denoising step, before the VAE. Numpy only: the search process compares
+without importing torch.
 """
 from __future__ import annotations
 
@@ -17,19 +23,57 @@ import numpy as np
 
 #: What identical outputs score (PSNR is infinite there; a finite number keeps JSON and YAML plain).
 PSNR_IDENTICAL_DB = 100.0
+#: The end-to-end PSNR an exact setting (float reordering only) must keep against the reference.
+#: Not a float-noise floor: sampling compounds reordering through every step (a published Flux
+#: run on an L20 scored bf16 + torch.compile at 19.3 dB against bf16 eager), so this only catches
+#: what no reordering makes: two unrelated noise images score ~8 dB, a black one ~5 dB.
+EXACT_MIN_PSNR_DB = 15.0
+#: The per-call SQNR an exact setting's denoiser must keep on the reference's inputs
+#: (denoiser_calls.py). Measured on CPU (builtin:tiny-sd, benchmarks/results/
+#: 2026-12-01-quality-per-call-cpu.md): exact knobs 100 dB (identical), fp16 56 dB, bf16 38 dB,
+#: layerwise fp8 21 dB. 30 dB lets an fp32 trial pass against a bf16 reference and TF32 or
+#: reordered kernels on a GPU, and catches damage the size of fp8's.
+EXACT_MIN_SQNR_DB = 30.0
+#: Below this standard deviation (in units of the data range) an output is one flat colour.
+CONSTANT_STD = 1e-6
+#: The SSIM window of Wang et al. (2004); smaller images use the largest odd window that fits.
+SSIM_WINDOW = 11
 
 
-def psnr(output: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+def data_range(reference: np.ndarray) -> float:
+    """The range the pixel values live in, read from the reference: 255 for uint8 (PIL), 2 for
+    [-1, 1] floats, 1 for [0, 1] floats, else what the reference spans."""
+    if np.issubdtype(reference.dtype, np.integer):
+        return float(np.iinfo(reference.dtype).max - min(0, np.iinfo(reference.dtype).min))
+    finite = reference[np.isfinite(reference)].astype(np.float64)
+    if finite.size == 0:
+        return 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if low >= -1e-3 and high <= 1 + 1e-3:
+        return 1.0
+    if low >= -1 - 1e-3 and high <= 1 + 1e-3:
+        return 2.0
+    return max(high - low, 1e-12)
+
+
+def psnr(output: np.ndarray, reference: np.ndarray, peak: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB; `peak` is the data range (read from the reference by default)."""
+    peak = data_range(reference) if peak is None else peak
     mse = float(np.mean((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
     if not math.isfinite(mse):  # NaN or inf in the output: as bad as it gets
         return 0.0
     if mse <= 0:
         return PSNR_IDENTICAL_DB
-    return min(PSNR_IDENTICAL_DB, 10 * math.log10(1.0 / mse))
+    return max(0.0, min(PSNR_IDENTICAL_DB, 10 * math.log10(peak**2 / mse)))
 
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+def ssim_window(height: int, width: int) -> int:
+    """The window size: 11, or the largest odd size that fits a smaller image (1 at least)."""
+    size = min(SSIM_WINDOW, height, width)
+    return max(1, size if size % 2 else size - 1)
+
+
+def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size) - size // 2
     kernel = np.exp(-(x**2) / (2 * sigma**2))
     return kernel / kernel.sum()
@@ -41,14 +85,17 @@ def _blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
 
 
-def ssim(output: np.ndarray, reference: np.ndarray) -> float:
+def ssim(output: np.ndarray, reference: np.ndarray, peak: float | None = None) -> float:
     """Mean structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1=0.01,
-    K2=0.03, data range 1), averaged over images, frames and channels."""
+    K2=0.03), averaged over images, frames and channels. A non-finite output scores 0."""
+    peak = data_range(reference) if peak is None else peak
     a = output.astype(np.float64).reshape(-1, *output.shape[-3:])
     b = reference.astype(np.float64).reshape(-1, *reference.shape[-3:])
-    size = min(11, a.shape[1], a.shape[2])
-    kernel = _gaussian_kernel(size, 1.5 * size / 11)
-    c1, c2 = 0.01**2, 0.03**2
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0
+    size = ssim_window(a.shape[1], a.shape[2])
+    kernel = _gaussian_kernel(size, 1.5 * size / SSIM_WINDOW)
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     scores = []
     for image_a, image_b in zip(a, b):
         for ch in range(image_a.shape[-1]):
@@ -59,33 +106,103 @@ def ssim(output: np.ndarray, reference: np.ndarray) -> float:
             cov = _blur(x * y, kernel) - mx * my
             value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
             scores.append(float(value.mean()))
-    return float(np.mean(scores))
+    score = float(np.mean(scores))
+    return score if math.isfinite(score) else 0.0
 
 
 def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     """||output - reference|| / ||reference||."""
     norm = float(np.linalg.norm(reference.astype(np.float64)))
     diff = float(np.linalg.norm(output.astype(np.float64) - reference.astype(np.float64)))
+    if not math.isfinite(diff):
+        return math.inf
     return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
 
 
+def sqnr(output: np.ndarray, reference: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: ||reference||^2 / ||output - reference||^2,
+    capped at PSNR_IDENTICAL_DB; a non-finite output scores 0 (how torchao's autoquant gates)."""
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    if not math.isfinite(noise):
+        return 0.0
+    if noise <= 0:
+        return PSNR_IDENTICAL_DB
+    return max(0.0, min(PSNR_IDENTICAL_DB, 10 * math.log10(signal / noise))) if signal > 0 else 0.0
+
+
+def _std(images: np.ndarray, peak: float) -> float:
+    values = images.astype(np.float64)
+    return float(np.std(values)) / peak if np.isfinite(values).all() else math.nan
+
+
 def compare(images: np.ndarray, latents: np.ndarray | None, reference: dict[str, np.ndarray]) -> dict[str, float]:
-    """The quality numbers of one output against the reference."""
+    """The quality numbers of one output against the reference. Besides PSNR and SSIM: the
+    fraction of non-finite values and the spread of the output and of the reference (in data
+    ranges), which the sanity floor reads (`broken_output`)."""
     if images.shape != reference["images"].shape:
         raise ValueError(f"output shape {images.shape} differs from the reference's {reference['images'].shape}")
-    out = {"psnr_db": round(psnr(images, reference["images"]), 3),
-           "ssim": round(ssim(images, reference["images"]), 5)}
+    peak = data_range(reference["images"])
+    out = {"psnr_db": round(psnr(images, reference["images"], peak), 3),
+           "ssim": round(ssim(images, reference["images"], peak), 5),
+           "data_range": peak,
+           "nonfinite_fraction": round(float(np.mean(~np.isfinite(images.astype(np.float64)))), 6),
+           "output_std": _rounded(_std(images, peak)),
+           "reference_std": _rounded(_std(reference["images"], peak))}
     if latents is not None and "latents" in reference and latents.shape == reference["latents"].shape:
-        out["latent_rel_error"] = round(relative_error(latents, reference["latents"]), 6)
+        out["latent_rel_error"] = _rounded(relative_error(latents, reference["latents"]))
     return out
 
 
-def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None) -> None:
-    """Write atomically: workers that start later read it."""
+def _rounded(value: float) -> float:
+    return round(value, 6) if math.isfinite(value) else value
+
+
+def broken_output(quality: dict[str, float]) -> str | None:
+    """Why an output is no image at all, whatever the settings: NaN or infinite values, or one
+    flat colour where the reference is not. None when it passes."""
+    nonfinite = quality.get("nonfinite_fraction", 0.0)
+    if nonfinite > 0 or not math.isfinite(quality.get("psnr_db", 0.0)):
+        return f"{100 * nonfinite:.3g}% of its output is NaN or infinite"
+    std, reference_std = quality.get("output_std"), quality.get("reference_std")
+    if std is not None and reference_std is not None and std <= CONSTANT_STD < reference_std:
+        return "its output is one flat colour (the reference's is not)"
+    return None
+
+
+def exact_problem(quality: dict[str, float]) -> str | None:
+    """Why an exact setting's output cannot be float reordering of the reference's, or None."""
+    broken = broken_output(quality)
+    if broken:
+        return broken
+    per_call = quality.get("denoiser_sqnr_db")
+    if per_call is not None and not per_call >= EXACT_MIN_SQNR_DB:
+        return (f"its denoiser is {per_call:.1f} dB SQNR from the reference's on the same inputs, under the "
+                f"{EXACT_MIN_SQNR_DB:g} dB float reordering keeps")
+    value = quality.get("psnr_db", math.nan)
+    if not value >= EXACT_MIN_PSNR_DB:  # NaN fails too
+        return f"PSNR {value:.1f} dB against the reference, under the {EXACT_MIN_PSNR_DB:g} dB any float reordering keeps"
+    return None
+
+
+def reference_problem(reference: dict[str, np.ndarray]) -> str | None:
+    """Why a reference output cannot judge anything (NaN, or one flat colour), or None."""
+    images = reference["images"].astype(np.float64)
+    if not np.isfinite(images).all():
+        return f"{100 * float(np.mean(~np.isfinite(images))):.3g}% of the reference output is NaN or infinite"
+    if float(np.std(images)) / data_range(reference["images"]) <= CONSTANT_STD:
+        return "the reference output is one flat colour"
+    return None
+
+
+def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None,
+                   extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write atomically: workers that start later read it. `extra`: the denoiser calls kept for
+    the per-call error (denoiser_calls.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # several processes may write it
     arrays = {"images": images} if latents is None else {"images": images, "latents": latents}
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays, **(extra or {}))
     tmp.replace(path)
 
 
@@ -95,7 +212,12 @@ def load_reference(path: Path) -> dict[str, Any]:
 
 
 def below_floor(quality: dict[str, float] | None, min_psnr: float | None) -> float:
-    """Optuna constraint value (<= 0 passes): how far the PSNR is under the floor, relative."""
+    """Optuna constraint value (<= 0 passes): how far the PSNR is under the floor, relative. No
+    floor passes; missing numbers pass here (the caller decides what an unjudged trial is); a
+    non-finite PSNR is as far under as it gets."""
     if min_psnr is None or not quality or "psnr_db" not in quality:
         return 0.0
-    return (min_psnr - quality["psnr_db"]) / min_psnr
+    value = quality["psnr_db"]
+    if not math.isfinite(value):
+        return 1.0
+    return (min_psnr - value) / min_psnr

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import shutil
 import statistics
 import time
 import warnings
@@ -31,6 +30,7 @@ from typing import Any
 import optuna
 
 from autotune import confirm as confirming
+from autotune import reference as references
 from autotune import shared_study
 from autotune.errors import StudyError
 from autotune.measure import Measurement, Measurer, TrialJob
@@ -42,10 +42,13 @@ from autotune.trials import (
     ATTR_CONFIRMATION,
     ATTR_DUPLICATE,
     ATTR_DURATION,
+    ATTR_GUARD,
+    ATTR_JUDGED_AGAINST,
     ATTR_MEASUREMENT,
     ATTR_SKIPPED,
     OBJECTIVES,
     ProgressFn,
+    QualityGuard,
     SearchResult,
     TrialRecord,
     compile_share_s,
@@ -88,7 +91,7 @@ class Search:
                  time_cap_s: float = 10.0, confirm: bool = True,
                  min_psnr: float | None = None, reference_dir: Path | None = None,
                  reference_dtype: str = "fp32", amortize: int | None = None, reuse: bool = True,
-                 study_name: str | None = None) -> None:
+                 study_name: str | None = None, allow_unjudged: bool = False) -> None:
         self.target, self.space, self.measurer = target, space, measurer
         self.min_psnr, self.reference_dtype = min_psnr, reference_dtype
         self.amortize = amortize
@@ -110,10 +113,12 @@ class Search:
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
             name = f"{target.key()}-{stamp}"
         self.study_name = name
-        #: The reference output of this study (quality.py); None: quality is not judged.
-        self.reference_path = reference_dir / f"{name}.npz" if reference_dir is not None else None
-        self._warned_reference = False
-        self._tried_local_reference = False
+        #: The reference output of this target (reference.py), shared by every search of it in
+        #: this run directory whatever the ceiling; None: quality is not judged.
+        self.reference = references.locate(reference_dir, target, space.default(), reference_dtype, seed,
+                                           _device_name(target.device)) if reference_dir is not None else None
+        self.allow_unjudged = allow_unjudged
+        self._reference_checked = False
         self.study = optuna.create_study(
             study_name=name, storage=self._storage, sampler=self.sampler,
             directions=["minimize", "minimize"], load_if_exists=True,
@@ -129,6 +134,7 @@ class Search:
         self.study.set_user_attr("autotune:min_psnr", min_psnr)
         reference = {"dtype": reference_dtype}  # the knob on purpose: --reference-dtype
         self.study.set_user_attr("autotune:reference", reference if reference_dir else None)
+        self._store_guard()
         self.interrupted = self._fail_interrupted() if resume else 0
         self._seen: dict[str, TrialRecord] = {}
         self._pruned: dict[str, TrialRecord] = {}
@@ -180,8 +186,8 @@ class Search:
             attrs = summary.user_attrs
             if summary.study_name == self.study_name or attrs.get("measurement_key") != key:
                 continue
-            if attrs.get("autotune:reference") != self.study.user_attrs.get("autotune:reference"):
-                continue  # quality numbers against another reference do not carry over
+            if self.reference is None and attrs.get("autotune:reference") is not None:
+                continue  # judged trials are not mixed into a search without the guard
             old_ceiling = (attrs.get("target") or {}).get("max_vram", 0)
             earlier = optuna.load_study(study_name=summary.study_name, storage=self._storage)
             for trial in earlier.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -193,21 +199,26 @@ class Search:
                 if (akey in self._seen or not self.space.is_valid(assignment)
                         or measurement.status not in ("ok", "oom")
                         or (here is not None and measurement.device_name not in (here, "fake"))
-                        or (measurement.status == "oom" and old_ceiling < ceiling)):
+                        or (measurement.status == "oom" and old_ceiling < ceiling)
+                        or not self._judged_here(trial, measurement)):
                     continue
                 self._seen[akey] = self._copy_trial(assignment, measurement, trial, summary.study_name)
                 reused += 1
-            if reused and self.reference_path is not None and not self.reference_path.exists():
-                old_reference = self.reference_path.with_name(f"{summary.study_name}.npz")
-                if old_reference.exists():
-                    shutil.copyfile(old_reference, self.reference_path)
         if reused:
             log.info("reused %d trial(s) measured by earlier searches of this target", reused)
         return reused
 
+    def _judged_here(self, trial: optuna.trial.FrozenTrial, measurement: Measurement) -> bool:
+        """Whether an earlier trial can be stored here as it is: its quality numbers are against
+        this search's reference (or it ran out of memory, or nothing is judged). Any other is
+        measured again, so every trial this search stores is judged against its reference."""
+        if self.reference is None or measurement.status == "oom":
+            return True
+        return bool(measurement.quality) and trial.user_attrs.get(ATTR_JUDGED_AGAINST) == self.reference.key
+
     def _copy_trial(self, assignment: Assignment, measurement: Measurement, trial: optuna.trial.FrozenTrial,
                     study_name: str) -> TrialRecord:
-        outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
+        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard)
         params = {n: assignment[n] for n in self.space.searched_knobs}
         distributions = {n: optuna.distributions.CategoricalDistribution(list(self.space.choices[n]))
                          for n in self.space.searched_knobs}
@@ -217,7 +228,7 @@ class Search:
             constraints={"memory_over_ceiling": constraint, "quality_below_floor": quality}))
         number = self.study.get_trials(deepcopy=False)[-1].number
         return TrialRecord(number, assignment, measurement, outcome, constraint, trial.user_attrs.get("prediction"),
-                           quality)
+                           quality, issue)
 
     def _fail_interrupted(self) -> int:
         """Trials left RUNNING by a crashed or killed search are closed as FAIL on resume. (Only on
@@ -231,7 +242,7 @@ class Search:
         return len(running)
 
     def _records_from_storage(self) -> list[TrialRecord]:
-        return records_of(self.study, self.target, self.min_psnr)
+        return records_of(self.study, self.target, self.guard)
 
     @property
     def measured(self) -> list[TrialRecord]:
@@ -262,9 +273,9 @@ class Search:
         self._reserve_affordable: bool | None = None  # decided once there is a runner-up
         if self.shared:
             self._sync()
+        if n_trials > 0:
+            self._ensure_reference(None if math.isinf(deadline) else deadline - time.monotonic())
         if not self._seen and not self._pruned:
-            if self.reference_path is not None:
-                self.enqueue(self.reference_assignment())  # first: every later trial compares to it
             self.enqueue(self.space.default())
             for candidate in self._planner_seeds(n_trials):
                 self.enqueue(candidate)
@@ -326,7 +337,6 @@ class Search:
                 if record is None:  # not measured here (claimed elsewhere, or lost: see _measure)
                     continue
                 self._seen[key] = record
-                self._warn_without_reference()
                 measured_now += 1
                 if on_trial:
                     on_trial(record, measured_now, self.best())
@@ -517,53 +527,56 @@ class Search:
         return TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
 
     def _job(self, assignment: Assignment, number: int, incumbent_s: float | None = None) -> TrialJob:
-        reference = save_reference = None
-        if self.shared and self.reference_path is not None and not self.reference_path.exists() \
-                and assignment_key(assignment) != assignment_key(self.reference_assignment()):
-            self._make_local_reference()
-        if self.reference_path is not None:
-            if self.reference_path.exists():
-                reference = str(self.reference_path)
-            elif assignment_key(assignment) == assignment_key(self.reference_assignment()):
-                save_reference = str(self.reference_path)
+        reference = str(self.reference.path) if self.reference is not None and self.reference.exists else None
         return TrialJob(self.target, assignment, warmup=self.warmup, runs=self.runs, seed=self.seed,
                         number=number, precision=self.precision, time_cap_s=self.time_cap_s,
-                        reference=reference, save_reference=save_reference, incumbent_s=incumbent_s)
+                        reference=reference, incumbent_s=incumbent_s)
 
-    def _make_local_reference(self) -> None:
-        """In a shared study another process may be measuring the reference trial, or did on
-        another machine: this process makes its own copy of the reference output, outside the
-        study, once, so every trial it measures is judged."""
-        if self._tried_local_reference or self.reference_path is None:
+    # -- the quality reference -----------------------------------------------------------------
+
+    @property
+    def guard(self) -> QualityGuard | None:
+        """How this search judges quality (None: it does not)."""
+        if self.reference is None:
+            return None
+        return QualityGuard(self.min_psnr, self.reference.to_dict(), self.allow_unjudged)
+
+    def _store_guard(self) -> None:
+        guard = self.guard
+        self.study.set_user_attr(ATTR_GUARD, guard.to_dict() if guard is not None else None)
+
+    def _ensure_reference(self, timeout_s: float | None) -> None:
+        """Make this target's reference if no search made it yet (reference.py), once per run:
+        without the ceiling, so the guard judges at every ceiling; say so when it cannot."""
+        if self.reference is None or self._reference_checked:
             return
-        self._tried_local_reference = True
-        job = TrialJob(self.target, self.reference_assignment(), warmup=self.warmup, runs=1, max_runs=1,
-                       seed=self.seed, save_reference=str(self.reference_path))
-        measurement = self.measurer(job)
-        if measurement.status != "ok":
-            log.warning("could not make the quality reference here (%s): trials are not judged",
-                        measurement.error or measurement.status)
+        self._reference_checked = True
+        from autotune import knobs
+
+        can_offload = (self.target.device == "cuda" and knobs.get(references.OFFLOAD_KNOB).reason_unavailable(
+            references.FALLBACK_OFFLOAD, self.space.ctx) is None)
+        self.reference = references.make(self.reference, self.target, self.measurer, warmup=self.warmup,
+                                         seed=self.seed, can_offload=can_offload, timeout_s=timeout_s)
+        self._store_guard()
+        if self.reference.problem:
+            log.warning("no quality reference (%s): lossy trials are not judged, so not feasible%s",
+                        self.reference.problem,
+                        "" if self.allow_unjudged else " (--allow-unjudged accepts them)")
+
+    @property
+    def reference_path(self) -> Path | None:
+        return self.reference.path if self.reference is not None else None
 
     @property
     def has_reference(self) -> bool:
-        return self.reference_path is not None and self.reference_path.exists()
-
-    def _warn_without_reference(self) -> None:
-        """The reference trial ran (or was pruned) and left no output: say the guard is off."""
-        if self.reference_path is None or self.has_reference or self._warned_reference:
-            return
-        key = assignment_key(self.reference_assignment())
-        if key in self._seen or key in self._pruned:
-            self._warned_reference = True
-            log.warning("no quality reference (the exact %s run did not fit or failed): the quality "
-                        "guard is off for this search; try --reference-dtype fp16 or a higher ceiling",
-                        self.reference_dtype)
+        return self.reference is not None and self.reference.exists
 
     def reference_assignment(self) -> Assignment:
         """The exact settings the quality reference is made with: every knob at its (exact)
-        default, in the reference dtype."""
-        reference = {"dtype": self.reference_dtype}  # the knob on purpose: --reference-dtype
-        return canonical({**self.space.default(), **reference})
+        default, in the reference dtype (with offload where it did not fit the device)."""
+        if self.reference is not None:
+            return self.reference.settings
+        return references.reference_settings(self.space.default(), self.reference_dtype)
 
     def _measure(self, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
                  timeout_s: float | None = None) -> TrialRecord | None:
@@ -571,7 +584,9 @@ class Search:
         job = self._job(assignment, trial.number, incumbent.measurement.latency_median_s if incumbent else None)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job, timeout_s=timeout_s)
-        outcome, constraint, quality = judge(assignment, measurement, self.target.max_vram, self.min_psnr)
+        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard)
+        if issue:
+            log.warning("trial %d refused by the quality guard: %s", trial.number, issue.message)
         try:
             trial.set_user_attr(ATTR_ASSIGNMENT, assignment)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -581,6 +596,10 @@ class Search:
             return None
         trial.set_user_attr(ATTR_MEASUREMENT, measurement.to_dict())
         trial.set_user_attr("outcome", outcome)
+        if job.reference is not None and measurement.quality and self.reference is not None:
+            trial.set_user_attr(ATTR_JUDGED_AGAINST, self.reference.key)
+        if issue:
+            trial.set_user_attr("quality_issue", issue.message)
         if prediction is not None:
             trial.set_user_attr("prediction", prediction.to_dict())
         if outcome == "failed":
@@ -591,7 +610,7 @@ class Search:
             trial.set_constraint("quality_below_floor", quality)
             self.study.tell(trial, self._values(measurement))
         return TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                           prediction.to_dict() if prediction is not None else None, quality)
+                           prediction.to_dict() if prediction is not None else None, quality, issue)
 
     def _tell_duplicate(self, trial: optuna.trial.Trial, original: int) -> None:
         """A proposal of an assignment already measured (or pruned) is answered from the ledger:
@@ -621,7 +640,7 @@ class Search:
             confirmation=self.confirmation, confirmation_skipped=self.confirmation_skipped,
             interrupted=self.interrupted, reused=self.reused,
             min_psnr=self.min_psnr, amortize=self.amortize,
-            reference=self.reference_assignment() if self.has_reference else None,
+            reference=self.reference_assignment() if self.has_reference else None, guard=self.guard,
         )
 
 

@@ -30,6 +30,54 @@ ATTR_DUPLICATE = "duplicate_of"
 ATTR_SKIPPED = "skipped"
 ATTR_DURATION = "autotune:duration_s"
 ATTR_CONFIRMATION = "autotune:confirmation"
+#: The quality guard a study was searched with (QualityGuard.to_dict()).
+ATTR_GUARD = "autotune:quality_guard"
+#: The reference key a trial's quality numbers are against (reference.Reference.key).
+ATTR_JUDGED_AGAINST = "autotune:judged_against"
+
+
+IssueKind = Literal["unjudged", "broken_output", "exact_changed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityIssue:
+    """Why the quality guard refused a trial beyond the floor: a lossy trial it could not judge,
+    an output that is no image (NaN, flat), or an exact setting that changed the output (a bug in
+    that knob, never a trade-off)."""
+
+    kind: IssueKind
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityGuard:
+    """How a search judges quality: the floor for lossy settings, the reference the numbers are
+    against (reference.Reference.to_dict(); its `problem` says why there is none) and whether
+    lossy settings that could not be judged may still be feasible (`--allow-unjudged`)."""
+
+    min_psnr: float | None
+    reference: dict[str, Any] | None = None
+    allow_unjudged: bool = False
+
+    @property
+    def problem(self) -> str | None:
+        return (self.reference or {}).get("problem") if self.reference else "no reference was made"
+
+    @property
+    def against(self) -> str:
+        """What the quality numbers are against, in words."""
+        ref = self.reference or {}
+        if ref.get("problem") or not ref:
+            return f"nothing: {self.problem}"
+        return f"the {ref.get('reference_dtype')} reference (every knob at its exact default, {ref.get('made')})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityGuard:
+        return cls(min_psnr=data.get("min_psnr"), reference=data.get("reference"),
+                   allow_unjudged=bool(data.get("allow_unjudged", False)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +89,10 @@ class TrialRecord:
     constraint: float
     #: The planner's prediction (Prediction.to_dict()), when a planner was used.
     prediction: dict[str, Any] | None = None
-    #: How far under the quality floor (<= 0 passes), see `quality_constraint`.
+    #: How far under the quality floor (<= 0 passes), see `quality_verdict`.
     quality_constraint: float = 0.0
+    #: Why the quality guard refused it beyond the floor (None: no issue).
+    quality_issue: QualityIssue | None = None
 
     @property
     def feasible(self) -> bool:
@@ -74,6 +124,9 @@ class SearchResult:
     #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
     min_psnr: float | None = None
     reference: dict[str, Any] | None = None
+    #: The quality guard of the search (None: no quality was judged): the reference's settings,
+    #: how it was made, or why there is none.
+    guard: QualityGuard | None = None
 
     #: Images per process lifetime that compile time is spread over when ranking (None: ignore it).
     amortize: int | None = None
@@ -133,25 +186,51 @@ def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
     return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
 
 
-def quality_constraint(assignment: Assignment, measurement: Measurement, min_psnr: float | None) -> float:
-    """The second constraint (<= 0 passes): PSNR under the floor, relative to it. Settings made of
-    exact knob values only pass by definition: their differences from the reference are float
-    reordering, and a floor must never reject them for that."""
-    from autotune import knobs
-    from autotune.quality import below_floor
+def quality_verdict(assignment: Assignment, measurement: Measurement,
+                    guard: QualityGuard | None) -> tuple[float, QualityIssue | None]:
+    """The second constraint (<= 0 passes) and the issue that set it, if any.
 
-    exact = not any(knobs.get(name).is_lossy(value) for name, value in assignment.items())
-    return 0.0 if exact else below_floor(measurement.quality, min_psnr)
+    Any output must be an image (finite, not one flat colour: quality.broken_output). A setting
+    of exact knob values only must also stay where float reordering keeps it
+    (quality.exact_problem): failing that is a bug in a knob, never feasible. A lossy one must
+    reach the floor; with no numbers against the reference it is not judged, so not feasible,
+    unless the guard allows unjudged trials or has no floor. Without a guard nothing is judged."""
+    from autotune import knobs
+    from autotune import quality as q
+
+    if guard is None:
+        return 0.0, None
+    defaults = {k.name: k.default for k in knobs.all_knobs()}
+    changed = [f"{n}={v}" for n, v in assignment.items() if n in defaults and v != defaults[n]]
+    lossy = [f"{n}={v}" for n, v in assignment.items() if n in defaults and knobs.get(n).is_lossy(v)]
+    numbers = measurement.quality
+    if not numbers or "psnr_db" not in numbers:
+        if lossy and guard.min_psnr is not None and not guard.allow_unjudged:
+            return 1.0, QualityIssue("unjudged", f"{' '.join(lossy)} is lossy and was not judged (quality "
+                                             f"against {guard.against}); --allow-unjudged accepts such trials")
+        return 0.0, None
+    who = " ".join(changed) or "the default settings"
+    broken = q.broken_output(numbers)
+    if broken and lossy:
+        return 1.0, QualityIssue("broken_output", f"{who} broke the output: {broken}")
+    if not lossy:
+        problem = q.exact_problem(numbers)
+        if problem:
+            return 1.0, QualityIssue("exact_changed", f"{who} changed the output: {problem}; these settings "
+                                     "are declared exact, so this is a bug in the knob (or the device), not a trade-off")
+        return 0.0, None
+    return q.below_floor(numbers, guard.min_psnr), None
 
 
 def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
-          min_psnr: float | None) -> tuple[Outcome, float, float]:
-    """Outcome, memory constraint and quality constraint of one measurement."""
+          guard: QualityGuard | None) -> tuple[Outcome, float, float, QualityIssue | None]:
+    """Outcome, memory constraint, quality constraint and quality issue of one measurement."""
     outcome, memory = classify(measurement, ceiling)
-    quality = quality_constraint(assignment, measurement, min_psnr) if outcome in ("feasible", "over_ceiling") else 0.0
+    quality, issue = (quality_verdict(assignment, measurement, guard)
+                      if outcome in ("feasible", "over_ceiling") else (0.0, None))
     if outcome == "feasible" and quality > 0:
         outcome = "below_quality"
-    return outcome, memory, quality
+    return outcome, memory, quality, issue
 
 
 def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
@@ -164,7 +243,7 @@ def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.sto
                  grace_period=shared_study.GRACE_S)
 
 
-def records_of(study: optuna.Study, target: Target, min_psnr: float | None) -> list[TrialRecord]:
+def records_of(study: optuna.Study, target: Target, guard: QualityGuard | None) -> list[TrialRecord]:
     """Every measured (or pruned) trial of a study, judged under the target's ceiling."""
     records = []
     for trial in study.get_trials(deepcopy=False):
@@ -172,10 +251,21 @@ def records_of(study: optuna.Study, target: Target, min_psnr: float | None) -> l
             continue
         measurement = Measurement.from_dict(trial.user_attrs[ATTR_MEASUREMENT])
         assignment = trial.user_attrs[ATTR_ASSIGNMENT]
-        outcome, constraint, quality = judge(assignment, measurement, target.max_vram, min_psnr)
+        outcome, constraint, quality, issue = judge(assignment, measurement, target.max_vram, guard)
         records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                                   trial.user_attrs.get("prediction"), quality))
+                                   trial.user_attrs.get("prediction"), quality, issue))
     return records
+
+
+def stored_guard(attrs: dict[str, Any]) -> QualityGuard | None:
+    """The quality guard a study was searched with, from its attributes (older studies stored
+    only the floor and the reference dtype: their trials are judged as they were)."""
+    stored = attrs.get(ATTR_GUARD)
+    if stored is not None:
+        return QualityGuard.from_dict(stored)
+    if attrs.get("autotune:reference") is None:
+        return None
+    return QualityGuard(min_psnr=attrs.get("autotune:min_psnr"), reference=None, allow_unjudged=True)
 
 
 def read_result(storage: str | Path, study_name: str) -> SearchResult:
@@ -192,8 +282,9 @@ def read_result(storage: str | Path, study_name: str) -> SearchResult:
         raise StudyError(f"study {study_name!r} was not made by autotune search (it has no target)")
     target = Target.from_dict(dict(attrs["target"]))
     min_psnr = attrs.get("autotune:min_psnr")
+    guard = stored_guard(attrs)
     by_key: dict[str, TrialRecord] = {}
-    for record in records_of(study, target, min_psnr):
+    for record in records_of(study, target, guard):
         by_key.setdefault(assignment_key(record.assignment), record)
     measured = sorted((r for r in by_key.values() if r.outcome != "pruned"), key=lambda r: r.number)
     pruned = sorted((r for r in by_key.values() if r.outcome == "pruned"), key=lambda r: r.number)
@@ -207,7 +298,7 @@ def read_result(storage: str | Path, study_name: str) -> SearchResult:
         study_name=study_name, storage=str(storage), sampler="TPESampler", seed=0,
         duration_s=float(attrs.get(ATTR_DURATION, 0.0)), proposals=len(study.get_trials(deepcopy=False)),
         stop_reason="exported", confirmation=confirming.Confirmation.from_dict(stored) if stored else None,
-        min_psnr=min_psnr, reference=reference,
+        min_psnr=min_psnr, reference=reference, guard=guard,
     )
 
 
@@ -226,13 +317,36 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "stopped_by": result.stop_reason,
         "median_overhead_s": _median_overhead(result.records),
         "amortize_images": result.amortize,
-        "quality": {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None,
+        "quality": quality_summary(result),
         "sampler": result.sampler,
         "seed": result.seed,
         "duration_s": round(result.duration_s, 2),
         "study_name": result.study_name,
         "storage": result.storage,
     }
+
+
+def quality_summary(result: SearchResult) -> dict[str, Any] | None:
+    """The quality guard in a profile: the floor, the reference (settings, dtype, how it was made,
+    or why there is none) and every trial it refused for more than the floor."""
+    guard = result.guard
+    if guard is None:
+        return {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None
+    return {"min_psnr_db": guard.min_psnr, "reference": result.reference, "against": guard.against,
+            "reference_dtype": (guard.reference or {}).get("reference_dtype"),
+            "reference_made": (guard.reference or {}).get("made"), "problem": guard.problem,
+            "allow_unjudged": guard.allow_unjudged,
+            "issues": [{"trial": r.number, "kind": r.quality_issue.kind, "issue": r.quality_issue.message}
+                       for r in result.records if r.quality_issue]}
+
+
+def quality_against(result: SearchResult, record: TrialRecord) -> str:
+    """What one trial's quality numbers are against, in words, for its profile entry."""
+    if result.guard is None:
+        return "not judged: the search had no quality guard"
+    if not record.measurement.quality:
+        return f"not judged: {result.guard.problem or 'no quality numbers were recorded'}"
+    return result.guard.against
 
 
 def _median_overhead(records: list[TrialRecord]) -> float | None:

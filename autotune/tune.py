@@ -17,18 +17,19 @@ from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.profile import Profile, ProfileEntry
 from autotune.space import SearchSpace
 from autotune.study import Search
-from autotune.trials import ProgressFn, SearchResult, TrialRecord, search_summary
+from autotune.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
 from autotune.target import Target
 from autotune.units import format_size
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN_DIR = Path(".autotune")
-#: The default quality floor, PSNR in dB against the exact reference. 30 dB is an RMS error of
-#: 3% of the pixel range, where compression artefacts start to be seen. Measured on CPU
-#: (builtin:tiny-sd, 128 px, 20 steps): exact knobs 100 dB (identical), fp16 69 dB, bf16 51 dB,
-#: layerwise fp8 44 dB, bf16 + fp8 43 dB: the floor passes them all and rejects broken outputs
-#: (NaN or black images from an overflow score 0-10 dB). See README "Quality guard".
+#: The default quality floor for lossy settings, PSNR in dB against the reference. 30 dB is an
+#: RMS error of 3% of the pixel range, where compression artefacts start to be seen. Measured on
+#: CPU (builtin:tiny-sd, 64 px, 4 and 30 steps, benchmarks/results/2026-12-01-quality-per-call-cpu.md):
+#: fp16 67 dB, bf16 49 dB, layerwise fp8 43 dB, bf16 + fp8 41-42 dB: the floor passes them all and
+#: rejects broken outputs (NaN or black images from an overflow score 0-10 dB). See README
+#: "Quality guard".
 DEFAULT_MIN_PSNR = 30.0
 
 
@@ -56,7 +57,7 @@ def make_planner(target: Target) -> Planner | None:
         return None
 
 
-def entry_from(record: TrialRecord) -> ProfileEntry:
+def entry_from(record: TrialRecord, quality_against: str | None = None) -> ProfileEntry:
     m = record.measurement
     if m.latency_median_s is None or m.latency_p90_s is None or m.peak_bytes is None:
         raise ValueError(f"trial {record.number} has no complete measurement")
@@ -65,6 +66,7 @@ def entry_from(record: TrialRecord) -> ProfileEntry:
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
                         predicted_peak_bytes=predicted, timing=dict(m.timing), quality=dict(m.quality),
+                        quality_against=quality_against,
                         phases={k: round(v, 3) for k, v in m.timings.items()})
 
 
@@ -85,9 +87,9 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     return Profile(
         target=result.target,
         fingerprint=fingerprint,
-        best=entry_from(best),
+        best=entry_from(best, quality_against(result, best)),
         search=search_summary(result),
-        alternatives=[entry_from(r) for r in result.alternatives],
+        alternatives=[entry_from(r, quality_against(result, r)) for r in result.alternatives],
         confirmation=result.confirmation.to_dict() if result.confirmation else None,
     )
 
@@ -114,6 +116,7 @@ def start_search(
     amortize: int | None = None,
     reuse: bool = True,
     study_name: str | None = None,
+    allow_unjudged: bool = False,
     use_planner: bool = True,
     prune_margin: float = DEFAULT_PRUNE_MARGIN,
 ) -> Search:
@@ -132,7 +135,7 @@ def start_search(
                     warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
                     precision=precision, time_cap_s=time_cap_s, confirm=confirm,
                     min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype,
-                    amortize=amortize, reuse=reuse, study_name=study_name)
+                    amortize=amortize, reuse=reuse, study_name=study_name, allow_unjudged=allow_unjudged)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search
@@ -155,11 +158,14 @@ def no_feasible_message(result: SearchResult, log_dir: Path | None = None) -> st
         first = result.records[0].measurement.error
         where = f"; the trial logs are in {log_dir}" if log_dir else ""
         return f"all {failed} measured trials failed (first: {first}){where}"
+    guard = result.guard
+    unjudged = (f"; there is no quality reference ({guard.problem}), so lossy trials were not judged "
+                "(--allow-unjudged accepts them)" if guard is not None and guard.problem else "")
     return (f"no trial fits under the {format_size(result.target.max_vram)} ceiling: "
             f"{len(result.records)} measured ({result.count('over_ceiling')} over it, "
             f"{result.count('below_quality')} below the quality floor, "
             f"{result.count('oom')} out of memory, {failed} failed), {len(result.pruned)} predicted "
-            "over it by the planner; raise --max-vram, lower --batch or the size, or add trials")
+            f"over it by the planner; raise --max-vram, lower --batch or the size, or add trials{unjudged}")
 
 
 def tune(

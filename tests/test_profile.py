@@ -307,3 +307,30 @@ def test_load_rejects_non_numeric_measurements(tmp_path, field, value):
     path = write_variant(tmp_path, lambda d: d["measurements"].update({field: value}))
     with pytest.raises(ProfileError, match=field if field != "memory" else "'memory' must be a mapping"):
         Profile.load(path)
+
+
+# ---- quality per entry -------------------------------------------------------------------------------
+
+def test_each_entry_keeps_its_quality_and_what_it_is_against(tmp_path):
+    profile = make_profile()
+    against = "the fp32 reference (every knob at its exact default, without the memory ceiling)"
+    for entry in (profile.best, *profile.alternatives):
+        entry.quality, entry.quality_against = {"psnr_db": 51.2, "ssim": 0.999}, against
+    loaded = Profile.load(profile.save(tmp_path / "q.yaml"))
+    assert [(e.quality["psnr_db"], e.quality_against) for e in (loaded.best, *loaded.alternatives)] == [(51.2, against)] * 2
+
+
+def test_a_profile_written_before_quality_against_still_loads(tmp_path):
+    def drop(data):
+        data["measurements"].pop("quality_against")
+        for alt in data["alternatives"]:
+            alt["measurements"].pop("quality_against")
+
+    loaded = Profile.load(write_variant(tmp_path, drop))
+    assert loaded.best.quality_against is None and loaded.alternatives[0].quality_against is None
+
+
+def test_load_rejects_a_quality_against_that_is_not_text(tmp_path):
+    path = write_variant(tmp_path, lambda d: d["measurements"].update(quality_against=[1]))
+    with pytest.raises(ProfileError, match="quality_against"):
+        Profile.load(path)

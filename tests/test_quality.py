@@ -1,10 +1,24 @@
-"""The quality numbers and the floor: lossy settings that drift are caught, exact ones never."""
+"""The quality numbers and the floors: lossy settings that drift are caught, broken outputs always."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autotune.quality import PSNR_IDENTICAL_DB, below_floor, compare, load_reference, psnr, save_reference, ssim
+from autotune.quality import (
+    EXACT_MIN_PSNR_DB,
+    PSNR_IDENTICAL_DB,
+    below_floor,
+    broken_output,
+    compare,
+    data_range,
+    exact_problem,
+    load_reference,
+    psnr,
+    reference_problem,
+    save_reference,
+    ssim,
+    ssim_window,
+)
 
 
 def smooth_image(size: int = 64) -> np.ndarray:
@@ -56,3 +70,61 @@ def test_floor_constraint():
     assert below_floor({"psnr_db": 40.0}, 30.0) < 0
     assert below_floor({"psnr_db": 15.0}, 30.0) == pytest.approx(0.5)
     assert below_floor({}, 30.0) == 0.0 and below_floor({"psnr_db": 5.0}, None) == 0.0
+
+
+def test_the_data_range_is_read_from_the_reference():
+    image = smooth_image()
+    assert data_range(image) == 1.0
+    assert data_range((image * 255).round().astype(np.uint8)) == 255.0  # output_type="pil" or uint8
+    assert data_range(image * 2 - 1) == 2.0  # [-1, 1]
+    # the same relative damage scores the same whatever the range
+    damaged = image.copy()
+    damaged[:, :, 28:36] = 0.0
+    in_01 = psnr(damaged, image)
+    assert psnr(damaged * 2 - 1, image * 2 - 1) == pytest.approx(in_01, abs=1e-6)
+    as_uint8 = psnr((damaged * 255).round().astype(np.uint8), (image * 255).round().astype(np.uint8))
+    assert as_uint8 == pytest.approx(in_01, abs=0.1)
+    assert ssim((image * 255).astype(np.uint8), (image * 255).astype(np.uint8)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("size", [3, 8, 10, 11, 12])
+def test_the_ssim_window_is_odd_and_fits_small_images(size):
+    window = ssim_window(size, size)
+    assert window % 2 == 1 and window <= size
+    image = smooth_image(size)
+    assert ssim(image, image) == pytest.approx(1.0)
+    assert ssim(np.clip(image + 0.2, 0, 1), image) < 1.0
+    assert ssim_window(1, 64) == 1
+
+
+def test_nan_never_propagates_into_a_pass():
+    image = smooth_image()
+    nan = image.copy()
+    nan[0, 0, 0, 0] = np.nan
+    scores = compare(nan, None, {"images": image})
+    assert scores["psnr_db"] == 0.0 and scores["ssim"] == 0.0 and scores["nonfinite_fraction"] > 0
+    assert "NaN" in broken_output(scores) and exact_problem(scores)
+    assert below_floor({"psnr_db": float("nan")}, 30.0) > 0
+
+
+def test_the_sanity_floor_of_outputs_and_of_exact_settings():
+    image = smooth_image()
+    assert broken_output(compare(image, None, {"images": image})) is None
+    flat = compare(np.full_like(image, 0.5), None, {"images": image})
+    assert "flat colour" in broken_output(flat)
+    assert exact_problem({"psnr_db": 12.0}).startswith("PSNR 12.0 dB")
+    assert exact_problem({"psnr_db": EXACT_MIN_PSNR_DB + 1}) is None
+    assert reference_problem({"images": np.zeros_like(image)}) == "the reference output is one flat colour"
+    assert reference_problem({"images": image}) is None
+
+
+def test_sqnr_and_the_per_call_floor_of_exact_settings():
+    from autotune.quality import EXACT_MIN_SQNR_DB, sqnr
+
+    signal = np.linspace(-1, 1, 1000)
+    assert sqnr(signal, signal) == PSNR_IDENTICAL_DB
+    assert sqnr(signal * 1.01, signal) == pytest.approx(40.0, abs=0.01)  # 1% error: 40 dB
+    assert sqnr(np.full_like(signal, np.nan), signal) == 0.0
+    # the end-to-end image may drift (sampling chaos) while each call stays exact: passes
+    assert exact_problem({"psnr_db": 20.0, "denoiser_sqnr_db": 95.0}) is None
+    assert "SQNR" in exact_problem({"psnr_db": 60.0, "denoiser_sqnr_db": EXACT_MIN_SQNR_DB - 1})

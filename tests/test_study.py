@@ -1,8 +1,12 @@
 """The search loop, driven by a deterministic fake measurer (no processes, no pipelines)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from pathlib import Path
+
+import numpy as np
 
 import optuna
 import pytest
@@ -302,6 +306,11 @@ def test_racing_passes_the_incumbent_to_each_trial(tmp_path):
 
 # ---- the quality guard ---------------------------------------------------------------------------
 
+def smooth_image(shift: float = 0.0):
+    y, x = np.mgrid[0:16, 0:16] / 16
+    return np.stack([x, y, np.clip(x * y + shift, 0, 1)], axis=-1)[None].astype(np.float32)
+
+
 def with_quality(psnr_by_dtype):
     """fp16 is the fastest but drifts; bf16 keeps close to the reference."""
     def measured(a):
@@ -312,38 +321,157 @@ def with_quality(psnr_by_dtype):
     return measured
 
 
+class JudgingMeasurer(FakeMeasurer):
+    """The fake measurer, judging as the worker does: the reference job writes `image(settings)`
+    as the reference; a trial given a reference compares `image(settings)` with it
+    (quality.compare). With `enforce_ceiling`, a peak over the job's ceiling runs out of memory,
+    as under an emulated ceiling on a GPU; `reference_fails` makes the reference run fail."""
+
+    def __init__(self, cost_fn=cost, image=lambda a: smooth_image(), enforce_ceiling=False, reference_fails=False):
+        super().__init__(cost_fn)
+        self.image, self.enforce_ceiling, self.reference_fails = image, enforce_ceiling, reference_fails
+
+    def __call__(self, job, *, timeout_s=None):
+        from autotune import quality
+
+        self.jobs.append(job)
+        latency, peak = self.cost(job.assignment)
+        if job.save_reference and self.reference_fails:
+            return fake_measurement(job, status="failed", error="RuntimeError: no")
+        if self.enforce_ceiling and peak > job.target.max_vram:
+            return fake_measurement(job, status="oom", error="OutOfMemoryError")
+        m = fake_measurement(job, latency=latency, peak=peak)
+        images = self.image(job.assignment)
+        if job.save_reference:
+            quality.save_reference(Path(job.save_reference), images, None)
+        elif job.reference:
+            m.quality = quality.compare(images, None, quality.load_reference(Path(job.reference)))
+        return m
+
+    @property
+    def reference_jobs(self):
+        return [j for j in self.jobs if j.save_reference]
+
+
+def drifting(psnr_by_dtype):
+    """Images that are the reference's plus noise sized to score about `psnr_by_dtype[dtype]`."""
+    def image(a):
+        rms = 10 ** (-psnr_by_dtype[a["dtype"]] / 20)
+        noise = np.random.default_rng(1).choice([-rms, rms], size=smooth_image().shape)
+        return (smooth_image() + noise).astype(np.float32)
+    return image
+
+
 def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp_path):
-    fake = FakeMeasurer(with_quality({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}))
+    fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}))
     search = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs")
-    search.reference_path.parent.mkdir()
-    search.reference_path.touch()  # the fake measurer writes no reference output itself
     result = search.run(6)
     by_dtype = {(r.assignment["dtype"], r.assignment["vae_slicing"]): r for r in result.records}
     assert by_dtype[("fp16", False)].outcome == "below_quality"   # fastest, but lossy and far off
     assert by_dtype[("bf16", False)].outcome == "feasible"
     assert result.best.assignment["dtype"] == "bf16"
-    # an exact knob (VAE slicing) on the exact dtype passes even with float-noise quality numbers
-    assert by_dtype[("fp32", True)].outcome == "feasible"
-    assert profile_from(result).best.quality["psnr_db"] == 45.0
-    assert profile_from(result).search["quality"] == {"min_psnr_db": 30.0, "reference": search.reference_assignment()}
+    assert by_dtype[("fp32", True)].outcome == "feasible"  # an exact knob within float noise
+    profile = profile_from(result)
+    assert profile.best.quality["psnr_db"] == pytest.approx(45.0, abs=0.5)
+    assert "fp32 reference" in profile.best.quality_against
+    summary = profile.search["quality"]
+    assert summary["min_psnr_db"] == 30.0 and summary["reference"] == search.reference_assignment()
+    assert summary["reference_dtype"] == "fp32" and summary["problem"] is None
 
 
-def test_exact_settings_pass_whatever_the_float_noise():
-    from autotune.trials import quality_constraint
+def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass():
+    from autotune.trials import QualityGuard, quality_verdict
 
+    guard = QualityGuard(30.0, {"reference_dtype": "fp32", "made": "without the memory ceiling", "problem": None})
     noisy = fake_measurement(None)
-    noisy.quality = {"psnr_db": 12.0}
-    assert quality_constraint({"dtype": "fp32", "vae_slicing": True}, noisy, 30.0) == 0.0
-    assert quality_constraint({"dtype": "fp16"}, noisy, 30.0) > 0
+    noisy.quality = {"psnr_db": 12.0, "ssim": 0.3}
+    constraint, issue = quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard)
+    assert constraint > 0 and issue.kind == "exact_changed"
+    assert issue.message.startswith("vae_slicing=True changed the output: PSNR 12.0 dB")
+    assert quality_verdict({"dtype": "fp16"}, noisy, guard)[0] > 0  # lossy: under the floor
+    noisy.quality = {"psnr_db": 99.0, "ssim": 1.0}
+    assert quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard) == (0.0, None)
+    assert quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, None) == (0.0, None)
 
 
-def test_the_reference_is_measured_first_and_saved_once(tmp_path):
-    fake = FakeMeasurer(cost)
-    search = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs")
-    search.run(2)
-    first, second = fake.jobs
-    assert first.assignment == search.reference_assignment() and first.save_reference
-    assert second.save_reference is None  # the fake wrote no file: later jobs have no reference
+def test_an_exact_setting_that_returns_nan_is_reported_as_a_bug_not_feasible(tmp_path):
+    def image(a):
+        return np.full_like(smooth_image(), np.nan) if a["vae_slicing"] and a["dtype"] == "fp32" else smooth_image()
+
+    fake = JudgingMeasurer(image=image)
+    result = new_search(tmp_path, fake, min_psnr=30.0, reference_dir=tmp_path / "refs").run(6)
+    broken = next(r for r in result.records if r.assignment["vae_slicing"] and r.assignment["dtype"] == "fp32")
+    assert broken.outcome == "below_quality" and broken.quality_issue.kind == "exact_changed"
+    assert "vae_slicing=True changed the output: 100% of its output is NaN" in broken.quality_issue.message
+    assert broken not in result.pareto and result.best is not broken
+    issues = profile_from(result).search["quality"]["issues"]
+    assert [i["trial"] for i in issues] == [broken.number] and issues[0]["kind"] == "exact_changed"
+
+
+def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_judged(tmp_path, monkeypatch):
+    """fp32 (80 MiB) runs out of memory under 60 MiB on a GPU: the reference is made without the ceiling."""
+    fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}), enforce_ceiling=True)
+    from autotune import hardware, study
+
+    monkeypatch.setattr(study, "_device_name", lambda device: "Fake GPU")  # no GPU here
+    monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})
+    gpu_target = dataclasses.replace(target(60 * MiB), device="cuda")
+    search = Search(gpu_target, small_space(), fake, storage=tmp_path / "s.journal", min_psnr=30.0,
+                    reference_dir=tmp_path / "refs")
+    result = search.run(6)
+    [made] = fake.reference_jobs
+    assert made.target.max_vram > 80 * MiB and made.assignment == search.reference_assignment()
+    assert result.count("oom") == 2 and search.has_reference
+    assert result.best.assignment["dtype"] == "bf16" and result.best.measurement.quality["psnr_db"] > 40
+    entries = [profile_from(result).best, *profile_from(result).alternatives]
+    assert all(e.quality and "fp32 reference" in e.quality_against for e in entries)
+
+
+def test_the_reference_is_made_once_per_target_whatever_the_ceiling(tmp_path):
+    fake = JudgingMeasurer()
+    first = new_search(tmp_path, fake, ceiling=100 * MiB, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    first.run(2)
+    second = new_search(tmp_path, fake, ceiling=50 * MiB, min_psnr=30.0, reference_dir=tmp_path / "refs")
+    second.run(2)
+    assert len(fake.reference_jobs) == 1 and second.reference_path == first.reference_path
+    assert first.study_name != second.study_name
+    trials = [j for j in fake.jobs if not j.save_reference]
+    assert all(j.reference == str(first.reference_path) for j in trials)
+
+
+def test_without_a_reference_lossy_trials_are_not_feasible_unless_allowed(tmp_path):
+    fake = JudgingMeasurer(reference_fails=True)
+    result = new_search(tmp_path / "a", fake, min_psnr=30.0, reference_dir=tmp_path / "a" / "refs").run(6)
+    assert result.best.assignment["dtype"] == "fp32"  # only the exact settings are trusted
+    lossy = [r for r in result.records if r.assignment["dtype"] != "fp32"]
+    assert lossy and all(r.outcome == "below_quality" and r.quality_issue.kind == "unjudged" for r in lossy)
+    profile = profile_from(result)
+    assert "reference run without the memory ceiling ended in failed" in profile.search["quality"]["problem"]
+    assert profile.best.quality_against.startswith("not judged:")
+    allowed = new_search(tmp_path / "b", JudgingMeasurer(reference_fails=True), min_psnr=30.0,
+                         reference_dir=tmp_path / "b" / "refs", allow_unjudged=True).run(6)
+    assert allowed.best.assignment["dtype"] == "fp16" and profile_from(allowed).search["quality"]["allow_unjudged"]
+
+
+def test_a_search_reusing_trials_judges_every_entry_it_stores(tmp_path):
+    """Trials an earlier search could not judge (its reference failed) are measured again, not
+    stored unjudged; judged ones are reused as they are."""
+    refs = tmp_path / "refs"
+    new_search(tmp_path, JudgingMeasurer(reference_fails=True), ceiling=100 * MiB, min_psnr=30.0,
+               reference_dir=refs).run(6)
+    fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 40.0, "bf16": 45.0}))
+    second = new_search(tmp_path, fake, ceiling=60 * MiB, min_psnr=30.0, reference_dir=refs)
+    assert second.reused == 0  # nothing the failed search stored was judged
+    result = second.run(6)
+    assert all(r.measurement.quality for r in result.records)
+    third_fake = JudgingMeasurer()
+    third = new_search(tmp_path, third_fake, ceiling=50 * MiB, min_psnr=30.0, reference_dir=refs)
+    assert third.reused == 6 and not third_fake.jobs  # judged against the same reference: reused
+    result = third.run(0)
+    profile = profile_from(result)
+    for entry in [profile.best, *profile.alternatives]:
+        assert entry.quality["psnr_db"] > 30 and "fp32 reference" in entry.quality_against
+    assert all(r.measurement.quality and r.quality_issue is None for r in result.records)
 
 
 def test_amortize_ranks_by_latency_plus_compile_share(tmp_path):

@@ -62,9 +62,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-run-time", type=float, default=10.0, metavar="SECONDS",
                    help="stop timing a trial after this many seconds of runs, precise or not (default: 10)")
     p.add_argument("--min-psnr", type=float, default=30.0, metavar="DB",
-                   help="quality floor: a trial whose first image is further than this from the exact "
-                        "reference (PSNR, dB) is infeasible; exact settings always pass; 0 turns the "
-                        "guard off (default: 30)")
+                   help="quality floor: a lossy trial whose first image is further than this from the "
+                        "reference (PSNR, dB) is infeasible; exact settings must only stay finite, not "
+                        "flat and within float reordering of it; 0 turns the floor off (default: 30)")
+    p.add_argument("--allow-unjudged", action="store_true",
+                   help="when no quality reference can be made, still accept lossy trials, unjudged "
+                        "(default: they are not feasible)")
     p.add_argument("--reference-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="precision of the reference output the quality guard compares with (default: "
                         "fp32; on a GPU the pipeline's native half precision is a common choice)")
@@ -133,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
                           runs=args.runs, precision=args.precision, time_cap_s=args.max_run_time,
                           confirm=not args.no_confirm, use_planner=not args.no_planner,
                           min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype,
-                          amortize=args.amortize, reuse=not args.no_reuse)
+                          amortize=args.amortize, reuse=not args.no_reuse,
+                          allow_unjudged=args.allow_unjudged)
     defaults = space.default()
     _print_header(target, space, getattr(search.measurer, "log_dir", None))
     progress = TrialPrinter(defaults, args.trials, verbose=bool(getattr(args, "verbose", False)))
@@ -302,10 +306,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     lines.append(_clip(f"winner     {settings_diff(best.assignment, defaults)}"))
     lines.append(f"           {seconds(m.latency_median_s)}{plus} median of {len(m.latencies_s)} runs, "
                  f"peak {size(m.peak_bytes)} ({m.peak_metric})")
-    if m.quality and result.reference:
-        lines.append(f"           quality vs the exact reference: PSNR {m.quality['psnr_db']:.1f} dB, "
-                     f"SSIM {m.quality.get('ssim', float('nan')):.4f}"
-                     + (f" (floor {result.min_psnr:g} dB)" if result.min_psnr else ""))
+    lines.extend(quality_lines(result, best))
     conf = result.confirmation
     if conf is not None and conf.runner_up is not None:
         runner = next(c for c in conf.candidates if c["number"] == conf.runner_up)
@@ -343,11 +344,42 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     return "\n".join(lines)
 
 
+def quality_lines(result: Any, best: Any) -> list[str]:
+    """The winner's quality and what it is against; trials the guard refused for more than the
+    floor (a bug in an exact knob, a broken output, lossy and unjudged); a missing reference."""
+    from autotune.trials import quality_against
+
+    lines = []
+    m = best.measurement
+    floor = f" (floor {result.min_psnr:g} dB)" if result.min_psnr else ""
+    if m.quality and "psnr_db" in m.quality:
+        lines.append(textwrap.fill(
+            f"quality    PSNR {m.quality['psnr_db']:.1f} dB, SSIM {m.quality.get('ssim', float('nan')):.4f}"
+            + (f", denoiser {m.quality['denoiser_sqnr_db']:.1f} dB SQNR per call" if "denoiser_sqnr_db" in m.quality else "")
+            + f"{floor} against {quality_against(result, best)}", WIDTH, subsequent_indent="           "))
+    elif result.guard is not None:
+        lines.append(_clip(f"quality    {quality_against(result, best)}"))
+    guard = result.guard
+    if guard is not None and guard.problem:
+        unjudged = sum(1 for r in result.records if r.quality_issue and r.quality_issue.kind == "unjudged")
+        lines.append(textwrap.fill(
+            f"note       no quality reference: {guard.problem}; "
+            + (f"{unjudged} lossy trial(s) were not judged and not accepted (--allow-unjudged accepts them)"
+               if not guard.allow_unjudged else "lossy trials were accepted unjudged (--allow-unjudged)"),
+            WIDTH, subsequent_indent="           "))
+    for record in result.records:
+        if record.quality_issue and record.quality_issue.kind != "unjudged":
+            lines.append(textwrap.fill(f"refused    trial {record.number}: {record.quality_issue.message}", WIDTH,
+                                       subsequent_indent="           "))
+    return lines
+
+
 def _record_json(record: Any) -> dict[str, Any]:
     m = record.measurement
     return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
             "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
             "timing": m.timing, "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric,
             "memory": m.memory, "overhead_s": m.overhead_s, "phases": m.timings,
-            "conditions": m.conditions, "quality": m.quality, "predicted": record.prediction, "error": m.error,
+            "conditions": m.conditions, "quality": m.quality, "quality_issue": record.quality_issue.message if record.quality_issue else None,
+            "predicted": record.prediction, "error": m.error,
             "log": m.log_path}
