@@ -218,7 +218,7 @@ class Search:
 
     def _copy_trial(self, assignment: Assignment, measurement: Measurement, trial: optuna.trial.FrozenTrial,
                     study_name: str) -> TrialRecord:
-        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard)
+        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard, self.target.max_ram)
         params = {n: assignment[n] for n in self.space.searched_knobs}
         distributions = {n: optuna.distributions.CategoricalDistribution(list(self.space.choices[n]))
                          for n in self.space.searched_knobs}
@@ -584,7 +584,7 @@ class Search:
         job = self._job(assignment, trial.number, incumbent.measurement.latency_median_s if incumbent else None)
         log.info("trial %d: %s", trial.number, assignment)
         measurement = self.measurer(job, timeout_s=timeout_s)
-        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard)
+        outcome, constraint, quality, issue = judge(assignment, measurement, self.target.max_vram, self.guard, self.target.max_ram)
         if issue:
             log.warning("trial %d refused by the quality guard: %s", trial.number, issue.message)
         try:

@@ -23,7 +23,7 @@ NO_CEILING = 2**63 - 1
 Scalar = Union[str, int, float, bool, None]
 #: Fields added after profiles were first written: left out of `key()` while at their default, so
 #: run directories and resumable studies of older targets keep their names.
-_LATER_FIELDS = {"frames": None, "call_args": {}}
+_LATER_FIELDS = {"frames": None, "call_args": {}, "max_ram": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Target:
     frames: int | None = None
     #: Extra `__call__` arguments, e.g. {"strength": 0.6, "use_resolution_binning": False}.
     call_args: dict[str, Scalar] = dataclasses.field(default_factory=dict)
+    #: The host RAM ceiling in bytes (`--max-ram`), checked against the worker's resident-set peak
+    #: (the warm worker's pristine weights included); None: no host ceiling.
+    max_ram: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -64,6 +67,8 @@ class Target:
             raise InvalidTargetError(f"--steps must be at most {MAX_STEPS}, got {self.steps}")
         if not _is_int(self.max_vram) or self.max_vram <= 0:
             raise InvalidTargetError(f"--max-vram must be a positive size, got {self.max_vram!r}")
+        if self.max_ram is not None and (not _is_int(self.max_ram) or self.max_ram <= 0):
+            raise InvalidTargetError(f"--max-ram must be a positive size, got {self.max_ram!r}")
         if self.device not in SUPPORTED_DEVICES:
             raise InvalidTargetError(
                 f"--device must be one of {', '.join(SUPPORTED_DEVICES)} (or 'auto'), got {self.device!r}"
@@ -95,9 +100,9 @@ class Target:
         return cls(**data)
 
     def measurement_key(self) -> str:
-        """The key of what a measurement depends on: everything but the ceiling, so measurements
+        """The key of what a measurement depends on: everything but the ceilings, so measurements
         are shared between searches of the same model, size, batch and device."""
-        return dataclasses.replace(self, max_vram=1).key()
+        return dataclasses.replace(self, max_vram=1, max_ram=None).key()
 
     def key(self) -> str:
         """A short stable id for run directories and study names."""

@@ -21,7 +21,7 @@ from autotune.measure import Measurement
 from autotune.space import Assignment, assignment_key
 from autotune.target import Target
 
-Outcome = Literal["feasible", "over_ceiling", "below_quality", "oom", "failed", "pruned"]
+Outcome = Literal["feasible", "over_ceiling", "over_ram", "below_quality", "oom", "failed", "pruned"]
 OBJECTIVES = ("latency_median_s", "peak_bytes")
 #: Where a trial keeps what autotune knows of it (Optuna user attributes).
 ATTR_MEASUREMENT = "measurement"
@@ -171,8 +171,10 @@ def fastest_feasible(records: Iterable[TrialRecord], amortize: int | None = None
     return min(feasible, key=lambda r: (cost_s(r, amortize), r.number)) if feasible else None
 
 
-def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
-    """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible)."""
+def classify(measurement: Measurement, ceiling: int, max_ram: int | None = None) -> tuple[Outcome, float]:
+    """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible). With
+    `max_ram`, a trial whose worker's resident set peaked above it is over the host RAM ceiling
+    (the constraint is then the larger relative excess of the two)."""
     if measurement.status == "pruned":
         return "pruned", math.nan
     if measurement.status == "failed":
@@ -183,7 +185,12 @@ def classify(measurement: Measurement, ceiling: int) -> tuple[Outcome, float]:
     if measurement.peak_bytes is None or measurement.latency_median_s is None:
         return "failed", math.nan
     constraint = (measurement.peak_bytes - ceiling) / ceiling
-    return ("feasible" if constraint <= 0 else "over_ceiling"), constraint
+    if constraint > 0:
+        return "over_ceiling", constraint
+    rss = measurement.memory.get("host_rss_peak")
+    if max_ram is not None and rss is not None and rss > max_ram:
+        return "over_ram", (rss - max_ram) / max_ram
+    return "feasible", constraint
 
 
 def quality_verdict(assignment: Assignment, measurement: Measurement,
@@ -223,11 +230,11 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
 
 
 def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
-          guard: QualityGuard | None) -> tuple[Outcome, float, float, QualityIssue | None]:
+          guard: QualityGuard | None, max_ram: int | None = None) -> tuple[Outcome, float, float, QualityIssue | None]:
     """Outcome, memory constraint, quality constraint and quality issue of one measurement."""
-    outcome, memory = classify(measurement, ceiling)
+    outcome, memory = classify(measurement, ceiling, max_ram)
     quality, issue = (quality_verdict(assignment, measurement, guard)
-                      if outcome in ("feasible", "over_ceiling") else (0.0, None))
+                      if outcome in ("feasible", "over_ceiling", "over_ram") else (0.0, None))
     if outcome == "feasible" and quality > 0:
         outcome = "below_quality"
     return outcome, memory, quality, issue
@@ -251,7 +258,7 @@ def records_of(study: optuna.Study, target: Target, guard: QualityGuard | None) 
             continue
         measurement = Measurement.from_dict(trial.user_attrs[ATTR_MEASUREMENT])
         assignment = trial.user_attrs[ATTR_ASSIGNMENT]
-        outcome, constraint, quality, issue = judge(assignment, measurement, target.max_vram, guard)
+        outcome, constraint, quality, issue = judge(assignment, measurement, target.max_vram, guard, target.max_ram)
         records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
                                    trial.user_attrs.get("prediction"), quality, issue))
     return records
@@ -307,6 +314,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "trials_measured": len(result.records),
         "feasible": result.count("feasible"),
         "over_ceiling": result.count("over_ceiling"),
+        "over_ram": result.count("over_ram"),
         "below_quality": result.count("below_quality"),
         "oom": result.count("oom"),
         "failed": result.count("failed"),

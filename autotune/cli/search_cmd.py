@@ -272,6 +272,8 @@ class TrialPrinter:
         m = record.measurement
         precision = m.timing.get("ci_rel_half_width") if m.timing else None
         detail = m.error if record.outcome == "failed" else settings_diff(record.assignment, self.defaults)
+        if record.outcome == "over_ram":
+            detail = f"host RAM peak {size(m.memory.get('host_rss_peak'))}: {detail}"
         line = self.COLUMNS.format(
             record.number, record.outcome, seconds(m.latency_median_s),
             "-" if precision is None else f"{100 * precision:.1f}%", size(m.peak_bytes),
@@ -324,7 +326,8 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
         lines.append(f"defaults   {conf.speedup:.2f}x the winner's latency, measured side by side{ci}")
     if result.alternatives:
         lines.append(f"alternatives  {len(result.alternatives)} faster-or-smaller trade-offs kept in the profile")
-    counts = (f"{result.count('feasible')} feasible, {result.count('over_ceiling')} over the ceiling, "
+    over_ram = f"{result.count('over_ram')} over --max-ram, " if result.target.max_ram is not None else ""
+    counts = (f"{result.count('feasible')} feasible, {result.count('over_ceiling')} over the ceiling, {over_ram}"
               f"{result.count('below_quality')} below the quality floor, "
               f"{result.count('oom')} out of memory, {result.count('failed')} failed")
     pruned = f"; {len(result.pruned)} pruned by the planner" if result.pruned else ""

@@ -24,6 +24,8 @@ def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
         p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
     else:
         p.add_argument("--max-vram", help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (default: none)")
+    p.add_argument("--max-ram", help="host RAM ceiling, e.g. 32GB: a trial whose worker's resident set "
+                                     "peaks above it is infeasible (default: none)")
     p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
                    help="search a value left out by default (e.g. --include compile)")
     p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",
@@ -86,7 +88,8 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
                     width=info.native_width if args.width is None else args.width,
                     batch=args.batch, steps=args.steps, max_vram=NO_CEILING if max_vram is None else max_vram,
                     device=device, pipeline_class=info.pipeline_class,
-                    frames=getattr(args, "frames", None), call_args=call_args)
+                    frames=getattr(args, "frames", None), call_args=call_args,
+                    max_ram=parse_size(args.max_ram) if getattr(args, "max_ram", None) is not None else None)
     cls = pipeline_class(info.pipeline_class)
     if cls is not None:
         check_call_args(cls, target)

@@ -21,11 +21,12 @@ STYLE = {
     "feasible": ("o", "#1f77b4", True),
     "below_quality": ("D", "#9467bd", False),
     "over_ceiling": ("^", "#ff7f0e", True),
+    "over_ram": ("P", "#bcbd22", True),
     "oom": ("X", "#d62728", True),
     "failed": ("s", "#7f7f7f", False),
     "pruned": ("v", "#8c564b", False),
 }
-TIMED = ("feasible", "below_quality", "over_ceiling")
+TIMED = ("feasible", "below_quality", "over_ceiling", "over_ram")
 UNTIMED = ("oom", "pruned", "failed")
 
 

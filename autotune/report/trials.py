@@ -13,11 +13,12 @@ import math
 from collections import Counter
 from typing import Any
 
-CATEGORIES = ("feasible", "below_quality", "over_ceiling", "oom", "failed", "pruned")
+CATEGORIES = ("feasible", "below_quality", "over_ceiling", "over_ram", "oom", "failed", "pruned")
 LABELS = {
     "feasible": "feasible",
     "below_quality": "below the quality floor",
     "over_ceiling": "over the ceiling",
+    "over_ram": "over the host RAM ceiling",
     "oom": "out of memory",
     "failed": "failed",
     "pruned": "pruned by the planner",

@@ -1,0 +1,73 @@
+"""Host RAM as a third ceiling (`--max-ram`): the worker's resident-set peak, sampled by the
+search process (backends/host_memory.py), against the target's `max_ram`."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import FakeMeasurer, fake_measurement
+
+from autotune.cli.search_cmd import TrialPrinter
+from autotune.errors import InvalidTargetError
+from autotune.knobs import Context
+from autotune.space import SearchSpace
+from autotune.study import Search
+from autotune.target import Target
+from autotune.trials import classify
+
+MiB, GiB = 2**20, 2**30
+
+
+def target(max_ram=None) -> Target:
+    return Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=100 * MiB,
+                  max_ram=max_ram)
+
+
+def with_rss(measurement, rss):
+    measurement.memory["host_rss_peak"] = rss
+    return measurement
+
+
+def test_max_ram_is_validated_and_leaves_old_keys_alone():
+    with pytest.raises(InvalidTargetError, match="--max-ram must be a positive size"):
+        target(max_ram=0)
+    assert target().key() == Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2,
+                                     max_vram=100 * MiB).key()  # run dirs of older searches keep their names
+    assert target(4 * GiB).measurement_key() == target().measurement_key()  # measurements shared
+    assert Target.from_dict(target(4 * GiB).to_dict()).max_ram == 4 * GiB
+
+
+def test_a_trial_over_max_ram_is_infeasible_by_its_excess():
+    m = with_rss(fake_measurement(None, peak=50 * MiB), 5 * GiB)
+    assert classify(m, 100 * MiB) == ("feasible", -0.5)  # no host ceiling: nothing to check
+    assert classify(m, 100 * MiB, max_ram=4 * GiB) == ("over_ram", 0.25)
+    assert classify(m, 100 * MiB, max_ram=8 * GiB)[0] == "feasible"
+    over_vram = with_rss(fake_measurement(None, peak=150 * MiB), 5 * GiB)
+    assert classify(over_vram, 100 * MiB, max_ram=4 * GiB)[0] == "over_ceiling"  # the device first
+    unread = fake_measurement(None, peak=50 * MiB)  # no RSS reading (no /proc): not judged on it
+    assert classify(unread, 100 * MiB, max_ram=4 * GiB)[0] == "feasible"
+
+
+def test_a_search_under_max_ram_keeps_only_what_fits_and_says_the_rss(tmp_path, capsys):
+    """fp32 fits the device but its worker needs 6 GiB of host RAM: over --max-ram 4GB."""
+    def cost(a):
+        m = fake_measurement(None, latency={"fp32": 1.0, "fp16": 1.5, "bf16": 1.6}[a["dtype"]], peak=50 * MiB)
+        return with_rss(m, 6 * GiB if a["dtype"] == "fp32" else 3 * GiB)
+
+    ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
+    space = SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling", "vae_slicing"])
+    search = Search(target(4 * GiB), space, FakeMeasurer(cost), storage=tmp_path / "s.journal", confirm=False)
+    result = search.run(3)
+    outcomes = {r.assignment["dtype"]: r.outcome for r in result.records}
+    assert outcomes == {"fp32": "over_ram", "fp16": "feasible", "bf16": "feasible"}
+    assert result.best.assignment["dtype"] == "fp16"
+
+    fp32 = next(r for r in result.records if r.assignment["dtype"] == "fp32")
+    TrialPrinter({k: v for k, v in fp32.assignment.items()}, total=3)(fp32, 1, result.best)
+    line = capsys.readouterr().err
+    assert "over_ram" in line and "host RAM peak 6.00 GiB" in line
+
+    # The same trials, read again by a search without the host ceiling: all feasible, fp32 wins.
+    again = Search(dataclasses.replace(target(), max_ram=None), space, FakeMeasurer(cost),
+                   storage=tmp_path / "s2.journal", confirm=False).run(3)
+    assert again.best.assignment["dtype"] == "fp32"
