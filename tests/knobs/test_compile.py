@@ -31,8 +31,11 @@ def test_cuda_graphs_need_cuda_and_no_offload(tiny_pipe):
     knob = knobs.get("compile")
     assert "need CUDA" in knob.reason_unavailable("full-cuda-graphs", Context(device="cpu", components=frozenset({"unet"})))
     assert knob.reason_unavailable("full-cuda-graphs", Context(device="cuda", components=frozenset({"unet"}))) is None
-    with pytest.raises(InvalidAssignmentError, match="fixed addresses"):
-        apply_settings(tiny_pipe, {"compile": "full-cuda-graphs", "offload": "model"}, device="cuda")
+    from autotune.knobs.builtin.offload import CHOICES
+
+    for offload in set(CHOICES) - {"none"}:  # every offload that moves weights, whatever its values
+        with pytest.raises(InvalidAssignmentError, match="fixed addresses|sequential offload"):
+            apply_settings(tiny_pipe, {"compile": "full-cuda-graphs", "offload": offload}, device="cuda")
 
 
 def test_each_whole_model_mode_reaches_torch_compile(tiny_pipe, monkeypatch):

@@ -13,7 +13,18 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from autotune.knobs.registry import ApplyContext, Context, Knob, PlanEffect, SpeedPrior, Stage, Value, register
+from autotune.knobs.registry import (
+    ApplyContext,
+    Conflict,
+    Context,
+    Knob,
+    PlanEffect,
+    SpeedPrior,
+    Stage,
+    Value,
+    register,
+    register_conflict,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,4 +117,9 @@ register(Knob(
     apply=_apply, unavailable_reason=_reason,
     plan=PlanEffect(resident=resident_bytes),
     speed=SpeedPrior(order=0, rank=lambda value, device: SPEED[value], spread=True),
+))
+
+register_conflict(Conflict(
+    "offload", frozenset(CHOICES) - {"none"}, "compile", frozenset({"full-cuda-graphs"}),
+    "CUDA graphs replay fixed addresses: offload hooks move the weights between replays",
 ))
