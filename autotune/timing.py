@@ -21,6 +21,10 @@ MIN_RUNS_WHEN_SLOW = 3
 #: A trial whose median is surely this much slower than the incumbent's stops at its minimum
 #: runs (racing): it cannot be a finalist (confirm.WITHIN), so a precise number buys nothing.
 RACE_MARGIN = 0.10
+#: A trial whose every timed run so far took more than this many times the incumbent's median
+#: stops at once: no noise seen here (run-to-run IQR 25-35% on an H100) doubles a latency, and
+#: its runs were most of a search's time (fp16 on CPU: 6 s a run against 0.4 s).
+FAR_BEHIND = 2.0
 
 
 def _binom_cdf(k: int, n: int) -> float:
@@ -92,8 +96,9 @@ class StoppingRule:
     slow that the `time_cap_s` is spent first, then `MIN_RUNS_WHEN_SLOW`; past them the loop
     stops as soon as the 95% interval's half-width is within `precision` of the median, or the
     time cap is spent, or `max_runs` are made. With an `incumbent_s` (the search's best so far),
-    it also stops once the interval's low end is more than `RACE_MARGIN` above it: the effort
-    goes to the trials near the top.
+    it also stops once the interval's low end is more than `RACE_MARGIN` above it, and after a
+    single run when every run so far is over `FAR_BEHIND` times it: the effort goes to the trials
+    near the top.
     """
 
     min_runs: int = MIN_RUNS_FOR_CI
@@ -116,6 +121,8 @@ class StoppingRule:
             return True
         if elapsed_s >= self.time_cap_s:
             return n >= min(self.min_runs, MIN_RUNS_WHEN_SLOW)
+        if self.incumbent_s is not None and n >= 1 and min(samples) > self.incumbent_s * FAR_BEHIND:
+            return True
         if n < self.min_runs:
             return False
         stats = timing_stats(samples)

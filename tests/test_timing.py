@@ -54,6 +54,14 @@ def test_a_trial_surely_slower_than_the_incumbent_stops_at_its_minimum_runs():
     assert not StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy[:5], elapsed_s=6.0)
 
 
+def test_a_trial_far_behind_the_incumbent_stops_after_one_run():
+    rule = StoppingRule(min_runs=6, incumbent_s=0.4)
+    assert rule.done([6.1], elapsed_s=6.1)           # 15x the incumbent: one run says enough
+    assert not rule.done([0.79], elapsed_s=0.8)       # under 2x: the usual rule
+    assert not rule.done([0.9, 0.7], elapsed_s=1.6)  # one run near it keeps the trial going
+    assert not StoppingRule(min_runs=6).done([6.1], elapsed_s=6.1)  # no incumbent yet: no race
+
+
 def test_the_incumbent_travels_with_the_rule():
     rule = StoppingRule(incumbent_s=0.5)
     assert StoppingRule.from_dict(rule.to_dict()) == rule
