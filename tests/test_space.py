@@ -77,8 +77,9 @@ def test_compile_excluded_by_default_on_cpu(space):
 def test_compile_searched_with_include(ctx):
     space = SearchSpace(ctx, include=["compile"])
     compile_ = statuses_of(space, "compile")
+    assert compile_.pop("full-cuda-graphs").state == "unavailable"  # CUDA graphs need CUDA
     assert all(s.state == "searched" for s in compile_.values())
-    assert set(space.choices["compile"]) == {"none", "full", "regional"}
+    assert set(space.choices["compile"]) == {"none", "full", "regional", "full-max-autotune"}
     assert "compile" in space.searched_knobs
 
 
@@ -228,7 +229,8 @@ def test_iterating_yields_only_valid_assignments(space):
 
 def test_size_with_compile_included(ctx, space):
     with_compile = SearchSpace(ctx, include=["compile"])
-    assert with_compile.size() == space.size() * 3
+    assert with_compile.size() == space.size() * len(with_compile.choices["compile"])  # none + 3 compiled modes on cpu
+    assert len(with_compile.choices["compile"]) == 4
     assert all(with_compile.is_valid(a) for a in itertools.islice(iter(with_compile), 0, None, 17))
 
 
