@@ -31,7 +31,7 @@ WRITER = textwrap.dedent("""
     from autotune.profile import Profile
     real_fsync = os.fsync
     def slow_fsync(fd):  # a slow disk: widens the window between the temp file and the rename
-        time.sleep(0.003)
+        time.sleep(0.03)
         real_fsync(fd)
     os.fsync = slow_fsync
     a, b = Profile.load(sys.argv[1]), Profile.load(sys.argv[2])
@@ -65,7 +65,7 @@ def test_a_profile_killed_mid_write_is_the_old_or_the_new_one(tmp_path):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(a), str(b), str(out)],
                                   stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.05))
+        time.sleep(rng.uniform(0.0, 0.3))  # a save of ~100 KB takes tens of ms or more on a slow machine
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         writer.stdout.close()
