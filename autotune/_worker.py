@@ -257,9 +257,9 @@ class Worker:
                 # The first timed run's output is judged when no earlier run could be (CPU: the
                 # warm-up ran under the memory tracker); keeping a reference costs nothing.
                 captured: list[Any] = []
-                judging = self._to_judge and judged is None
-                with self._judged_math(self.job) if judging else contextlib.nullcontext(), \
-                        self._recording(self.job) if judged is None else contextlib.nullcontext(None) as recorder:
+                first = judged is None  # the run whose output is judged, where none was yet
+                with self._judged_math(self.job) if first else contextlib.nullcontext(), \
+                        self._recording(self.job) if first else contextlib.nullcontext(None) as recorder:
                     t0 = time.perf_counter()
                     output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
                     self.backend.synchronize()
