@@ -10,17 +10,17 @@ __version__ = "0.1.0"
 __all__ = ["AppliedProfile", "Profile", "apply_profile", "find_profile", "load_pipeline", "__version__"]
 
 if TYPE_CHECKING:
-    from autotune.apply import AppliedProfile, apply_profile, find_profile, load_pipeline
-    from autotune.profile import Profile
+    from autotune.profiles.apply import AppliedProfile, apply_profile, find_profile, load_pipeline
+    from autotune.profiles.profile import Profile
 
 
 def __getattr__(name: str) -> Any:
     if name in ("AppliedProfile", "apply_profile", "find_profile", "load_pipeline"):
-        from autotune import apply
+        from autotune.profiles import apply
 
         return getattr(apply, name)
     if name == "Profile":
-        from autotune.profile import Profile
+        from autotune.profiles.profile import Profile
 
         return Profile
     raise AttributeError(f"module 'autotune' has no attribute {name!r}")

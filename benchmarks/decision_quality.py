@@ -17,8 +17,8 @@ measures: every run is the true latency times
 
 and every step costs simulated time: a worker start 8 s, a load 15 s, a cold compile 75 s
 (`regional` 30 s; 20 s once the search has compiled that mode before), each run its latency.
-The search loop, its time budget and its confirmation are the real code (`autotune.study.Search`
-through its `Measurer` seam; `time.monotonic` in `autotune.study` reads the simulated clock).
+The search loop, its time budget and its confirmation are the real code (`autotune.search.study.Search`
+through its `Measurer` seam; `time.monotonic` in `autotune.search.study` reads the simulated clock).
 
 Scores per scenario, over seeded searches: P(the winner is within 2% of the truly fastest
 feasible trial the search measured), the regret of the winner against that trial (median, p95)
@@ -140,7 +140,7 @@ SCENARIOS = [
 # -- the simulated device -------------------------------------------------------------------------
 
 class Clock:
-    """Simulated seconds; `autotune.study` reads it through a stand-in `time` module."""
+    """Simulated seconds; `autotune.search.study` reads it through a stand-in `time` module."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -245,7 +245,7 @@ class SimMeasurer:
         return _Worker(self.device.rng, self.device.noise), self.device.noise.spawn_s
 
     def __call__(self, job: Any, *, timeout_s: float | None = None) -> Any:
-        from autotune.measure import Measurement
+        from autotune.measure.measurer import Measurement
 
         clock, device = self.device.clock, self.device
         self.trials += 1
@@ -325,7 +325,7 @@ class SimMeasurer:
 
 @contextlib.contextmanager
 def simulated_time(clock: Clock) -> Iterator[None]:
-    import autotune.study as study_module
+    import autotune.search.study as study_module
 
     real = study_module.time
     study_module.time = clock.module()  # type: ignore[assignment]
@@ -339,7 +339,7 @@ def _space() -> Any:
     """The sd15 space on CUDA without offload (2-9x slower here: never a finalist, and it would
     only thin out the finalists the decisions are scored on)."""
     from autotune.knobs import Context
-    from autotune.space import SearchSpace
+    from autotune.knobs.space import SearchSpace
 
     return SearchSpace(Context(device="cuda", components=frozenset({"unet", "vae", "text_encoder"})),
                        exclude=["offload"])
@@ -365,7 +365,7 @@ class Outcome:
 
 
 def run_one(scenario: Scenario, seed: int, noise: Noise, space_best: float, workdir: Path) -> Outcome:
-    from autotune.study import Search
+    from autotune.search.study import Search
 
     clock = Clock()
     device = SimDevice(scenario.table, noise, seed, clock)
@@ -465,7 +465,7 @@ def report(arms: dict[str, dict[str, Any]], args: argparse.Namespace, noise: Noi
         + (f" --baseline {args.baseline}" if args.baseline else "") + "` on CPU, AMD EPYC, 2 cores: "
         "a SIMULATION. No latency here was measured on a GPU; the device is a table shaped like "
         "builtin:sd15 512x512 batch 1 on an H100 (ratios from shared/measurements/2026-11-27-nvidia-h100/), "
-        "and the real `autotune.study.Search` ran against it on a simulated clock.",
+        "and the real `autotune.search.study.Search` ran against it on a simulated clock.",
         f"- noise: eager runs 1 + Exp(0.30) (IQR ~30% of the median), compiled 1 + Exp(0.05); drift "
         f"{100 * noise.drift_sd:.0f}% sd with {noise.drift_tau_s:.0f} s memory; process offset "
         f"{100 * noise.process_sd:.0f}% sd (assumed); a new worker starts {noise.slow_start[0]:.2f}-"

@@ -41,11 +41,11 @@ from autotune.cli.format import settings_diff  # noqa: E402
 from autotune import knobs  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
 from autotune.knobs.probe import model_context  # noqa: E402
-from autotune.measure import Measurement, SubprocessMeasurer, TrialJob  # noqa: E402
-from autotune.pipelines import model_info  # noqa: E402
-from autotune.profile import atomic_write_text  # noqa: E402
+from autotune.measure.measurer import Measurement, SubprocessMeasurer, TrialJob  # noqa: E402
+from autotune.models.pipelines import model_info  # noqa: E402
+from autotune.profiles.profile import atomic_write_text  # noqa: E402
 from autotune.target import Target  # noqa: E402
-from autotune.tune import TuneResult, tune  # noqa: E402
+from autotune.jobs import TuneResult, tune  # noqa: E402
 from autotune.units import format_size, parse_size  # noqa: E402
 
 log = logging.getLogger("gpu_check")

@@ -179,7 +179,7 @@ else
     step search_4gb "$T_SEARCH_4GB" "$py" benchmarks/gpu_check.py "${common[@]}" "${check_args[@]}" \
         --no-ladder --no-preflight --ceilings 4GB --tag part2 --budget-s "$(within T_SEARCH_4GB-15)" --run-dir "$run/gpu-check"
     profile=$(ls "$out"/*-part2-4gb.yaml 2>/dev/null | head -1)
-    compiles=$([ -n "$profile" ] && "$py" -c 'import sys; from autotune.profile import Profile
+    compiles=$([ -n "$profile" ] && "$py" -c 'import sys; from autotune.profiles.profile import Profile
 print(Profile.load(sys.argv[1]).best.settings.get("compile", "none"))' "$profile" 2>/dev/null)
     if [ -n "$profile" ] && [ "${compiles:-none}" != none ]; then
         # On a copy: warmup writes PROFILE.compile.bin beside the profile (not one of the 8 files).

@@ -25,15 +25,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autotune import _worker, hardware  # noqa: E402
+from autotune import hardware  # noqa: E402
+from autotune.measure import worker as _worker
 from autotune.cli.format import settings_diff  # noqa: E402
-from autotune.backends.cpu import CpuBackend  # noqa: E402
+from autotune.measure.backends.cpu import CpuBackend  # noqa: E402
 from autotune.knobs import Context, all_knobs  # noqa: E402
-from autotune.measure import TrialJob  # noqa: E402
-from autotune.pipelines import model_info  # noqa: E402
+from autotune.measure.measurer import TrialJob  # noqa: E402
+from autotune.models.pipelines import model_info  # noqa: E402
 from autotune.planner import Planner  # noqa: E402
-from autotune.profile import atomic_write_text  # noqa: E402
-from autotune.space import SearchSpace  # noqa: E402
+from autotune.profiles.profile import atomic_write_text  # noqa: E402
+from autotune.knobs.space import SearchSpace  # noqa: E402
 from autotune.target import Target  # noqa: E402
 from autotune.units import format_size  # noqa: E402
 
@@ -136,7 +137,7 @@ CUDA_CASES = [
 
 
 def cuda_live_rows(budget_s: float, out_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from autotune.measure import SubprocessMeasurer
+    from autotune.measure.measurer import SubprocessMeasurer
 
     start = time.monotonic()
     measurer = SubprocessMeasurer(timeout_s=180)

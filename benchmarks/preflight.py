@@ -64,8 +64,8 @@ def check_imports(device: str) -> tuple[Check, dict[str, Any]]:
 def model_step(model: str, device: str, height: int | None, width: int | None, timeout_s: float,
                log_dir: Path) -> Any:
     """One trial of one step: the Measurement (status, memory, timings)."""
-    from autotune.measure import SubprocessMeasurer, TrialJob
-    from autotune.pipelines import model_info
+    from autotune.measure.measurer import SubprocessMeasurer, TrialJob
+    from autotune.models.pipelines import model_info
     from autotune.target import Target
 
     info = model_info(model)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> list[Check]:
     if not done(imports):
         return checks
     from autotune.errors import AutotuneError
-    from autotune.pipelines import model_info
+    from autotune.models.pipelines import model_info
 
     start = time.monotonic()
     try:

@@ -4,7 +4,7 @@ the exact settings' per-call floor (quality.EXACT_MIN_SQNR_DB).
 
 For each number of steps, the reference (every knob at its exact default, fp32) is made once in
 this process (denoiser calls kept: denoiser_calls.py), then every setting below is measured as a
-search trial would be (autotune._worker.measure, 1 timed run) and judged against it: end-to-end
+search trial would be (autotune.measure.worker.measure, 1 timed run) and judged against it: end-to-end
 PSNR/SSIM of the image, latent error, and the lowest per-call denoiser SQNR.
     python benchmarks/quality_per_call.py [--model builtin:tiny-sd] [--steps 4 30] [--size 64]
 Writes benchmarks/results/<date>-quality-per-call-<device>.md and .json.
@@ -21,10 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autotune import _worker, hardware  # noqa: E402
+from autotune import hardware  # noqa: E402
+from autotune.measure import worker as _worker
 from autotune.knobs import all_knobs  # noqa: E402
-from autotune.measure import TrialJob  # noqa: E402
-from autotune.profile import atomic_write_text  # noqa: E402
+from autotune.measure.measurer import TrialJob  # noqa: E402
+from autotune.profiles.profile import atomic_write_text  # noqa: E402
 from autotune.target import NO_CEILING, Target  # noqa: E402
 
 DEFAULTS = {k.name: k.default for k in all_knobs()}

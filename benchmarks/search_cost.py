@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autotune import hardware  # noqa: E402
 from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.knobs import all_knobs  # noqa: E402
-from autotune.measure import SubprocessMeasurer, TrialJob  # noqa: E402
-from autotune.profile import atomic_write_text  # noqa: E402
+from autotune.measure.measurer import SubprocessMeasurer, TrialJob  # noqa: E402
+from autotune.profiles.profile import atomic_write_text  # noqa: E402
 from autotune.target import Target  # noqa: E402
-from autotune.tune import tune  # noqa: E402
+from autotune.jobs import tune  # noqa: E402
 from autotune.units import parse_size  # noqa: E402
 
 DEFAULTS = {k.name: k.default for k in all_knobs()}

@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from autotune.measure import Measurement, TrialJob  # noqa: E402
+from autotune.measure.measurer import Measurement, TrialJob  # noqa: E402
 
 TINY = "builtin:tiny-sd"
 
@@ -16,7 +16,7 @@ TINY = "builtin:tiny-sd"
 @pytest.fixture
 def tiny_pipe():
     """A fresh tiny SD pipeline (seeded random weights, ~0.1 s to build after the first import)."""
-    from autotune.pipelines import build_pipeline
+    from autotune.models.pipelines import build_pipeline
 
     return build_pipeline(TINY)
 

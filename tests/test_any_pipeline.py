@@ -12,11 +12,11 @@ import pytest
 from zoo import ZOO_CLASSES, ZOO_NAMES, zoo  # noqa: F401  (zoo: fixture)
 
 from autotune.knobs import all_knobs
-from autotune.measure import SubprocessMeasurer
+from autotune.measure.measurer import SubprocessMeasurer
 from autotune.planner import Planner
-from autotune.profile import Profile, ProfileEntry
+from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.target import Target
-from autotune.tune import finish, space_for, start_search
+from autotune.jobs import finish, space_for, start_search
 
 #: What a user passes for each: its own call arguments, the frames of a video.
 OPTIONS = {"pixart": {"call_args": {"use_resolution_binning": False}}, "wan": {"frames": 5}}
@@ -25,7 +25,7 @@ OPTIONS = {"pixart": {"call_args": {"use_resolution_binning": False}}, "wan": {"
 APPLY_AND_SAVE = """
 import sys, numpy as np
 from autotune import apply_profile, load_pipeline
-from autotune.call import call_pipeline, output_array
+from autotune.models.call import call_pipeline, output_array
 for profile, out in zip(sys.argv[1::2], sys.argv[2::2]):
     pipe = load_pipeline(profile)
     handle = apply_profile(pipe, profile)
@@ -65,7 +65,7 @@ def measurer():
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_search_plan_apply_and_identical_across_processes(name, zoo, measurer, other_process, tmp_path):  # noqa: F811
     from autotune import apply_profile, load_pipeline
-    from autotune.call import call_pipeline, output_array
+    from autotune.models.call import call_pipeline, output_array
 
     target = target_for(name, zoo[name])
     # fp16 is left out: on CPU it is emulated and ten times slower, nothing this test is about

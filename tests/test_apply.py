@@ -10,10 +10,10 @@ import torch
 from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune import knobs
-from autotune.apply import apply_profile, find_profile, hooked_modules, load_pipeline
+from autotune.profiles.apply import apply_profile, find_profile, hooked_modules, load_pipeline
 from autotune.errors import NoMatchingProfileError, PipelineStateError, ProfileMismatchError
 from autotune.hardware import cpu_name
-from autotune.profile import Profile, ProfileEntry
+from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.target import Target
 
 TUNED = {"dtype": "bf16", "layerwise_fp8": True, "channels_last": True, "attention": "sliced",
@@ -138,7 +138,7 @@ def test_cuda_profile_on_a_machine_without_cuda_says_what_to_do(tiny_pipe, monke
 
 
 def test_profile_whose_ceiling_this_device_can_hold_is_preferred(tmp_path, tiny_pipe, monkeypatch):
-    from autotune import apply as apply_module
+    from autotune.profiles import apply as apply_module
 
     monkeypatch.setattr(apply_module, "_current_device_memory", lambda device: 8 * 2**30)
     for name, ceiling, latency in (("small", 4, 2.0), ("fits", 8, 1.0), ("too-big", 24, 0.5)):
@@ -205,7 +205,7 @@ def wan_profile(settings) -> Profile:
 def test_a_failing_knob_leaves_the_pipeline_as_it_was(zoo, failing_knob):  # noqa: F811
     from diffusers import DiffusionPipeline
 
-    from autotune.apply import KnobApplyError
+    from autotune.profiles.apply import KnobApplyError
 
     pipe = DiffusionPipeline.from_pretrained(zoo["wan"])
     pipe.set_progress_bar_config(disable=True)
@@ -225,7 +225,7 @@ def test_a_failing_knob_leaves_the_pipeline_as_it_was(zoo, failing_knob):  # noq
 
 
 def test_a_pipeline_that_cannot_be_put_back_says_to_reload_it(tiny_pipe, failing_knob, monkeypatch):
-    from autotune.apply import KnobApplyError, PipelineSnapshot
+    from autotune.profiles.apply import KnobApplyError, PipelineSnapshot
 
     monkeypatch.setattr(PipelineSnapshot, "restore", lambda self: False)
     with pytest.raises(KnobApplyError, match="could not be put back as it was: load it again"):
@@ -277,7 +277,7 @@ def test_profile_for_another_folder_is_refused(zoo):  # noqa: F811
 def test_relative_profile_made_elsewhere_matches_by_its_recorded_identity(zoo, tmp_path, monkeypatch):  # noqa: F811
     from diffusers import DiffusionPipeline
 
-    from autotune.apply import profile_model_source
+    from autotune.profiles.apply import profile_model_source
 
     folder = zoo["sd"]
     profile = folder_profile("sd", model_identity=str(folder.resolve()))  # written from folder.parent
@@ -317,7 +317,7 @@ def tiered_profile() -> Profile:
     ("6MB", "alternative 1", 5), (5 * MiB, "alternative 1", 5), ("4.5MiB", "alternative 2", 3),
 ])
 def test_max_vram_picks_the_fastest_entry_that_fits(max_vram, choice, peak):
-    from autotune.apply import choose_entry, ceiling_bytes
+    from autotune.profiles.apply import choose_entry, ceiling_bytes
 
     label, entry = choose_entry(tiered_profile(), None if max_vram is None else ceiling_bytes(max_vram))
     assert (label, entry.peak_bytes) == (choice, peak * MiB)
@@ -325,7 +325,7 @@ def test_max_vram_picks_the_fastest_entry_that_fits(max_vram, choice, peak):
 
 def test_apply_with_max_vram_applies_the_alternative_and_says_so(tmp_path, tiny_pipe, caplog):
     path = tiered_profile().save(tmp_path / "tiers.yaml")
-    with caplog.at_level("INFO", logger="autotune.apply"):
+    with caplog.at_level("INFO", logger="autotune.profiles.apply"):
         handle = apply_profile(tiny_pipe, path, max_vram="4MB")
     assert handle.choice == "alternative 2" and handle.max_vram == 4 * MiB
     assert handle.entry.peak_bytes == 3 * MiB and handle.settings["vae_slicing"] is True
@@ -372,7 +372,7 @@ def test_cli_apply_max_vram(tmp_path, capsys):
 
 def test_handle_names_file_entry_settings_and_dtype_changes(tmp_path, tiny_pipe, caplog):
     path = make_profile({"dtype": "bf16", "attention": "sliced"}).save(tmp_path / "p.yaml")
-    with caplog.at_level("INFO", logger="autotune.apply"):
+    with caplog.at_level("INFO", logger="autotune.profiles.apply"):
         handle = apply_profile(tiny_pipe, path)
     assert handle.source == str(path) and handle.choice == "best" and handle.reason is None
     assert "unet: dtype float32 -> bfloat16" in handle.changes
@@ -390,7 +390,7 @@ def test_handle_names_file_entry_settings_and_dtype_changes(tmp_path, tiny_pipe,
 def test_a_half_precision_pipeline_turned_to_fp32_warns(tiny_pipe):
     import warnings
 
-    from autotune.pipelines import build_pipeline
+    from autotune.models.pipelines import build_pipeline
 
     pipe = build_pipeline("builtin:tiny-sd", torch_dtype=torch.bfloat16)
     with pytest.warns(UserWarning, match=r"dtype=fp32 converted .*unet.* from bfloat16 to float32"):
@@ -405,7 +405,7 @@ def test_auto_discovery_says_why_it_chose_the_profile(tmp_path, tiny_pipe, caplo
     make_profile(latency=0.5, device_name="Other CPU").save(tmp_path / "a.yaml")
     make_profile(latency=0.9).save(tmp_path / "b.yaml")
     make_profile(latency=0.7).save(tmp_path / "c.yaml")
-    with caplog.at_level("INFO", logger="autotune.apply"):
+    with caplog.at_level("INFO", logger="autotune.profiles.apply"):
         handle = apply_profile(tiny_pipe, profile_dir=tmp_path)
     assert handle.source.endswith("c.yaml")
     assert handle.reason.startswith("chose c.yaml (0.700 s) among 3 matching profiles")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from autotune.backends.cpu import ALIGNMENT, CpuBackend, LiveTensorTracker
+from autotune.measure.backends.cpu import ALIGNMENT, CpuBackend, LiveTensorTracker
 
 
 def test_tracker_counts_peak_of_live_tensors():

@@ -5,15 +5,16 @@ import types
 
 import pytest
 
-from autotune import _worker, hardware
-from autotune.backends import cuda as cuda_backend
-from autotune.backends.sampling import PeakSampler
-from autotune.backends.cuda import (CONTEXT_FLOOR_BYTES, REAL_CARD_HEADROOM_BYTES, WORKSPACE_RESIDUE_LIMIT_BYTES,
+from autotune import hardware
+from autotune.measure import worker as _worker
+from autotune.measure.backends import cuda as cuda_backend
+from autotune.measure.backends.sampling import PeakSampler
+from autotune.measure.backends.cuda import (CONTEXT_FLOOR_BYTES, REAL_CARD_HEADROOM_BYTES, WORKSPACE_RESIDUE_LIMIT_BYTES,
                                     CudaBackend, ProcessPeak, PynvmlReader, memory_fraction,
                                     parse_oom_request)
 from autotune.errors import InvalidTargetError
-from autotune.measure import TrialJob
-from autotune.trials import classify
+from autotune.measure.measurer import TrialJob
+from autotune.search.trials import classify
 from autotune.target import Target
 
 MiB, GiB = 2**20, 2**30
@@ -186,15 +187,15 @@ def test_track_records_three_peaks_and_the_nvml_peak_decides():
     assert reading.memory["nvml_process_peak"] >= 500 * MiB + 5 * GiB + 4 * GiB
     assert reading.peak_bytes == reading.memory["nvml_process_peak"]
     # No OOM was raised, yet the process peak is over the 8 GiB ceiling: infeasible.
-    from autotune.measure import Measurement
+    from autotune.measure.measurer import Measurement
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
                     latencies_s=[1.0], peak_bytes=reading.peak_bytes)
     assert classify(m, 8 * GiB)[0] == "over_ceiling"
 
 
 def test_in_a_worker_the_parent_samples_nvml_by_pid_and_its_peak_decides():
-    from autotune.backends.cuda import ProcessPeak
-    from autotune.measure import Measurement
+    from autotune.measure.backends.cuda import ProcessPeak
+    from autotune.measure.measurer import Measurement
 
     b, cuda, nvml = backend()  # a worker's backend: no sampling thread of its own
     b.setup()
@@ -246,7 +247,7 @@ def test_without_nvml_the_context_is_the_calibrated_floor_never_zero(monkeypatch
     assert "nvml_process_peak" not in reading.memory
     assert reading.peak_bytes == 7 * GiB + 700 * MiB + CONTEXT_FLOOR_BYTES
     # 7.7 GiB in PyTorch's pool is over an 8 GiB ceiling once the context counts.
-    from autotune.measure import Measurement
+    from autotune.measure.measurer import Measurement
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
                     latencies_s=[1.0], peak_bytes=reading.peak_bytes)
     assert classify(m, 8 * GiB)[0] == "over_ceiling"
@@ -403,7 +404,7 @@ def test_the_worker_stays_warm_despite_the_cublas_workspace(monkeypatch, clear):
 
     monkeypatch.setattr(_worker, "run_pipeline", run)
     monkeypatch.setattr(_worker.HostWeights, "fresh", lambda self, model, settings, timings: object())
-    monkeypatch.setattr("autotune.apply.apply_settings", lambda *a, **kw: None)
+    monkeypatch.setattr("autotune.profiles.apply.apply_settings", lambda *a, **kw: None)
     worker = _worker.Worker(b)
     results = [worker.trial(TrialJob(_tiny_target(), {}, runs=2, max_runs=2)) for _ in range(3)]
     assert [r.status for r in results] == ["ok"] * 3
@@ -438,7 +439,7 @@ def _pynvml_raising(monkeypatch, *failing):
 def test_an_nvml_error_is_no_reading_with_one_warning(monkeypatch, caplog):
     _pynvml_raising(monkeypatch, "processes", "driver")
     reader = PynvmlReader()
-    with caplog.at_level("WARNING", logger="autotune.backends.cuda"):
+    with caplog.at_level("WARNING", logger="autotune.measure.backends.cuda"):
         assert reader.process_used_bytes(7) is None
         assert reader.process_used_bytes(7) is None
     assert reader.driver() is None
@@ -450,7 +451,7 @@ def test_an_nvml_error_is_no_reading_with_one_warning(monkeypatch, caplog):
 def test_a_pid_namespace_falls_back_to_the_device_delta(monkeypatch, caplog):
     _pynvml_raising(monkeypatch)
     reader = PynvmlReader()  # lists PIDs 7 and 8: the worker is 4242 in its namespace
-    with caplog.at_level("WARNING", logger="autotune.backends.cuda"):
+    with caplog.at_level("WARNING", logger="autotune.measure.backends.cuda"):
         with ProcessPeak(reader, pid=4242, interval_s=0.001, baseline_used=4 * GiB) as peak:
             pass
     assert peak.peak == 10 * GiB - 4 * GiB and peak.source == "device_delta"
@@ -460,8 +461,8 @@ def test_a_pid_namespace_falls_back_to_the_device_delta(monkeypatch, caplog):
 def test_an_nvml_error_in_the_parent_gives_a_trial_not_a_crash(monkeypatch):
     """The parent's sampler over an NVML that refuses the process list: the trial keeps the
     worker's own reading and gets the device-wide delta as its NVML peak."""
-    from autotune import measure
-    from autotune.measure import Measurement
+    from autotune.measure import measurer as measure
+    from autotune.measure.measurer import Measurement
 
     _pynvml_raising(monkeypatch, "processes")
     monkeypatch.setattr(cuda_backend, "open_nvml", lambda: PynvmlReader())
@@ -475,7 +476,7 @@ def test_an_nvml_error_in_the_parent_gives_a_trial_not_a_crash(monkeypatch):
 
 
 def test_when_nvml_reads_nothing_at_all_the_sampler_adds_nothing(monkeypatch):
-    from autotune.measure import Measurement
+    from autotune.measure.measurer import Measurement
 
     _pynvml_raising(monkeypatch, "processes", "memory")
     with ProcessPeak(PynvmlReader(), pid=4242, interval_s=0.001, baseline_used=1 * GiB) as peak:

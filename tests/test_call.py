@@ -7,7 +7,7 @@ import pytest
 import torch
 from zoo import build
 
-from autotune.call import (
+from autotune.models.call import (
     accepted_call_args,
     call_kwargs,
     call_pipeline,

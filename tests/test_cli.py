@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from autotune import knobs
-from autotune.profile import Profile, ProfileEntry
+from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.target import Target
 
 

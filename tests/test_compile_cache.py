@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from autotune import compile_cache
+from autotune.profiles import compile_cache
 from autotune.target import Target
 
 TARGET = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**31)
@@ -39,8 +39,8 @@ def test_a_second_process_with_the_artifacts_reaches_its_first_image_sooner(tmp_
     """tiny-sd, compile=full, CPU: cold compile vs the artifacts, each in a fresh process with an
     empty inductor cache; then a changed key falls back with the warning."""
     from autotune import apply_profile, load_pipeline
-    from autotune.profile import Profile, ProfileEntry
-    from autotune.warmup import warmup
+    from autotune.profiles.profile import Profile, ProfileEntry
+    from autotune.profiles.warmup import warmup
 
     entry = ProfileEntry(settings={"compile": "full"}, latency_median_s=0.1, latency_p90_s=0.1,
                          peak_bytes=1, peak_metric="cpu_live_tensor_peak", runs=1)

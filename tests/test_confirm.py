@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autotune import confirm
-from autotune.confirm import Candidate, decide, holm, pick_candidates, plan
+from autotune.search import confirm
+from autotune.search.confirm import Candidate, decide, holm, pick_candidates, plan
 
 MiB = 2**20
 A = Candidate(1, {"dtype": "fp16"}, latency_s=1.00, peak_bytes=800 * MiB, load_s=20.0)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from autotune import _worker, denoiser_calls, quality
+from autotune.measure import worker as _worker
+from autotune.measure import denoiser_calls
+from autotune.measure import quality
 from autotune.knobs import all_knobs
-from autotune.measure import TrialJob
+from autotune.measure.measurer import TrialJob
 from autotune.target import NO_CEILING, Target
 
 DEFAULTS = {k.name: k.default for k in all_knobs()}

@@ -17,9 +17,9 @@ import textwrap
 import pytest
 
 from autotune.knobs import Context
-from autotune.measure import SubprocessMeasurer, TrialJob
-from autotune.space import SearchSpace
-from autotune.study import Search
+from autotune.measure.measurer import SubprocessMeasurer, TrialJob
+from autotune.knobs.space import SearchSpace
+from autotune.search.study import Search
 from autotune.target import Target
 
 MiB = 2**20

@@ -1,12 +1,12 @@
-"""The worker's host RAM, sampled from the parent by PID (autotune/backends/host_memory.py)."""
+"""The worker's host RAM, sampled from the parent by PID (autotune/measure/backends/host_memory.py)."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 
-from autotune.backends.host_memory import HostPeak, resident_bytes
-from autotune.measure import Measurement
+from autotune.measure.backends.host_memory import HostPeak, resident_bytes
+from autotune.measure.measurer import Measurement
 
 MiB = 2**20
 

@@ -10,10 +10,10 @@ from conftest import FakeMeasurer, fake_measurement
 from autotune.cli.search_cmd import TrialPrinter
 from autotune.errors import InvalidTargetError
 from autotune.knobs import Context
-from autotune.space import SearchSpace
-from autotune.study import Search
+from autotune.knobs.space import SearchSpace
+from autotune.search.study import Search
 from autotune.target import Target
-from autotune.trials import classify
+from autotune.search.trials import classify
 
 MiB, GiB = 2**20, 2**30
 

@@ -124,7 +124,8 @@ def _ids(cases: list) -> list[str]:
 
 @pytest.mark.parametrize("case_id, args, fragments", CLI_CASES, ids=_ids(CLI_CASES))
 def test_cli_refuses_in_one_line_and_writes_nothing(workdir, capsys, monkeypatch, case_id, args, fragments):
-    from autotune import study, tune
+    from autotune.search import study
+    from autotune import jobs as tune
 
     def measured(*args, **kwargs):
         raise AssertionError("the search started measuring: the input was not refused")
@@ -157,26 +158,26 @@ def _size(text):
 
 
 def _load(name):
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     return Profile.load(name)
 
 
 def _space(**selectors):
     from autotune.knobs import Context
-    from autotune.space import SearchSpace
+    from autotune.knobs.space import SearchSpace
 
     return SearchSpace(Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"})), **selectors)
 
 
 def _storage(url):
-    from autotune.storage import open_storage
+    from autotune.search.storage import open_storage
 
     return open_storage(url)
 
 
 def _from_dict(data):
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     return Profile.from_dict(data, source="inline")
 
@@ -238,7 +239,7 @@ def test_api_raises_a_specific_error_in_one_line(workdir, case_id, call, error, 
 def test_apply_profile_refuses_another_model_and_pipeline_class(tiny_pipe, workdir):
     import dataclasses
 
-    from autotune.apply import apply_profile
+    from autotune.profiles.apply import apply_profile
 
     profile = tiny_profile()
     other_model = dataclasses.replace(profile, target=dataclasses.replace(profile.target, model="builtin:sd15"))

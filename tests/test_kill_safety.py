@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from autotune.profile import Profile, remove_stale_temps
+from autotune.profiles.profile import Profile, remove_stale_temps
 from test_cli import tiny_profile
 
 KILLS = 25
 
 WRITER = textwrap.dedent("""
     import os, sys, time
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
     real_fsync = os.fsync
     def slow_fsync(fd):  # a slow disk: widens the window between the temp file and the rename
         time.sleep(0.03)
@@ -86,7 +86,7 @@ def test_a_profile_killed_mid_write_is_the_old_or_the_new_one(tmp_path):
 def test_the_next_save_keeps_a_temp_file_of_a_live_writer(tmp_path):
     out = tmp_path / "p.yaml"
     tiny_profile().save(out)
-    from autotune.profile import _temp_prefix
+    from autotune.profiles.profile import _temp_prefix
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -112,14 +112,14 @@ SEARCH_ARGS = ["search", "--model", "builtin:tiny-sd", "--height", "64", "--widt
 
 
 def _workers_marked(marker: str) -> list[int]:
-    """PIDs of live `autotune._worker` processes whose environment carries `marker`."""
+    """PIDs of live `autotune.measure.worker` processes whose environment carries `marker`."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if b"autotune._worker" not in cmdline or marker.encode() not in (proc / "environ").read_bytes():
+            if b"autotune.measure.worker" not in cmdline or marker.encode() not in (proc / "environ").read_bytes():
                 continue
             if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
                 continue  # a zombie waiting for its reaper is dead already

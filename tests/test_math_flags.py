@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autotune.backends import math_flags
+from autotune.measure.backends import math_flags
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autotune.errors import InvalidTargetError
-from autotune.measure import Measurement, SubprocessMeasurer, TrialJob
+from autotune.measure.measurer import Measurement, SubprocessMeasurer, TrialJob
 from autotune.target import Target
 
 
@@ -100,7 +100,7 @@ def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(j
 
 
 def test_a_trial_that_leaves_state_behind_gets_a_fresh_worker_next(job, tmp_path, monkeypatch):
-    from autotune import measure as measure_module
+    from autotune.measure import measurer as measure_module
 
     monkeypatch.setattr(measure_module, "leaves_process_state", lambda a: a.get("dtype") == "bf16")
     with SubprocessMeasurer(timeout_s=300) as measure:
@@ -116,7 +116,7 @@ def test_compile_is_the_knob_that_needs_a_fresh_process():
 
 
 def measure_module_leaves(assignment):
-    from autotune.measure import leaves_process_state
+    from autotune.measure.measurer import leaves_process_state
 
     return leaves_process_state(assignment)
 

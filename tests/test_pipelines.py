@@ -8,7 +8,7 @@ import torch
 from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune.errors import AutotuneError, ModelNotFoundError
-from autotune.pipelines import (
+from autotune.models.pipelines import (
     ModelInfo,
     build_pipeline,
     builtin_names,
@@ -170,7 +170,7 @@ def test_tokenizer_works_offline(two_tiny):
 def test_builtin_cache_round_trips_exactly_per_dtype(tmp_path):
     import torch
 
-    from autotune.pipelines import _build_builtin, _load_cached_builtin, builtin_cache_path
+    from autotune.models.pipelines import _build_builtin, _load_cached_builtin, builtin_cache_path
 
     fresh = _build_builtin("builtin:tiny-sd", torch.float16)
     first = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves

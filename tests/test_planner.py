@@ -8,16 +8,16 @@ import torch
 from conftest import FakeMeasurer
 from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
-from autotune import _worker
-from autotune.backends.cpu import CpuBackend
+from autotune.measure import worker as _worker
+from autotune.measure.backends.cpu import CpuBackend
 from autotune.errors import PlannerUnsupportedError
 from autotune.knobs import Context, all_knobs
-from autotune.measure import TrialJob
+from autotune.measure.measurer import TrialJob
 from autotune.planner import Planner, Prediction
 from autotune.planner.seeding import seed_order
 from autotune.planner.stats import weight_stats
-from autotune.space import SearchSpace
-from autotune.study import Search
+from autotune.knobs.space import SearchSpace
+from autotune.search.study import Search
 from autotune.target import Target
 
 MiB = 2**20
@@ -84,7 +84,7 @@ def test_layerwise_fp8_stores_cast_layers_in_one_byte():
 
 
 def test_unsupported_pipeline_is_refused_saying_why(monkeypatch):
-    from autotune import pipelines
+    from autotune.models import pipelines
 
     info = pipelines.model_info("builtin:tiny-sd")
     classes = {"transformer": ("diffusers", "LTXVideoTransformer3DModel"), "vae": ("diffusers", "AutoencoderKL"),

@@ -18,8 +18,8 @@ import pytest
 import pg
 from conftest import FakeMeasurer
 from autotune.knobs import Context
-from autotune.space import SearchSpace, assignment_key
-from autotune.study import Search
+from autotune.knobs.space import SearchSpace, assignment_key
+from autotune.search.study import Search
 from autotune.target import Target
 
 
@@ -122,8 +122,8 @@ def _searched(storage) -> Search:
 
 
 def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tmp_path, capsys):
-    from autotune.profile import Profile
-    from autotune.tune import profile_from
+    from autotune.profiles.profile import Profile
+    from autotune.jobs import profile_from
 
     journal = tmp_path / "s.journal"
     search = _searched(journal)
@@ -139,7 +139,7 @@ def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tm
 
 
 def test_export_from_postgres(postgres_url, tmp_path, capsys):
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     search = _searched(postgres_url)
     run = _export(capsys, "--storage", postgres_url, "--study", search.study_name, "--out", tmp_path / "p.yaml")
@@ -162,7 +162,7 @@ def test_export_refuses_an_existing_out_and_a_missing_storage(tmp_path, capsys):
     assert (tmp_path / "p.yaml").read_text() == "mine"
     _export(capsys, "--storage", "postgres://u@h/db", "--study", "x", "--out", tmp_path / "q.yaml"
             ).one_line_error("postgresql://") if hasattr(
-        __import__("autotune.study", fromlist=["x"]), "read_result") else None
+        __import__("autotune.search.study", fromlist=["x"]), "read_result") else None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
@@ -230,7 +230,7 @@ def test_a_trial_keeps_its_heartbeat_from_its_claim_to_its_tell(postgres_url, tm
     import time
 
     from conftest import fake_measurement
-    from autotune import shared_study
+    from autotune.search import shared_study
 
     monkeypatch.setattr(shared_study, "HEARTBEAT_S", 0.2)
     monkeypatch.setattr(shared_study, "GRACE_S", 1)

@@ -8,7 +8,7 @@ import yaml
 
 from autotune import knobs
 from autotune.errors import AutotuneError, ProfileError
-from autotune.profile import SCHEMA_VERSION, Profile, ProfileEntry, atomic_write_text
+from autotune.profiles.profile import SCHEMA_VERSION, Profile, ProfileEntry, atomic_write_text
 from autotune.target import Target
 
 

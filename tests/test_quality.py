@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotune.quality import (
+from autotune.measure.quality import (
     EXACT_MIN_PSNR_DB,
     PSNR_IDENTICAL_DB,
     below_floor,
@@ -119,7 +119,7 @@ def test_the_sanity_floor_of_outputs_and_of_exact_settings():
 
 
 def test_sqnr_and_the_per_call_floor_of_exact_settings():
-    from autotune.quality import EXACT_MIN_SQNR_DB, sqnr
+    from autotune.measure.quality import EXACT_MIN_SQNR_DB, sqnr
 
     signal = np.linspace(-1, 1, 1000)
     assert sqnr(signal, signal) == PSNR_IDENTICAL_DB

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from conftest import fake_measurement
 
-from autotune import quality, reference
-from autotune.space import SearchSpace
+from autotune.measure import quality
+from autotune.search import reference
+from autotune.knobs.space import SearchSpace
 from autotune.knobs import Context
 from autotune.target import NO_CEILING, Target
 

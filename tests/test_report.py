@@ -12,13 +12,13 @@ from conftest import FakeMeasurer
 from test_study import MiB, cost, small_space, target
 
 from autotune.errors import StudyError
-from autotune.measure import Measurement
+from autotune.measure.measurer import Measurement
 from autotune.report import build_report
 from autotune.report.source import locate
 from autotune.report.trials import study_rows
-from autotune.study import Search
-from autotune.trials import open_storage
-from autotune.tune import profile_from
+from autotune.search.study import Search
+from autotune.search.trials import open_storage
+from autotune.jobs import profile_from
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("plotly")

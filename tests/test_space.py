@@ -9,7 +9,7 @@ import pytest
 from autotune import knobs
 from autotune.errors import InvalidAssignmentError, UnknownKnobError
 from autotune.knobs import Context
-from autotune.space import (
+from autotune.knobs.space import (
     SearchSpace,
     assignment_key,
     canonical,
@@ -40,7 +40,7 @@ def registry_pairs():
 
 
 def test_tiny_components_match_model_info():
-    from autotune.pipelines import model_info
+    from autotune.models.pipelines import model_info
 
     assert model_info("builtin:tiny-sd").components == TINY_COMPONENTS
 

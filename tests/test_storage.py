@@ -1,4 +1,4 @@
-"""Opening study storages (autotune/storage.py): workers that start together on a fresh database."""
+"""Opening study storages (autotune/search/storage.py): workers that start together on a fresh database."""
 from __future__ import annotations
 
 import subprocess
@@ -9,14 +9,14 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from autotune import storage
+from autotune.search import storage
 from autotune.errors import StudyError
 
 #: Opens the storage at argv[1] once the clock passes argv[2], so every process creates the tables
 #: at the same moment; prints "ok" or the one-line error.
 OPEN_TOGETHER = """
 import sys, time
-from autotune import storage
+from autotune.search import storage
 from autotune.errors import StudyError
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 try:

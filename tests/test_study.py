@@ -12,15 +12,15 @@ import optuna
 import pytest
 from conftest import FakeMeasurer, fake_measurement
 
-from autotune import confirm
+from autotune.search import confirm
 from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.knobs import Context
-from autotune.measure import Measurement
-from autotune.space import SearchSpace, assignment_key
-from autotune.study import Search
-from autotune.trials import classify
+from autotune.measure.measurer import Measurement
+from autotune.knobs.space import SearchSpace, assignment_key
+from autotune.search.study import Search
+from autotune.search.trials import classify
 from autotune.target import Target
-from autotune.tune import profile_from
+from autotune.jobs import profile_from
 
 MiB = 2**20
 CTX = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
@@ -332,7 +332,7 @@ class JudgingMeasurer(FakeMeasurer):
         self.image, self.enforce_ceiling, self.reference_fails = image, enforce_ceiling, reference_fails
 
     def __call__(self, job, *, timeout_s=None):
-        from autotune import quality
+        from autotune.measure import quality
 
         self.jobs.append(job)
         latency, peak = self.cost(job.assignment)
@@ -380,7 +380,7 @@ def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp
 
 
 def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass():
-    from autotune.trials import QualityGuard, quality_verdict
+    from autotune.search.trials import QualityGuard, quality_verdict
 
     guard = QualityGuard(30.0, {"reference_dtype": "fp32", "made": "without the memory ceiling", "problem": None})
     noisy = fake_measurement(None)
@@ -411,7 +411,8 @@ def test_an_exact_setting_that_returns_nan_is_reported_as_a_bug_not_feasible(tmp
 def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_judged(tmp_path, monkeypatch):
     """fp32 (80 MiB) runs out of memory under 60 MiB on a GPU: the reference is made without the ceiling."""
     fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}), enforce_ceiling=True)
-    from autotune import hardware, study
+    from autotune import hardware
+    from autotune.search import study
 
     monkeypatch.setattr(study, "_device_name", lambda device: "Fake GPU")  # no GPU here
     monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})
@@ -523,7 +524,7 @@ def _claims_study(tmp_path) -> optuna.Study:
 
 
 def _claim(study, trial, key, limit=None, measured=frozenset()):
-    from autotune import shared_study
+    from autotune.search import shared_study
 
     return shared_study.claim(study, trial, key, lambda trials: set(measured), limit, poll_s=0.05)
 
@@ -548,7 +549,7 @@ def test_a_claim_waits_for_a_later_claimant_that_has_not_decided(tmp_path, decis
     import threading
     import time
 
-    from autotune import shared_study
+    from autotune.search import shared_study
 
     study = _claims_study(tmp_path)
     first, second = study.ask(), study.ask()
@@ -568,7 +569,7 @@ def test_a_dead_workers_queued_retry_keeps_its_settings_and_its_slot(tmp_path):
     """The retry Optuna queues for a dead worker's trial copies its claim: until a worker takes it,
     no other trial measures those settings or takes its slot, and the worker that takes it (even
     late, with a higher number) measures it."""
-    from autotune import shared_study
+    from autotune.search import shared_study
 
     study = _claims_study(tmp_path)
     dead = study.ask()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.timing import StoppingRule, median_ci, sign_test_p, timing_stats
+from autotune.measure.timing import StoppingRule, median_ci, sign_test_p, timing_stats
 
 
 def test_no_interval_below_six_runs():

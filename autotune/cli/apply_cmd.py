@@ -22,9 +22,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.apply import apply_profile, choose_entry, load_pipeline, require_device
+    from autotune.profiles.apply import apply_profile, choose_entry, load_pipeline, require_device
     from autotune.cli.format import check_output_path
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
     from autotune.units import parse_size
 
     check_output_path(args.out, (".png",), "--out", create_parents=False)

@@ -58,7 +58,7 @@ def caveats(a: Any, b: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     a, b = Profile.load(args.a), Profile.load(args.b)
     diff = compare(a.to_dict(), b.to_dict())

@@ -22,8 +22,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from autotune import knobs
     from autotune.knobs.probe import model_context
-    from autotune.pipelines import model_info
-    from autotune.space import SearchSpace
+    from autotune.models.pipelines import model_info
+    from autotune.knobs.space import SearchSpace
 
     device = resolve_device(args.device)
     model = args.model or default_model(device)

@@ -77,7 +77,7 @@ def _predict_all(target: Any, include: list[str], exclude: list[str], *,
     from tqdm import tqdm
 
     from autotune.planner import Planner
-    from autotune.tune import space_for
+    from autotune.jobs import space_for
 
     space = space_for(target, include, exclude)
     hint = " (--device cuda plans for a GPU)" if device_was_auto and target.device == "cpu" else ""

@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
 def read_folder(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
     """(path, Profile) for each readable *.yaml/*.yml in `folder`, and one reason per unreadable one."""
     from autotune.errors import InvalidTargetError, ProfileError
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
@@ -39,7 +39,7 @@ def read_folder(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.apply import profile_dir_default
+    from autotune.profiles.apply import profile_dir_default
 
     folder = args.dir or profile_dir_default()
     if args.dir is None and not folder.exists():  # nothing searched yet here: not an error

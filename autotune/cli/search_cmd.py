@@ -122,7 +122,7 @@ def default_out(target: Any) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from autotune.errors import NoFeasibleTrialError
-    from autotune.tune import finish, no_feasible_message, space_for, start_search
+    from autotune.jobs import finish, no_feasible_message, space_for, start_search
 
     target = build_target(args)
     out = check_output_path(args.out or default_out(target), (".yaml", ".yml"), "--out")
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         raise NoFeasibleTrialError(no_feasible_message(result, tuned.log_dir))
     tuned.profile.save(out)
     if knobs.compiles(tuned.profile.settings) and not args.no_artifacts:
-        from autotune.warmup import warmup
+        from autotune.profiles.warmup import warmup
 
         print(f"building compile artifacts beside {out} (two fresh processes; skip with --no-artifacts)",
               file=sys.stderr)
@@ -350,7 +350,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
 def quality_lines(result: Any, best: Any) -> list[str]:
     """The winner's quality and what it is against; trials the guard refused for more than the
     floor (a bug in an exact knob, a broken output, lossy and unjudged); a missing reference."""
-    from autotune.trials import quality_against
+    from autotune.search.trials import quality_against
 
     lines = []
     m = best.measurement

@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autotune.knobs import all_knobs
-    from autotune.profile import Profile
+    from autotune.profiles.profile import Profile
 
     profile = Profile.load(args.profile)
     if args.json:

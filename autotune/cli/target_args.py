@@ -70,9 +70,9 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
     `ceiling_required=False`; check `target.has_ceiling`). `--call-arg`s and `--frames` are checked
     against the pipeline class's `__call__` here, before anything slow runs.
     """
-    from autotune.call import check_call_args, pipeline_class
+    from autotune.models.call import check_call_args, pipeline_class
     from autotune.errors import InvalidTargetError
-    from autotune.pipelines import model_info
+    from autotune.models.pipelines import model_info
     from autotune.target import NO_CEILING, Target
     from autotune.units import parse_size
 

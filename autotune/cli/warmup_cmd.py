@@ -24,9 +24,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.apply import require_device
-    from autotune.profile import Profile
-    from autotune.warmup import warmup
+    from autotune.profiles.apply import require_device
+    from autotune.profiles.profile import Profile
+    from autotune.profiles.warmup import warmup
 
     require_device(args.device or Profile.load(args.profile).target.device)
     profile = warmup(args.profile, device=args.device, timeout_s=args.timeout)

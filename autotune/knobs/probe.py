@@ -64,7 +64,7 @@ def model_context(model: str, device: str, info: Any = None) -> Context:
     """The context of a model before loading it: its components and classes from `model_info`
     (or its model_index), facts from each diffusers component built on the meta device. A model
     whose components cannot be built so gets a context without facts (rules by name), logged."""
-    from autotune.pipelines import model_info
+    from autotune.models.pipelines import model_info
 
     info = info or model_info(model)
     classes = dict(getattr(info, "component_classes", None) or component_classes(model))
@@ -106,7 +106,7 @@ def probe_model(model: str, classes: tuple[tuple[str, tuple[str, str]], ...]) ->
 
 
 def _model_index(model: str) -> dict[str, Any]:
-    from autotune import pipelines
+    from autotune.models import pipelines
 
     if model.startswith(pipelines.BUILTIN_PREFIX):
         return dict(pipelines._builtin_configs(model)["model_index"])
@@ -117,7 +117,7 @@ def _model_index(model: str) -> dict[str, Any]:
 
 def _component_config(model: str, name: str, cls: type) -> dict[str, Any]:
     """A component's own config: the built-in's, or `<model>/<name>/config.json` read by its class."""
-    from autotune import pipelines
+    from autotune.models import pipelines
 
     if model.startswith(pipelines.BUILTIN_PREFIX):
         return dict(pipelines._builtin_configs(model)[name])

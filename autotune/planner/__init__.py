@@ -64,7 +64,7 @@ class Planner:
     def __init__(self, target: Target) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        from autotune.pipelines import call_default, load_configs, model_info
+        from autotune.models.pipelines import call_default, load_configs, model_info
         from autotune.planner.fake import traced_names
 
         info = model_info(target.model)
@@ -151,7 +151,7 @@ class Planner:
 
     def _shapes(self, vae: Any, channels: int, cfg_batch: int, dtype: Any, tokens: int = 0) -> Any:
         """One call on the target's latents, as `vae` shapes them (frames for a video VAE)."""
-        from autotune.pipelines import vae_spatial_scale
+        from autotune.models.pipelines import vae_spatial_scale
         from autotune.planner import inputs
 
         scale = vae_spatial_scale(dict(vae.config))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from autotune.pipelines import component_classes, load_configs
+from autotune.models.pipelines import component_classes, load_configs
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from autotune.backends.cpu import LiveTensorTracker
+from autotune.measure.backends.cpu import LiveTensorTracker
 from autotune.planner.inputs import CLIP_TOKENS, DenoiserCall, Shapes
 
 

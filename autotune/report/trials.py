@@ -161,8 +161,8 @@ def _category(outcome: str, measurement: dict[str, Any], ceiling: int, quality: 
         return "below_quality"
     if outcome in CATEGORIES:
         return outcome
-    from autotune.measure import Measurement
-    from autotune.trials import classify
+    from autotune.measure.measurer import Measurement
+    from autotune.search.trials import classify
 
     category = classify(Measurement.from_dict(measurement), ceiling)[0] if ceiling else "failed"
     if category == "feasible" and min_psnr is not None and quality.get("psnr_db", math.inf) < min_psnr:

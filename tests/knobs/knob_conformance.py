@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from autotune import knobs
-from autotune.apply import apply_settings, pipeline_components
+from autotune.profiles.apply import apply_settings, pipeline_components
 from autotune.errors import InvalidAssignmentError
 from autotune.knobs import Context
-from autotune.space import SearchSpace
+from autotune.knobs.space import SearchSpace
 
 RUN_KW = dict(height=64, width=64, num_inference_steps=2, output_type="np")
 PROMPT = "a cat"
@@ -42,7 +42,7 @@ def cpu_context(pipe: Any) -> Context:
 @pytest.fixture(scope="module")
 def baseline_images() -> np.ndarray:
     """Images of an untouched tiny pipeline (every knob at its default)."""
-    from autotune.pipelines import build_pipeline
+    from autotune.models.pipelines import build_pipeline
 
     return run(build_pipeline("builtin:tiny-sd"))
 

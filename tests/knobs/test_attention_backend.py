@@ -43,7 +43,7 @@ def test_unknown_without_module_facts():
 
 
 def test_half_precision_kernels_conflict_with_fp32():
-    from autotune.space import check_values
+    from autotune.knobs.space import check_values
 
     with pytest.raises(InvalidAssignmentError, match="fp16/bf16"):
         check_values({"attention_backend": "_native_flash", "dtype": "fp32"})
@@ -55,7 +55,7 @@ def test_applies_to_dispatching_transformers_and_undoes():
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
     from zoo import build
 
-    from autotune.call import call_kwargs, output_array
+    from autotune.models.call import call_kwargs, output_array
     from autotune.target import Target
 
     pipe = build("wan")

@@ -46,10 +46,10 @@ def test_a_search_measures_the_cache_judges_it_and_the_profile_reapplies_it(name
     trial judged against the exact reference, and the winner's profile applied to a freshly
     loaded pipeline gives the same bits twice (the cache decides the same way every run)."""
     from autotune import apply_profile, load_pipeline
-    from autotune.call import call_pipeline, output_array
-    from autotune.measure import SubprocessMeasurer
+    from autotune.models.call import call_pipeline, output_array
+    from autotune.measure.measurer import SubprocessMeasurer
     from autotune.target import Target
-    from autotune.tune import finish, space_for, start_search
+    from autotune.jobs import finish, space_for, start_search
 
     target = Target(model=str(zoo[name]), height=32, width=32, batch=1, steps=4, max_vram=2**31,
                     pipeline_class=ZOO_CLASSES[name], **({"frames": 5} if name == "wan" else {}))

@@ -6,7 +6,7 @@ from knob_conformance import baseline_images, conformance  # noqa: F401  (fixtur
 from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 from autotune import knobs
-from autotune.apply import apply_settings
+from autotune.profiles.apply import apply_settings
 from autotune.errors import InvalidAssignmentError
 from autotune.knobs import Context
 
@@ -62,7 +62,7 @@ def test_fused_projections_are_cast_to_fp8_with_the_rest(tiny_pipe):
 
 
 def test_sliced_attention_would_undo_the_fusion():
-    from autotune.space import check_values
+    from autotune.knobs.space import check_values
 
     with pytest.raises(InvalidAssignmentError, match="unfused"):
         check_values({"fuse_qkv": True, "attention": "sliced"})
@@ -70,7 +70,7 @@ def test_sliced_attention_would_undo_the_fusion():
 
 
 def test_searched_on_cuda_included_on_demand_on_cpu():
-    from autotune.space import SearchSpace
+    from autotune.knobs.space import SearchSpace
 
     cuda = Context(device="cuda", components=frozenset({"unet", "vae", "text_encoder"}),
                    component_classes={"unet": ("diffusers", "UNet2DConditionModel")})

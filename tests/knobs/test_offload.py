@@ -6,7 +6,7 @@ import pytest
 from knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.apply import hooked_modules
+from autotune.profiles.apply import hooked_modules
 from autotune.knobs import ApplyContext, Context
 from autotune.knobs.builtin.offload import Offload, resident_bytes
 from autotune.planner.stats import WeightStats
@@ -34,7 +34,7 @@ def test_group_offload_applies_mechanically_on_cpu(tiny_pipe, baseline_images, v
 
 
 def test_group_leaf_hooks_more_modules_than_block(tiny_pipe):
-    from autotune.pipelines import build_pipeline
+    from autotune.models.pipelines import build_pipeline
 
     other = build_pipeline("builtin:tiny-sd")
     knobs.get("offload").apply(tiny_pipe, "group-block-1", ApplyContext("cpu"))

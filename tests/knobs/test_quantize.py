@@ -95,7 +95,7 @@ def test_the_planner_counts_scales_and_zero_points_per_row():
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_the_planner_predicts_the_quantized_weights_within_2_percent(tiny_pipe, value, dtype):
     """The plan's denoiser weights against the bytes torchao's tensors hold after `quantize_`."""
-    from autotune.apply import apply_settings
+    from autotune.profiles.apply import apply_settings
 
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**30)
     assignment = {"dtype": dtype, "quantize": value}
@@ -107,9 +107,9 @@ def test_the_planner_predicts_the_quantized_weights_within_2_percent(tiny_pipe, 
 
 @needs_torchao
 def test_an_int8_weight_only_trial_runs_on_cpu():
-    from autotune import _worker
-    from autotune.backends.cpu import CpuBackend
-    from autotune.measure import TrialJob
+    from autotune.measure import worker as _worker
+    from autotune.measure.backends.cpu import CpuBackend
+    from autotune.measure.measurer import TrialJob
 
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**30)
     result = _worker.measure(TrialJob(target, {"quantize": "int8-weight-only"}, runs=2, max_runs=2),

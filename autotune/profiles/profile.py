@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from autotune.errors import AutotuneError, ProfileError
-from autotune.space import check_values
+from autotune.knobs.space import check_values
 from autotune.target import Target
 
 #: 2 added per-entry `timing` (median's 95% interval, spread), `phases` and `quality`, and the

@@ -257,7 +257,7 @@ def describe_call_error(exc: BaseException, pipe: Any, kwargs: Mapping[str, Any]
         images = [n for n, p in params.items() if "image" in n and n not in kwargs]
         if images:
             return (f"{name} could not read an input image ({text[:80]}); it was not given "
-                    f"{', '.join(images)}: call it with autotune.call.call_kwargs, which makes them")
+                    f"{', '.join(images)}: call it with autotune.models.call.call_kwargs, which makes them")
         return None
     divisible = _DIVISIBLE.search(text)
     if divisible and "height" in lowered and "width" in lowered:

@@ -6,7 +6,7 @@ Two fresh processes, each with an empty inductor cache directory so that nothing
 the compile artifacts beside the profile; the second loads them, applies the profile and times
 its first call again. Both times go into the profile's `compile_artifacts` record.
 
-Run as a library function (`warmup(path)`) or `python -m autotune.warmup PROFILE MODE RESULT.json`
+Run as a library function (`warmup(path)`) or `python -m autotune.profiles.warmup PROFILE MODE RESULT.json`
 (one measuring process; MODE is `cold` or `artifacts`).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from autotune import knobs
 from autotune.errors import InvalidTargetError
-from autotune.profile import Profile
+from autotune.profiles.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ def first_call(profile_path: Path, mode: str, device: str | None = None) -> dict
     """In this process: load, apply (with or without the artifacts), time the first call."""
     import torch
 
-    from autotune import compile_cache
-    from autotune.apply import apply_profile, load_pipeline
-    from autotune.call import call_pipeline
+    from autotune.profiles import compile_cache
+    from autotune.profiles.apply import apply_profile, load_pipeline
+    from autotune.models.call import call_pipeline
 
     profile = Profile.load(profile_path)
     pipe = load_pipeline(profile)
@@ -56,7 +56,7 @@ def _run(profile_path: Path, mode: str, device: str | None, timeout_s: float) ->
     with tempfile.TemporaryDirectory(prefix="autotune-warmup-") as tmp:
         result = Path(tmp) / "result.json"
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
-        cmd = [sys.executable, "-m", "autotune.warmup", str(profile_path), mode, str(result)]
+        cmd = [sys.executable, "-m", "autotune.profiles.warmup", str(profile_path), mode, str(result)]
         if device:
             cmd.append(device)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -68,7 +68,7 @@ def _run(profile_path: Path, mode: str, device: str | None, timeout_s: float) ->
 
 def warmup(profile_path: str | os.PathLike[str], device: str | None = None, timeout_s: float = 1800.0) -> Profile:
     """Build the artifacts, measure the first call cold and with them, save both in the profile."""
-    from autotune import compile_cache
+    from autotune.profiles import compile_cache
 
     path = Path(profile_path)
     profile = Profile.load(path)

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from autotune.measure import Measurer, TrialJob
-from autotune.space import Assignment, canonical
+from autotune.measure.measurer import Measurer, TrialJob
+from autotune.knobs.space import Assignment, canonical
 from autotune.target import NO_CEILING, Target
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def make(reference: Reference, target: Target, measurer: Measurer, *, warmup: in
     """The reference, made if it is not there yet: one run without the ceiling; if that runs out
     of the device's memory, one more with sequential offload (when the device has it). Returns
     it with `problem` set when it could not be made or is no image (quality.reference_problem)."""
-    from autotune import quality
+    from autotune.measure import quality
 
     if reference.path.exists():
         return _checked(_with_sidecar(reference), quality)

@@ -33,7 +33,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.timing import RACE_MARGIN, mean_interval, sign_test_p
+from autotune.measure.timing import RACE_MARGIN, mean_interval, sign_test_p
 
 #: Candidates whose latency is within this fraction of the best are re-measured (trials slower
 #: than that are raced: they stop at their minimum runs, timing.py).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.backends.sampling import PeakSampler
+from autotune.measure.backends.sampling import PeakSampler
 
 
 def resident_bytes(pid: int) -> int | None:

@@ -27,8 +27,8 @@ from autotune.errors import (
     ProfileMismatchError,
 )
 from autotune.knobs import ApplyContext, Value
-from autotune.profile import Profile, ProfileEntry
-from autotune.space import check_available, check_values
+from autotune.profiles.profile import Profile, ProfileEntry
+from autotune.knobs.space import check_available, check_values
 from autotune.units import format_size, parse_size
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def state_signature(pipe: Any) -> list[Any]:
 def load_pipeline(profile: Profile | str | os.PathLike[str], *, max_vram: str | int | None = None) -> Any:
     """Build the pipeline the profile was tuned for, from the same model, in its dtype (with
     `max_vram`, in the dtype of the entry `apply_profile` picks for that ceiling)."""
-    from autotune.pipelines import build_pipeline
+    from autotune.models.pipelines import build_pipeline
 
     profile = _as_profile(profile)
     entry = choose_entry(profile, ceiling_bytes(max_vram) if max_vram is not None else None)[1]
@@ -255,7 +255,7 @@ def profile_model_source(profile: Profile) -> str:
     identity names (a relative path written from another working directory)."""
     from pathlib import Path
 
-    from autotune.pipelines import BUILTIN_PREFIX
+    from autotune.models.pipelines import BUILTIN_PREFIX
 
     model = profile.target.model
     stored = profile.fingerprint.get(MODEL_IDENTITY_KEY)
@@ -327,7 +327,7 @@ def apply_profile(
     log.info("applied profile %s (%s): %s", source or "(in memory)", choice, dict(applied))
     if compile_artifacts and source and choice == "best" and profile.compile_artifacts \
             and knobs.compiles(entry.settings):
-        from autotune import compile_cache
+        from autotune.profiles import compile_cache
 
         key = compile_cache.artifact_key(entry.settings, profile.target, device)
         compile_cache.load(profile.compile_artifacts, Path(source), key)
@@ -482,7 +482,7 @@ MODEL_IDENTITY_KEY = "model_identity"
 
 def pipe_identity(pipe: Any) -> str:
     """The identity of the model a pipeline was loaded from (what diffusers kept as `name_or_path`)."""
-    from autotune.pipelines import model_identity
+    from autotune.models.pipelines import model_identity
 
     return model_identity(str(getattr(pipe, "name_or_path", "") or ""))
 
@@ -490,7 +490,7 @@ def pipe_identity(pipe: Any) -> str:
 def profile_identities(profile: Profile) -> list[str]:
     """The identities a profile's model may have: `target.model` resolved here, and the identity
     recorded when it was made (if any)."""
-    from autotune.pipelines import model_identity
+    from autotune.models.pipelines import model_identity
 
     found = [model_identity(profile.target.model)]
     stored = profile.fingerprint.get(MODEL_IDENTITY_KEY)
@@ -500,7 +500,7 @@ def profile_identities(profile: Profile) -> list[str]:
 
 
 def matches_model(profile: Profile, identity: str) -> bool:
-    from autotune.pipelines import same_model
+    from autotune.models.pipelines import same_model
 
     return any(same_model(candidate, identity) for candidate in profile_identities(profile))
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from autotune import hardware
 from autotune.errors import NoFeasibleTrialError, PlannerUnsupportedError
-from autotune.measure import Measurer, SubprocessMeasurer
-from autotune.pipelines import model_info
+from autotune.measure.measurer import Measurer, SubprocessMeasurer
+from autotune.models.pipelines import model_info
 from autotune.planner import Planner
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
-from autotune.profile import Profile, ProfileEntry
-from autotune.space import SearchSpace
-from autotune.study import Search
-from autotune.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
+from autotune.profiles.profile import Profile, ProfileEntry
+from autotune.knobs.space import SearchSpace
+from autotune.search.study import Search
+from autotune.search.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
 from autotune.target import Target
 from autotune.units import format_size
 
@@ -75,8 +75,8 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     best = result.best
     if best is None:
         raise NoFeasibleTrialError(no_feasible_message(result, log_dir))
-    from autotune.apply import MODEL_IDENTITY_KEY
-    from autotune.pipelines import model_identity
+    from autotune.profiles.apply import MODEL_IDENTITY_KEY
+    from autotune.models.pipelines import model_identity
 
     fingerprint = hardware.fingerprint(result.target.device)
     # So a relative model folder still matches when the profile is applied from elsewhere.

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import optuna
 
-from autotune import confirm as confirming
+from autotune.search import confirm as confirming
 from autotune.errors import StudyError
-from autotune.measure import Measurement
-from autotune.space import Assignment, assignment_key
+from autotune.measure.measurer import Measurement
+from autotune.knobs.space import Assignment, assignment_key
 from autotune.target import Target
 
 Outcome = Literal["feasible", "over_ceiling", "over_ram", "below_quality", "oom", "failed", "pruned"]
@@ -203,7 +203,7 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
     reach the floor; with no numbers against the reference it is not judged, so not feasible,
     unless the guard allows unjudged trials or has no floor. Without a guard nothing is judged."""
     from autotune import knobs
-    from autotune import quality as q
+    from autotune.measure import quality as q
 
     if guard is None:
         return 0.0, None
@@ -243,8 +243,8 @@ def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
 def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """The study storage (storage.py), with heartbeats on databases so that several processes
     can share one study (shared_study.py)."""
-    from autotune import shared_study
-    from autotune.storage import open_storage as _open
+    from autotune.search import shared_study
+    from autotune.search.storage import open_storage as _open
 
     return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
                  grace_period=shared_study.GRACE_S)

@@ -162,7 +162,7 @@ def replay_sqnr(pipe: Any, recorder: Recorder | None, reference: dict[str, np.nd
     same inputs; None when the reference kept no calls or this trial saw no denoiser call."""
     import torch
 
-    from autotune import quality
+    from autotune.measure import quality
 
     if recorder is None or META_KEY not in reference or not recorder.placement:
         return None

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from autotune.backends.sampling import PeakSampler
+from autotune.measure.backends.sampling import PeakSampler
 from autotune.errors import InvalidTargetError
 
 log = logging.getLogger(__name__)

@@ -52,11 +52,11 @@ class DeviceBackend(Protocol):
 
 def get_backend(device: str, ceiling: int | None = None) -> DeviceBackend:
     if device == "cpu":
-        from autotune.backends.cpu import CpuBackend
+        from autotune.measure.backends.cpu import CpuBackend
 
         return CpuBackend()
     if device == "cuda":
-        from autotune.backends.cuda import CudaBackend
+        from autotune.measure.backends.cuda import CudaBackend
 
         return CudaBackend(ceiling)
     raise ValueError(f"no measurement backend for device {device!r}")

@@ -1,6 +1,6 @@
 """The trial worker: a process that measures trials on request, one after another.
 
-Run as `python -m autotune._worker FD` by `autotune.measure.WorkerProcess`: requests arrive as
+Run as `python -m autotune.measure.worker FD` by `autotune.measure.measurer.WorkerProcess`: requests arrive as
 JSON lines on stdin, answers leave as JSON lines on file descriptor FD, and stdout/stderr go to
 the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
 torch and diffusers, and a fresh build pays loading the weights; here both are paid once, and
@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from autotune.backends import math_flags
+from autotune.measure.backends import math_flags
 from autotune.errors import InvalidTargetError
-from autotune.measure import Measurement, TrialJob
-from autotune.timing import StoppingRule, timing_stats
+from autotune.measure.measurer import Measurement, TrialJob
+from autotune.measure.timing import StoppingRule, timing_stats
 
 log = logging.getLogger("autotune.worker")
 
@@ -45,7 +45,7 @@ def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None,
     """Call the pipeline as the target says (call.py: text-to-image, image-to-image, video...)."""
     import dataclasses
 
-    from autotune.call import call_pipeline
+    from autotune.models.call import call_pipeline
 
     target = job.target if steps is None else dataclasses.replace(job.target, steps=steps)
     if capture_latents is None:
@@ -68,7 +68,7 @@ class HostWeights:
 
     def fresh(self, model: str, settings: dict[str, Any], timings: dict[str, float]) -> Any:
         from autotune import knobs
-        from autotune.pipelines import build_pipeline
+        from autotune.models.pipelines import build_pipeline
 
         key = (model, knobs.load_key(settings))
         if key not in self._pristine:
@@ -111,7 +111,7 @@ class Worker:
 
     def load(self, job: TrialJob) -> Measurement:
         """Build from the host weights, apply the assignment, warm up. OOM ends in status 'oom'."""
-        from autotune.apply import apply_settings
+        from autotune.profiles.apply import apply_settings
 
         self.release()
         backend = self.backend
@@ -161,7 +161,7 @@ class Worker:
     def _recording(self, job: TrialJob) -> Any:
         """While the judged run runs: the denoiser calls it makes (denoiser_calls.py)."""
 
-        from autotune import denoiser_calls
+        from autotune.measure import denoiser_calls
 
         if not self._to_judge or self.pipe is None:
             return contextlib.nullcontext(None)
@@ -171,8 +171,9 @@ class Worker:
                       recorder: Any = None) -> None:
         """The first plain run's output: saved as the reference, or compared with it (quality.py),
         end to end and, where the reference kept denoiser calls, per call (denoiser_calls.py)."""
-        from autotune import denoiser_calls, quality
-        from autotune.call import output_array
+        from autotune.measure import denoiser_calls
+        from autotune.measure import quality
+        from autotune.models.call import output_array
 
         if not self._to_judge:
             return
@@ -317,7 +318,7 @@ def _compiles(job: TrialJob) -> bool:
 
 def measure(job: TrialJob, backend: Any = None) -> Measurement:
     """One trial in this process (tests, benchmarks); `SubprocessMeasurer` is the isolated path."""
-    from autotune.backends import get_backend
+    from autotune.measure.backends import get_backend
 
     backend = backend or get_backend(job.target.device, job.target.max_vram)
     backend.setup()
@@ -345,7 +346,7 @@ def _answer(channel: IO[str], message: dict[str, Any]) -> None:
 
 def serve(channel: IO[str], requests: IO[str]) -> int:
     """Answer requests until 'exit' or the parent closes stdin (it died: so do we)."""
-    from autotune.backends import get_backend
+    from autotune.measure.backends import get_backend
 
     worker: Worker | None = None
     for line in requests:
@@ -421,8 +422,8 @@ def main(argv: list[str]) -> int:
     import diffusers  # noqa: F401  (paid once per process; timed as import_s)
     import torch  # noqa: F401
 
-    import autotune.apply  # noqa: F401
-    import autotune.pipelines  # noqa: F401
+    import autotune.profiles.apply  # noqa: F401
+    import autotune.models.pipelines  # noqa: F401
 
     _IMPORT_S = time.perf_counter() - start
     channel = os.fdopen(int(argv[0]), "w")

@@ -29,15 +29,15 @@ from typing import Any
 
 import optuna
 
-from autotune import confirm as confirming
-from autotune import reference as references
-from autotune import shared_study
+from autotune.search import confirm as confirming
+from autotune.search import reference as references
+from autotune.search import shared_study
 from autotune.errors import StudyError
-from autotune.measure import Measurement, Measurer, TrialJob
+from autotune.measure.measurer import Measurement, Measurer, TrialJob
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
-from autotune.space import Assignment, SearchSpace, assignment_key, canonical
+from autotune.knobs.space import Assignment, SearchSpace, assignment_key, canonical
 from autotune.target import Target
-from autotune.trials import (
+from autotune.search.trials import (
     ATTR_ASSIGNMENT,
     ATTR_CONFIRMATION,
     ATTR_DUPLICATE,

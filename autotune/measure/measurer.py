@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from autotune.backends.host_memory import HostPeak
+from autotune.measure.backends.host_memory import HostPeak
 from autotune.errors import InvalidTargetError
 from autotune.target import Target
-from autotune.timing import StoppingRule
-from autotune.worker_process import WorkerGone, WorkerProcess, WorkerTimeout
+from autotune.measure.timing import StoppingRule
+from autotune.measure.process import WorkerGone, WorkerProcess, WorkerTimeout
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Measurer(Protocol):
 
 
 #: The worker's command; the answer pipe's file descriptor is appended.
-WORKER_COMMAND = (sys.executable, "-m", "autotune._worker")
+WORKER_COMMAND = (sys.executable, "-m", "autotune.measure.worker")
 
 
 def leaves_process_state(assignment: dict[str, Any]) -> bool:
@@ -311,13 +311,13 @@ def _nvml_peak(device: str, pid: int, baseline_used: int | None = None) -> Itera
     device's usage before the worker's CUDA context existed)."""
     reader = None
     if device == "cuda":
-        from autotune.backends.cuda import open_nvml
+        from autotune.measure.backends.cuda import open_nvml
 
         reader = open_nvml()
     if reader is None:
         yield _NoSampler()
         return
-    from autotune.backends.cuda import ProcessPeak
+    from autotune.measure.backends.cuda import ProcessPeak
 
     peak = ProcessPeak(reader, pid, baseline_used=baseline_used)
     with peak:

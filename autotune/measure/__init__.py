@@ -1,0 +1,1 @@
+"""Measuring one candidate: typed records, the worker and its protocol, timing, quality, backends."""

@@ -1,0 +1,1 @@
+"""Profiles: the file, discovery, `apply_profile`, compile artifacts and warm-up."""
