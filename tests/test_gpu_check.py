@@ -12,6 +12,7 @@ import yaml
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow  # 40 s of real trials
 def test_gpu_check_cpu_smoke(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--model", "builtin:tiny-sd", "--smoke",

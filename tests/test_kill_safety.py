@@ -54,6 +54,7 @@ def _profiles(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "a.yaml", tmp_path / "b.yaml"
 
 
+@pytest.mark.slow  # 20 s: many kills of a writer on a simulated slow disk
 def test_a_profile_killed_mid_write_is_the_old_or_the_new_one(tmp_path):
     a, b = _profiles(tmp_path)
     expected = {Profile.load(a).to_yaml(): "a", Profile.load(b).to_yaml(): "b"}

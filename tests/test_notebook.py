@@ -8,7 +8,7 @@ import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]  # 80 s: the slow tier (CI runs both tiers)
 
 
 def outputs(cell) -> str:
