@@ -2,7 +2,8 @@
 
 `Measurement.to_dict()/from_dict()` is the one codec: the worker pipe and the study storage carry
 its dicts, so it writes the keys earlier versions wrote ("timings" for the phases, "timing" for
-the statistics...) and reads every dict they wrote; a key it does not know is dropped on read.
+the statistics...) and reads every dict they wrote. A key it does not know (written by an older
+version: `load_s`, `device_total_bytes`) is kept in the record's `extra` and written back as it came.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 import re
 import statistics
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from autotune.knobs import Value
 from autotune.measure.backends.math_flags import MathFlags
@@ -19,26 +20,38 @@ from autotune.target import Target
 
 Status = Literal["ok", "oom", "failed", "pruned"]
 
+#: A value as JSON carries it (what an unknown key of an older version may hold).
+Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
+
 _R = TypeVar("_R")
 _WARMUP = re.compile(r"warmup_(\d+)_s")
 
 
 def _known(cls: type[_R], data: Mapping[str, Any] | None) -> _R:
-    """`cls` from the keys of `data` it has fields for (None or {}: all defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in (data or {}).items() if k in names})
+    """`cls` from the keys of `data` it has fields for (None or {}: all defaults); the other keys
+    go to its `extra` where it has one, else they are dropped."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}  # type: ignore[arg-type]
+    data = data or {}
+    known = {k: v for k, v in data.items() if k in names}
+    if "extra" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        known["extra"] = {k: v for k, v in data.items() if k not in names}
+    return cls(**known)
 
 
 def _set(record: object) -> dict[str, Any]:
-    """The fields of `record` that hold a value (None is "not measured": the key is left out)."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)  # type: ignore[arg-type]
-            if getattr(record, f.name) is not None}
+    """The fields of `record` that hold a value (None is "not measured": the key is left out),
+    then its `extra` keys."""
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)  # type: ignore[arg-type]
+           if f.name != "extra" and getattr(record, f.name) is not None}
+    return {**out, **getattr(record, "extra", {})}
 
 
 def _fill(record: _R, other: _R) -> None:
     """Copy into `record` every field that `other` holds a value for."""
     for f in dataclasses.fields(other):  # type: ignore[arg-type]
-        if getattr(other, f.name) is not None:
+        if f.name == "extra":
+            getattr(record, "extra").update(getattr(other, "extra"))
+        elif getattr(other, f.name) is not None:
             setattr(record, f.name, getattr(other, f.name))
 
 
@@ -64,6 +77,8 @@ class Phases:
     release_s: float | None = None
     wall_s: float | None = None
     overhead_s: float | None = None
+    #: Phases of older versions (load_s...), kept as they came.
+    extra: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def measured_s(self) -> float:
@@ -79,6 +94,8 @@ class Phases:
             value = getattr(self, f.name)
             if f.name == "warmup_s":
                 out.update({f"warmup_{i}_s": v for i, v in enumerate(value, 1)})
+            elif f.name == "extra":
+                out.update(value)
             elif value is not None:
                 out[f.name] = value
         return out
@@ -86,9 +103,9 @@ class Phases:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Phases:
         data = data or {}
-        extra = sorted((int(m.group(1)), v) for k, v in data.items() if (m := _WARMUP.fullmatch(k)))
-        return dataclasses.replace(_known(cls, {k: v for k, v in data.items() if k != "warmup_s"}),
-                                   warmup_s=tuple(v for _, v in extra))
+        warmups = sorted((int(m.group(1)), v) for k, v in data.items() if (m := _WARMUP.fullmatch(k)))
+        plain = {k: v for k, v in data.items() if k != "warmup_s" and not _WARMUP.fullmatch(k)}
+        return dataclasses.replace(_known(cls, plain), warmup_s=tuple(v for _, v in warmups))
 
 
 @dataclasses.dataclass(slots=True)
@@ -111,6 +128,8 @@ class MemoryReadings:
     # at an out-of-memory error
     oom_requested_bytes: int | None = None
     oom_excess_bytes: int | None = None
+    #: Readings of older versions, kept as they came.
+    extra: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def fill(self, other: MemoryReadings) -> None:
         _fill(self, other)
@@ -152,6 +171,8 @@ class DeviceInfo:
     reference_math_flags: MathFlags | None = None
     worker_pid: int | None = None
     worker_clean_after: bool | None = None
+    #: Facts of older versions (device_total_bytes...), kept as they came.
+    extra: dict[str, Json] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The CUDA setup's keys are written even when None (as the backend always wrote them:
@@ -161,6 +182,8 @@ class DeviceInfo:
             value = getattr(self, f.name)
             if isinstance(value, MathFlags):
                 out[f.name] = value.to_dict()
+            elif f.name == "extra":
+                out.update(value)
             elif value is not None or (f.name in _CUDA_SETUP_KEYS and self.ceiling_mode is not None):
                 out[f.name] = value
         return out

@@ -24,7 +24,6 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from autotune.errors import InvalidTargetError
@@ -124,34 +123,13 @@ class Worker:
 
     def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
                       recorder: Any = None) -> None:
-        """The first plain run's output: saved as the reference, or compared with it (quality.py),
-        end to end and, where the reference kept denoiser calls, per call (denoiser_calls.py)."""
-        from autotune.measure import denoiser_calls
-        from autotune.measure import quality
-        from autotune.models.call import output_array
+        """The first plain run's output: saved as the reference, or compared with it (judge.py)."""
+        from autotune.measure import judge
 
         if not self._to_judge:
             return
         self._to_judge = False
-        latents = captured[0].detach().float().cpu().numpy() if captured else None
-        images = output_array(output)
-        if job.save_reference:
-            calls = recorder.reference_arrays() if recorder is not None else {}
-            quality.save_reference(Path(job.save_reference), images, latents, calls)
-            own = {"images": images} if latents is None else {"images": images, "latents": latents}
-            result.quality = quality.compare(images, latents, own)
-        else:
-            reference = self._references.get(job.reference)
-            if reference is None:
-                reference = self._references[job.reference] = quality.load_reference(Path(job.reference))
-            result.quality = quality.compare(images, latents, reference)
-            try:
-                per_call = denoiser_calls.replay_sqnr(self.pipe, recorder, reference)
-            except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # never fails the trial
-                log.warning("the per-call error could not be measured: %s: %s", type(exc).__name__, exc)
-                per_call = None
-            if per_call is not None:
-                result.quality = dataclasses.replace(result.quality, denoiser_sqnr_db=round(per_call, 3))
+        result.quality = judge.score(self.pipe, job, output, captured, recorder, self._references)
 
     @contextlib.contextmanager
     def _judged_math(self, job: TrialJob) -> Iterator[None]:
