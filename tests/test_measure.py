@@ -144,3 +144,16 @@ def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
     assert note == "" and sorted(medians) == [0, 1]
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in medians.values())
     assert (tmp_path / "trial-0002-confirm.log").exists()
+
+
+def test_the_in_process_measurer_keeps_its_worker_warm(job):
+    from autotune.measure.measurer import InProcessMeasurer
+
+    measure = InProcessMeasurer()
+    first = measure(job)
+    second = measure(dataclasses.replace(job, assignment={"dtype": "bf16"}))
+    assert first.status == second.status == "ok" and first.backend == "cpu"
+    assert first.phases.device_setup_s is not None and second.phases.device_setup_s is None  # set up once
+    for m in (first, second):
+        assert len(m.latencies_s) == 2 and m.peak_bytes >= m.memory.resident_weights > 0
+        assert 0 <= m.overhead_s < m.phases.wall_s

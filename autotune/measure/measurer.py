@@ -1,7 +1,8 @@
 """What a trial measures, and the seam that measures it.
 
 `Measurer` is anything that turns a `TrialJob` into a `Measurement`; the real one
-(`SubprocessMeasurer`) runs trials in a worker process of its own, tests inject a fake.
+(`SubprocessMeasurer`) runs trials in a worker process of its own and can also confirm
+(`Comparer`); `InProcessMeasurer` runs them here, and tests inject a fake.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autotune.errors import InvalidTargetError
 from autotune.knobs import Value
@@ -23,7 +24,11 @@ from autotune.measure.process import WorkerGone, WorkerProcess, WorkerTimeout
 from autotune.measure.records import Measurement, Phases, Status, TrialJob
 from autotune.measure.timing import StoppingRule
 
-__all__ = ["Measurement", "Measurer", "Status", "SubprocessMeasurer", "TrialJob", "WORKER_COMMAND"]
+if TYPE_CHECKING:  # the worker's module: imported where a trial runs in this process
+    from autotune.measure.worker import Worker
+
+__all__ = ["Comparer", "InProcessMeasurer", "Measurement", "Measurer", "Status", "SubprocessMeasurer", "TrialJob",
+           "WORKER_COMMAND"]
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +265,7 @@ class InProcessMeasurer:
     For tests, benchmarks and notebooks; searches use `SubprocessMeasurer`."""
 
     def __init__(self) -> None:
-        self._worker: Any = None
+        self._worker: Worker | None = None
         self._key: tuple[str, int | None] | None = None
 
     def __call__(self, job: TrialJob, *, timeout_s: float | None = None) -> Measurement:
@@ -269,16 +274,16 @@ class InProcessMeasurer:
         from autotune.measure.worker import Worker
 
         key = (job.target.device, job.target.max_vram)
-        if self._worker is None or self._key != key:
+        worker, spawned = self._worker, Phases()
+        if worker is None or self._key != key:
             start = time.monotonic()
             backend = get_backend(*key)
             backend.setup()
-            self._worker, self._key = Worker(backend), key
+            worker = self._worker = Worker(backend)
+            self._key = key
             spawned = Phases(device_setup_s=time.monotonic() - start)
-        else:
-            spawned = Phases()
         start = time.monotonic()
-        result = self._worker.trial(job)
+        result = worker.trial(job)
         result.phases.fill(spawned)
         result.phases.wall_s = time.monotonic() - start + (spawned.device_setup_s or 0.0)
         result.phases.overhead_s = max(0.0, result.phases.wall_s - result.phases.measured_s)

@@ -1,8 +1,8 @@
 """The trial worker: a process that measures trials on request, one after another.
 
-Run as `python -m autotune.measure.worker FD` by `autotune.measure.measurer.WorkerProcess`: requests arrive as
-JSON lines on stdin, answers leave as JSON lines on file descriptor FD, and stdout/stderr go to
-the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
+Run as `python -m autotune.measure.worker FD` by `autotune.measure.process.WorkerProcess`:
+requests (protocol.py) arrive as JSON lines on stdin, answers leave as JSON lines on file
+descriptor FD, and stdout/stderr go to the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
 torch and diffusers, and a fresh build pays loading the weights; here both are paid once, and
 every trial starts from a pristine copy of the weights kept in host memory. Why it is still
 safe: a trial's pipeline is a copy, dropped after the trial, and the parent replaces the process
