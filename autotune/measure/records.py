@@ -19,6 +19,8 @@ from autotune.measure.timing import StoppingRule, TimingStats
 from autotune.target import Target
 
 Status = Literal["ok", "oom", "failed", "pruned"]
+#: How a VRAM ceiling was enforced: the card's own size, or PyTorch capped below it (cuda.py).
+CeilingMode = Literal["native", "emulated"]
 
 #: A value as JSON carries it (what an unknown key of an older version may hold).
 Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
@@ -158,7 +160,7 @@ class DeviceInfo:
     total_memory_bytes: int | None = None
     cuda_context_bytes: int | None = None
     cuda_context_source: str | None = None
-    ceiling_mode: str | None = None  # "native" or "emulated"
+    ceiling_mode: CeilingMode | None = None
     memory_fraction: float | None = None
     emulated_headroom_bytes: int | None = None
     nvml_source: str | None = None
