@@ -64,10 +64,10 @@ def entry_from(record: TrialRecord, quality_against: str | None = None) -> Profi
     predicted = record.prediction["total_bytes"] if record.prediction else None
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
-                        peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=dict(m.memory),
-                        predicted_peak_bytes=predicted, timing=dict(m.timing), quality=dict(m.quality),
-                        quality_against=quality_against,
-                        phases={k: round(v, 3) for k, v in m.timings.items()})
+                        peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=m.memory.to_dict(),
+                        predicted_peak_bytes=predicted, timing=m.timing.to_dict() if m.timing else {},
+                        quality=m.quality.to_dict() if m.quality else {}, quality_against=quality_against,
+                        phases={k: round(v, 3) for k, v in m.phases.to_dict().items()})
 
 
 def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
@@ -82,7 +82,7 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     # So a relative model folder still matches when the profile is applied from elsewhere.
     fingerprint[MODEL_IDENTITY_KEY] = model_identity(result.target.model)
     # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.
-    fingerprint.update({k: v for k, v in best.measurement.device_info.items()
+    fingerprint.update({k: v for k, v in best.measurement.device_info.to_dict().items()
                         if k not in ("worker_pid", "worker_clean_after")})
     return Profile(
         target=result.target,

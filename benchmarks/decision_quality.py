@@ -245,7 +245,7 @@ class SimMeasurer:
         return _Worker(self.device.rng, self.device.noise), self.device.noise.spawn_s
 
     def __call__(self, job: Any, *, timeout_s: float | None = None) -> Any:
-        from autotune.measure.measurer import Measurement
+        from autotune.measure.records import DeviceInfo, Measurement, MemoryReadings, Phases
 
         clock, device = self.device.clock, self.device
         self.trials += 1
@@ -263,8 +263,8 @@ class SimMeasurer:
                 device.spend(device.noise.load_s, deadline)
                 worker.tainted = True
                 result = Measurement(status="oom", backend="sim", device_name="fake", peak_metric="cuda_process_peak",
-                                     memory={"oom_excess_bytes": peak - job.target.max_vram},
-                                     device_info={"total_memory_bytes": 80 * GiB})
+                                     memory=MemoryReadings(oom_excess_bytes=peak - job.target.max_vram),
+                                     device_info=DeviceInfo(total_memory_bytes=80 * GiB))
             else:
                 timings["first_run_s"] = device.load(worker, job.assignment, deadline)
                 rule = job.stopping_rule()
@@ -280,14 +280,14 @@ class SimMeasurer:
                     timings["compile_s"] = max(0.0, timings["first_run_s"] - statistics.median(samples))
                 result = Measurement(status="ok", backend="sim", device_name="fake", peak_metric="cuda_process_peak",
                                      latencies_s=samples, peak_bytes=peak,
-                                     device_info={"total_memory_bytes": 80 * GiB})
+                                     device_info=DeviceInfo(total_memory_bytes=80 * GiB))
         except Deadline:
             self.worker = None
             result = Measurement.failure(f"stopped at the time budget after {limit:.0f} s", backend="sim")
         wall = clock.now - start
         timings["wall_s"] = wall
         timings["overhead_s"] = max(0.0, wall - timings.get("first_run_s", 0.0) - timings.get("timed_s", 0.0))
-        result.timings.update(timings)
+        result.phases.fill(Phases.from_dict(timings))
         return result
 
     def compare(self, jobs: Sequence[Any], rounds: int, runs_per_round: int,

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["note"] = "stopped: time budget spent"
             elif measured.status == "failed":
                 failures.append(f"ladder {label}: {measured.error}")
-            report.meta.update({k: v for k, v in measured.device_info.items() if k in ("driver",) and v})
+            report.meta.update({"driver": measured.device_info.driver} if measured.device_info.driver else {})
         report.ladder.append(row)
         report.meta["wall_s"] = time.monotonic() - start
         report.write(md_path)

@@ -155,8 +155,8 @@ def cuda_live_rows(budget_s: float, out_dir: Path) -> tuple[list[dict[str, Any]]
         p = planners.setdefault((model, batch), Planner(target)).predict(full)
         m = measurer(TrialJob(target, full, warmup=1, runs=1))
         rows.append({"where": f"{model} {size}px b{batch}", "label": "", "settings": full,
-                     "status": m.status, "error_message": m.error, "timings": m.timings,
-                     "latencies_s": m.latencies_s, **_compare_gpu(p, m.memory if m.status == "ok" else {})})
+                     "status": m.status, "error_message": m.error, "timings": m.phases.to_dict(),
+                     "latencies_s": m.latencies_s, **_compare_gpu(p, m.memory.to_dict() if m.status == "ok" else {})})
         write(rows, info, time.monotonic() - start, out_dir)
     return rows, info
 

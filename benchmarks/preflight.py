@@ -98,7 +98,7 @@ def nvml_by_pid(step: Any) -> Check:
     from autotune import hardware
     from autotune.units import format_size
 
-    worker_peak = (step.memory or {}).get("nvml_process_peak") if step is not None else None
+    worker_peak = step.memory.nvml_process_peak if step is not None else None
     try:
         import pynvml
 
@@ -124,7 +124,7 @@ def nvml_by_pid(step: Any) -> Check:
 def step_check(step: Any, seconds: float, model: str) -> Check:
     if step.status != "ok":
         return Check(f"one {model} step", False, f"{step.status}: {step.error} (log {step.log_path})", seconds)
-    t = step.timings
+    t = step.phases.to_dict()
     phases = ", ".join(f"{k} {t[k]:.1f} s" for k in ("spawn_s", "load_weights_s", "build_s", "first_run_s") if k in t)
     return Check(f"one {model} step", True, f"{step.device_name}: {phases}; peak {step.peak_bytes} B "
                  f"({step.peak_metric})", seconds)

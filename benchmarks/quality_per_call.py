@@ -52,7 +52,7 @@ def measure(model: str, size: int, steps: int, device: str, rows: list[dict[str,
         for changed in SETTINGS:
             job = TrialJob(target, {**DEFAULTS, **changed}, runs=1, max_runs=1, reference=ref)
             m = _worker.measure(job)
-            q = m.quality
+            q = m.quality.to_dict() if m.quality else {}
             rows.append({"settings": " ".join(f"{k}={v}" for k, v in changed.items()) or "defaults",
                          "steps": steps, "status": m.status, "psnr_db": q.get("psnr_db"), "ssim": q.get("ssim"),
                          "latent_rel_error": q.get("latent_rel_error"), "denoiser_sqnr_db": q.get("denoiser_sqnr_db")})

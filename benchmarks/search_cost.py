@@ -66,11 +66,11 @@ def overhead_and_search(target: Target, trials: int, seed: int, run_dir: Path, *
     wall = time.monotonic() - start
     rows = [{"trial": r.number, "settings": settings_diff(r.assignment, DEFAULTS), "outcome": r.outcome,
              "latency_median_s": r.measurement.latency_median_s,
-             "ci_rel_half_width": r.measurement.timing.get("ci_rel_half_width"),
+             "ci_rel_half_width": r.measurement.timing.ci_rel_half_width if r.measurement.timing else None,
              "runs": len(r.measurement.latencies_s),
-             "worker_reused": worker_reused(r.measurement.timings),
-             "worker_pid": r.measurement.device_info.get("worker_pid"),
-             **{k: round(r.measurement.timings[k], 3) for k in PHASES if k in r.measurement.timings}}
+             "worker_reused": worker_reused(r.measurement.phases.to_dict()),
+             "worker_pid": r.measurement.device_info.worker_pid,
+             **{k: round(v, 3) for k, v in r.measurement.phases.to_dict().items() if k in PHASES}}
             for r in result.records]
     best = result.best
     later = rows[1:]
@@ -104,9 +104,9 @@ def spread(target: Target, repeat: int, log_dir: Path, deadline: float = math.in
                 continue
             medians.append(m.latency_median_s)
             rows.append({"trial": i, "latency_median_s": m.latency_median_s, "runs": len(m.latencies_s),
-                         "ci_rel_half_width": m.timing.get("ci_rel_half_width"),
-                         "worker_reused": worker_reused(m.timings),
-                         "overhead_s": round(m.timings.get("overhead_s", 0.0), 3)})
+                         "ci_rel_half_width": m.timing.ci_rel_half_width if m.timing else None,
+                         "worker_reused": worker_reused(m.phases.to_dict()),
+                         "overhead_s": round(m.phases.overhead_s or 0.0, 3)})
     med = _median(medians)
     return {"settings": "defaults", "rows": rows, "trials_ok": len(medians),
             "spread": (max(medians) - min(medians)) / med if med else None}

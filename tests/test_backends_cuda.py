@@ -1,6 +1,7 @@
 """The CUDA backend's logic against a fake device: no GPU needed, every branch reachable."""
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from autotune import hardware
 from autotune.measure import worker as _worker
 from autotune.measure.backends import cuda as cuda_backend
+from autotune.measure.backends import nvml as nvml_module
 from autotune.measure.backends.sampling import PeakSampler
 from autotune.measure.backends.cuda import (CONTEXT_FLOOR_BYTES, REAL_CARD_HEADROOM_BYTES, WORKSPACE_RESIDUE_LIMIT_BYTES,
                                     CudaBackend, ProcessPeak, PynvmlReader, memory_fraction,
@@ -148,27 +150,27 @@ def test_parse_oom_request():
 def test_setup_measures_context_and_emulates_the_ceiling(visible, source):
     b, cuda, _ = backend(visible=visible)
     b.setup()
-    assert b.context_bytes == 500 * MiB and b.info["cuda_context_source"] == f"nvml ({source})"
+    assert b.context_bytes == 500 * MiB and b.info.cuda_context_source == f"nvml ({source})"
     # What a real 8 GB card lacks is kept free too, and the profile's fingerprint says so.
     assert cuda.fraction == pytest.approx((8 * GiB - 500 * MiB - REAL_CARD_HEADROOM_BYTES) / (80 * GiB))
-    assert b.info["emulated_headroom_bytes"] == REAL_CARD_HEADROOM_BYTES
-    assert "384 MiB" in b.info["ceiling_note"]
-    assert b.info["ceiling_mode"] == "emulated" and b.info["nvml_source"] == source
-    assert b.info["total_memory_bytes"] == 80 * GiB and b.info["driver"] == "580.1"
+    assert b.info.emulated_headroom_bytes == REAL_CARD_HEADROOM_BYTES
+    assert "384 MiB" in b.info.ceiling_note
+    assert b.info.ceiling_mode == "emulated" and b.info.nvml_source == source
+    assert b.info.total_memory_bytes == 80 * GiB and b.info.driver == "580.1"
 
 
 def test_ceiling_at_least_the_card_is_native():
     b, cuda, _ = backend(ceiling=80 * GiB)
     b.setup()
-    assert cuda.fraction is None and b.info["ceiling_mode"] == "native"
-    assert b.info["emulated_headroom_bytes"] == 0 and "ceiling_note" not in b.info
+    assert cuda.fraction is None and b.info.ceiling_mode == "native"
+    assert b.info.emulated_headroom_bytes == 0 and b.info.ceiling_note is None
 
 
 def test_alloc_conf_is_recorded(monkeypatch):
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     b, _, _ = backend()
     b.setup()
-    assert b.info["pytorch_cuda_alloc_conf"] == "expandable_segments:True"
+    assert b.info.pytorch_cuda_alloc_conf == "expandable_segments:True"
 
 
 def test_track_records_three_peaks_and_the_nvml_peak_decides():
@@ -182,10 +184,10 @@ def test_track_records_three_peaks_and_the_nvml_peak_decides():
         import time
         time.sleep(0.05)              # let the sampler see it
         nvml.extra = 0
-    assert reading.memory["cuda_max_allocated"] == 5 * GiB
-    assert reading.memory["cuda_max_reserved"] == 5 * GiB
-    assert reading.memory["nvml_process_peak"] >= 500 * MiB + 5 * GiB + 4 * GiB
-    assert reading.peak_bytes == reading.memory["nvml_process_peak"]
+    assert reading.memory.cuda_max_allocated == 5 * GiB
+    assert reading.memory.cuda_max_reserved == 5 * GiB
+    assert reading.memory.nvml_process_peak >= 500 * MiB + 5 * GiB + 4 * GiB
+    assert reading.peak_bytes == reading.memory.nvml_process_peak
     # No OOM was raised, yet the process peak is over the 8 GiB ceiling: infeasible.
     from autotune.measure.measurer import Measurement
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
@@ -207,13 +209,13 @@ def test_in_a_worker_the_parent_samples_nvml_by_pid_and_its_peak_decides():
             import time
             time.sleep(0.05)
             nvml.extra = 0
-    assert "nvml_process_peak" not in reading.memory
+    assert reading.memory.nvml_process_peak is None
     assert reading.peak_bytes == 5 * GiB + 500 * MiB  # reserved + context, inside the worker
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric=b.peak_metric,
-                    latencies_s=[1.0], peak_bytes=reading.peak_bytes, memory=dict(reading.memory))
+                    latencies_s=[1.0], peak_bytes=reading.peak_bytes, memory=dataclasses.replace(reading.memory))
     parent_side.merge_into(m)
-    assert m.memory["nvml_process_peak"] >= 500 * MiB + 5 * GiB + 4 * GiB
-    assert m.peak_bytes == m.memory["nvml_process_peak"]
+    assert m.memory.nvml_process_peak >= 500 * MiB + 5 * GiB + 4 * GiB
+    assert m.peak_bytes == m.memory.nvml_process_peak
     assert classify(m, 8 * GiB)[0] == "over_ceiling"
 
 
@@ -240,11 +242,11 @@ def test_without_nvml_the_context_is_the_calibrated_floor_never_zero(monkeypatch
     b = CudaBackend(8 * GiB, cuda=cuda, nvml=None, pid=1)
     b.setup()
     assert b.context_bytes == CONTEXT_FLOOR_BYTES > 0
-    assert b.info["cuda_context_source"].startswith("floor")
+    assert b.info.cuda_context_source.startswith("floor")
     cuda.alloc(7 * GiB + 700 * MiB)
     with b.track(None) as reading:
         pass
-    assert "nvml_process_peak" not in reading.memory
+    assert reading.memory.nvml_process_peak is None
     assert reading.peak_bytes == 7 * GiB + 700 * MiB + CONTEXT_FLOOR_BYTES
     # 7.7 GiB in PyTorch's pool is over an 8 GiB ceiling once the context counts.
     from autotune.measure.measurer import Measurement
@@ -257,7 +259,7 @@ def test_an_implausibly_small_nvml_context_is_replaced_by_the_floor():
     b, _, nvml = backend()
     nvml.context = 1 * MiB
     b.setup()
-    assert b.context_bytes == CONTEXT_FLOOR_BYTES and "NVML read" in b.info["cuda_context_source"]
+    assert b.context_bytes == CONTEXT_FLOOR_BYTES and "NVML read" in b.info.cuda_context_source
 
 
 def test_oom_details_estimate_the_excess():
@@ -265,8 +267,8 @@ def test_oom_details_estimate_the_excess():
     b.setup()
     cuda.alloc(6 * GiB)
     details = b.oom_details(FakeOOM(OOM_MESSAGE))
-    assert details["oom_requested_bytes"] == int(2.5 * GiB)
-    assert details["oom_excess_bytes"] == 6 * GiB + 500 * MiB + int(2.5 * GiB) - 8 * GiB
+    assert details.oom_requested_bytes == int(2.5 * GiB)
+    assert details.oom_excess_bytes == 6 * GiB + 500 * MiB + int(2.5 * GiB) - 8 * GiB
     assert b.is_oom(FakeOOM("x")) and not b.is_oom(RuntimeError("CUDA error: device-side assert"))
 
 
@@ -283,8 +285,8 @@ def test_worker_records_oom_as_a_measured_outcome(monkeypatch):
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=1, max_vram=8 * GiB)
     result = _worker.measure(TrialJob(target, {}), backend=b)
     assert result.status == "oom" and "Tried to allocate" in result.error
-    assert result.memory["oom_requested_bytes"] == int(2.5 * GiB)
-    assert result.device_info["ceiling_mode"] == "emulated"
+    assert result.memory.oom_requested_bytes == int(2.5 * GiB)
+    assert result.device_info.ceiling_mode == "emulated"
     outcome, constraint = classify(result, 8 * GiB)
     assert outcome == "oom" and constraint > 0
 
@@ -403,16 +405,16 @@ def test_the_worker_stays_warm_despite_the_cublas_workspace(monkeypatch, clear):
         cuda.free(1 * GiB)
 
     monkeypatch.setattr(_worker, "run_pipeline", run)
-    monkeypatch.setattr(_worker.HostWeights, "fresh", lambda self, model, settings, timings: object())
+    monkeypatch.setattr(_worker.HostWeights, "fresh", lambda self, model, settings, phases: object())
     monkeypatch.setattr("autotune.profiles.apply.apply_settings", lambda *a, **kw: None)
     worker = _worker.Worker(b)
     results = [worker.trial(TrialJob(_tiny_target(), {}, runs=2, max_runs=2)) for _ in range(3)]
     assert [r.status for r in results] == ["ok"] * 3
-    assert [r.device_info["worker_clean_after"] for r in results] == [True] * 3
+    assert [r.device_info.worker_clean_after for r in results] == [True] * 3
     assert cuda.allocated == (0 if clear else FakeCuda.WORKSPACE)
     # ... while a tensor a trial leaves behind still gets the process replaced.
     monkeypatch.setattr(_worker, "run_pipeline", lambda pipe, job, **kw: cuda.alloc(10 * MiB))
-    assert worker.trial(TrialJob(_tiny_target(), {}, runs=2, max_runs=2)).device_info["worker_clean_after"] is False
+    assert worker.trial(TrialJob(_tiny_target(), {}, runs=2, max_runs=2)).device_info.worker_clean_after is False
 
 
 def _pynvml_raising(monkeypatch, *failing):
@@ -432,7 +434,7 @@ def _pynvml_raising(monkeypatch, *failing):
     if "driver" in failing:
         fake.nvmlSystemGetDriverVersion = fail("driver")
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
-    monkeypatch.setattr(cuda_backend, "_warned", set())
+    monkeypatch.setattr(nvml_module, "_warned", set())
     return fake
 
 
@@ -471,8 +473,8 @@ def test_an_nvml_error_in_the_parent_gives_a_trial_not_a_crash(monkeypatch):
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric="cuda_process_peak",
                     latencies_s=[1.0], peak_bytes=512 * MiB)
     sampler.merge_into(m)
-    assert m.memory["nvml_process_peak"] == 1 * GiB and m.peak_bytes == 1 * GiB
-    assert m.device_info["nvml_source"] == "device_delta (sampled by the parent)"
+    assert m.memory.nvml_process_peak == 1 * GiB and m.peak_bytes == 1 * GiB
+    assert m.device_info.nvml_source == "device_delta (sampled by the parent)"
 
 
 def test_when_nvml_reads_nothing_at_all_the_sampler_adds_nothing(monkeypatch):
@@ -484,7 +486,7 @@ def test_when_nvml_reads_nothing_at_all_the_sampler_adds_nothing(monkeypatch):
     m = Measurement(status="ok", backend="cuda", device_name="x", peak_metric="cuda_process_peak",
                     latencies_s=[1.0], peak_bytes=3 * GiB)
     peak.merge_into(m)
-    assert peak.samples == 0 and "nvml_process_peak" not in m.memory and m.peak_bytes == 3 * GiB
+    assert peak.samples == 0 and m.memory.nvml_process_peak is None and m.peak_bytes == 3 * GiB
 
 
 @pytest.mark.parametrize("failing", [{"processes"}, {"processes", "device"}])
@@ -493,10 +495,10 @@ def test_setup_measures_the_context_whatever_nvml_refuses(failing):
     nvml.failing = failing
     b.setup()
     if "device" in failing:
-        assert b.context_bytes == CONTEXT_FLOOR_BYTES and b.info["cuda_context_source"].startswith("floor")
+        assert b.context_bytes == CONTEXT_FLOOR_BYTES and b.info.cuda_context_source.startswith("floor")
     else:  # the device-wide delta over the baseline taken before the context existed
-        assert b.context_bytes == 500 * MiB and b.info["cuda_context_source"] == "nvml (device_delta)"
-    assert b.info["nvml_baseline_used_bytes"] == (None if "device" in failing else 1 * GiB)
+        assert b.context_bytes == 500 * MiB and b.info.cuda_context_source == "nvml (device_delta)"
+    assert b.info.nvml_baseline_used_bytes == (None if "device" in failing else 1 * GiB)
 
 
 def test_the_reference_output_is_made_without_tf32_and_every_trial_records_its_flags(monkeypatch, tmp_path):
@@ -517,7 +519,7 @@ def test_the_reference_output_is_made_without_tf32_and_every_trial_records_its_f
     assert seen[0] == (False, False)  # the judged warm-up: true fp32
     assert all(flags == (True, False) for flags in seen[1:])  # timed runs: production's flags
     assert torch.backends.cudnn.allow_tf32 is True  # put back
-    assert result.device_info["reference_math_flags"]["cudnn_allow_tf32"] is False
-    assert result.device_info["math_flags"]["cudnn_allow_tf32"] is True
+    assert result.device_info.reference_math_flags.cudnn_allow_tf32 is False
+    assert result.device_info.math_flags.cudnn_allow_tf32 is True
     plain = _worker.measure(TrialJob(_tiny_target(), {}, runs=2, max_runs=2), backend=backend()[0])
-    assert "reference_math_flags" not in plain.device_info and "math_flags" in plain.device_info
+    assert plain.device_info.reference_math_flags is None and plain.device_info.math_flags is not None

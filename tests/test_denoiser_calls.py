@@ -27,8 +27,8 @@ def test_an_exact_knob_scores_float_noise_per_call_and_a_lossy_one_does_not(tmp_
                                      reference=str(ref)))
     lossy = _worker.measure(TrialJob(TARGET, {**DEFAULTS, "dtype": "bf16"}, runs=1, max_runs=1,
                                      reference=str(ref)))
-    assert exact.quality["denoiser_sqnr_db"] >= quality.EXACT_MIN_SQNR_DB + 30
-    assert 25 < lossy.quality["denoiser_sqnr_db"] < exact.quality["denoiser_sqnr_db"] - 20
+    assert exact.quality.denoiser_sqnr_db >= quality.EXACT_MIN_SQNR_DB + 30
+    assert 25 < lossy.quality.denoiser_sqnr_db < exact.quality.denoiser_sqnr_db - 20
     assert quality.exact_problem(exact.quality) is None
 
 

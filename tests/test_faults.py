@@ -115,9 +115,9 @@ def test_a_faulty_trial_fails_with_its_reason_and_keeps_its_log(tmp_path, fault,
     if fault == "ram":
         assert "MemoryError" in log.read_text()  # and its traceback
     # The measurer moved on to a fresh worker, and the faulty one is gone.
-    assert after.device_info["worker_pid"] != before.device_info["worker_pid"]
+    assert after.device_info.worker_pid != before.device_info.worker_pid
     with pytest.raises(ProcessLookupError):
-        os.kill(before.device_info["worker_pid"], 0)
+        os.kill(before.device_info.worker_pid, 0)
 
 
 def test_a_search_goes_on_past_every_kind_of_fault(tmp_path):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from autotune.measure.records import MemoryReadings
 from autotune.measure.backends.host_memory import HostPeak, resident_bytes
 from autotune.measure.measurer import Measurement
 
@@ -30,4 +31,4 @@ def test_the_peak_of_a_process_that_grows_and_shrinks_is_kept():
     assert peak.peak >= peak.before + 250 * MiB  # the 300 MiB it held for half a second
     m = Measurement(status="ok", backend="cpu", device_name="x", peak_metric="cpu_live_tensor_peak")
     peak.merge_into(m)
-    assert m.memory == {"host_rss_peak": peak.peak, "host_rss_before": peak.before}
+    assert m.memory == MemoryReadings(host_rss_peak=peak.peak, host_rss_before=peak.before)

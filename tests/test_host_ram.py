@@ -24,7 +24,7 @@ def target(max_ram=None) -> Target:
 
 
 def with_rss(measurement, rss):
-    measurement.memory["host_rss_peak"] = rss
+    measurement.memory.host_rss_peak = rss
     return measurement
 
 

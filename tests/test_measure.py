@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
 
 import pytest
@@ -68,10 +69,10 @@ def test_real_worker_measures_the_tiny_pipeline(job, tmp_path):
     assert result.backend == "cpu" and result.peak_metric == "cpu_live_tensor_peak"
     assert len(result.latencies_s) == 2 and all(t > 0 for t in result.latencies_s)
     # The tracker is seeded with the weights: the peak is at least the resident weights.
-    assert result.peak_bytes >= result.memory["resident_weights"] > 0
-    assert result.memory["peak_rss"] > result.peak_bytes
+    assert result.peak_bytes >= result.memory.resident_weights > 0
+    assert result.memory.peak_rss > result.peak_bytes
     # The parent sampled the worker's resident set during the trial: this trial's own peak.
-    assert result.memory["host_rss_peak"] >= result.memory["host_rss_before"] > result.peak_bytes
+    assert result.memory.host_rss_peak >= result.memory.host_rss_before > result.peak_bytes
 
 
 def test_unnumbered_runs_never_overwrite_earlier_logs(job, tmp_path):
@@ -88,13 +89,21 @@ def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(j
         first = measure(dataclasses.replace(job, number=0))
         second = measure(dataclasses.replace(job, number=1, assignment={"dtype": "bf16"}))
     assert first.status == second.status == "ok"
-    assert first.device_info["worker_pid"] == second.device_info["worker_pid"]
-    assert "spawn_s" in first.timings and "spawn_s" not in second.timings  # start-up paid once
-    for phase in ("build_s", "apply_s", "first_run_s", "timed_s", "wall_s", "overhead_s"):
-        assert phase in second.timings, phase
-    measured = second.timings["first_run_s"] + second.timings["timed_s"]
-    assert second.overhead_s == pytest.approx(second.timings["wall_s"] - measured, abs=1e-6)
-    assert second.timing["runs"] == 2 and second.timing["median_s"] == second.latency_median_s
+    assert first.device_info.worker_pid == second.device_info.worker_pid
+    assert first.phases.spawn_s > 0 and second.phases.spawn_s is None  # start-up paid once
+    assert first.phases.import_s is not None and second.phases.import_s is None
+    p = second.phases
+    for phase in ("build_s", "apply_s", "first_run_s", "timed_s", "wall_s"):
+        assert getattr(p, phase) > 0, phase
+    # The phases happened inside the wall: what is not the runs is overhead, and some of it is
+    # real (the build and the settings are not runs).
+    assert p.first_run_s + p.timed_s < p.wall_s
+    assert 0 < p.build_s + p.apply_s <= p.overhead_s < p.wall_s
+    # The timed runs took at least their latencies; the statistics are those of the latencies.
+    assert sum(second.latencies_s) <= p.timed_s
+    assert second.timing.runs == len(second.latencies_s) == 2
+    assert second.timing.median_s == pytest.approx(statistics.median(second.latencies_s))
+    assert second.timing.min_s == min(second.latencies_s) and second.timing.max_s == max(second.latencies_s)
     assert "trial bf16" not in (tmp_path / "trial-0000.log").read_text()  # each trial its own log
     assert "'bf16'" in (tmp_path / "trial-0001.log").read_text()
 
@@ -107,8 +116,8 @@ def test_a_trial_that_leaves_state_behind_gets_a_fresh_worker_next(job, tmp_path
         a = measure(job)
         b = measure(dataclasses.replace(job, assignment={"dtype": "bf16"}))  # taints its worker
         c = measure(job)
-    assert a.device_info["worker_pid"] == b.device_info["worker_pid"] != c.device_info["worker_pid"]
-    assert "spawn_s" in c.timings
+    assert a.device_info.worker_pid == b.device_info.worker_pid != c.device_info.worker_pid
+    assert c.phases.spawn_s is not None
 
 
 def test_compile_is_the_knob_that_needs_a_fresh_process():
@@ -135,3 +144,16 @@ def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
     assert note == "" and sorted(medians) == [0, 1]
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in medians.values())
     assert (tmp_path / "trial-0002-confirm.log").exists()
+
+
+def test_the_in_process_measurer_keeps_its_worker_warm(job):
+    from autotune.measure.measurer import InProcessMeasurer
+
+    measure = InProcessMeasurer()
+    first = measure(job)
+    second = measure(dataclasses.replace(job, assignment={"dtype": "bf16"}))
+    assert first.status == second.status == "ok" and first.backend == "cpu"
+    assert first.phases.device_setup_s is not None and second.phases.device_setup_s is None  # set up once
+    for m in (first, second):
+        assert len(m.latencies_s) == 2 and m.peak_bytes >= m.memory.resident_weights > 0
+        assert 0 <= m.overhead_s < m.phases.wall_s

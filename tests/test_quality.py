@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from autotune.measure.records import QualityScores
 from autotune.measure.quality import (
     EXACT_MIN_PSNR_DB,
     PSNR_IDENTICAL_DB,
@@ -60,16 +61,16 @@ def test_compare_and_the_reference_file(tmp_path):
     save_reference(tmp_path / "ref.npz", image, latents)
     reference = load_reference(tmp_path / "ref.npz")
     scores = compare(image * 0.99, latents * 1.01, reference)
-    assert scores["latent_rel_error"] == pytest.approx(0.01, rel=1e-3)
-    assert 35 < scores["psnr_db"] < PSNR_IDENTICAL_DB
+    assert scores.latent_rel_error == pytest.approx(0.01, rel=1e-3)
+    assert 35 < scores.psnr_db < PSNR_IDENTICAL_DB
     with pytest.raises(ValueError, match="shape"):
         compare(image[:, :32], None, reference)
 
 
 def test_floor_constraint():
-    assert below_floor({"psnr_db": 40.0}, 30.0) < 0
-    assert below_floor({"psnr_db": 15.0}, 30.0) == pytest.approx(0.5)
-    assert below_floor({}, 30.0) == 0.0 and below_floor({"psnr_db": 5.0}, None) == 0.0
+    assert below_floor(QualityScores(psnr_db=40.0), 30.0) < 0
+    assert below_floor(QualityScores(psnr_db=15.0), 30.0) == pytest.approx(0.5)
+    assert below_floor(None, 30.0) == 0.0 and below_floor(QualityScores(psnr_db=5.0), None) == 0.0
 
 
 def test_the_data_range_is_read_from_the_reference():
@@ -102,9 +103,9 @@ def test_nan_never_propagates_into_a_pass():
     nan = image.copy()
     nan[0, 0, 0, 0] = np.nan
     scores = compare(nan, None, {"images": image})
-    assert scores["psnr_db"] == 0.0 and scores["ssim"] == 0.0 and scores["nonfinite_fraction"] > 0
+    assert scores.psnr_db == 0.0 and scores.ssim == 0.0 and scores.nonfinite_fraction > 0
     assert "NaN" in broken_output(scores) and exact_problem(scores)
-    assert below_floor({"psnr_db": float("nan")}, 30.0) > 0
+    assert below_floor(QualityScores(psnr_db=float("nan")), 30.0) > 0
 
 
 def test_the_sanity_floor_of_outputs_and_of_exact_settings():
@@ -112,8 +113,8 @@ def test_the_sanity_floor_of_outputs_and_of_exact_settings():
     assert broken_output(compare(image, None, {"images": image})) is None
     flat = compare(np.full_like(image, 0.5), None, {"images": image})
     assert "flat colour" in broken_output(flat)
-    assert exact_problem({"psnr_db": 12.0}).startswith("PSNR 12.0 dB")
-    assert exact_problem({"psnr_db": EXACT_MIN_PSNR_DB + 1}) is None
+    assert exact_problem(QualityScores(psnr_db=12.0)).startswith("PSNR 12.0 dB")
+    assert exact_problem(QualityScores(psnr_db=EXACT_MIN_PSNR_DB + 1)) is None
     assert reference_problem({"images": np.zeros_like(image)}) == "the reference output is one flat colour"
     assert reference_problem({"images": image}) is None
 
@@ -126,5 +127,5 @@ def test_sqnr_and_the_per_call_floor_of_exact_settings():
     assert sqnr(signal * 1.01, signal) == pytest.approx(40.0, abs=0.01)  # 1% error: 40 dB
     assert sqnr(np.full_like(signal, np.nan), signal) == 0.0
     # the end-to-end image may drift (sampling chaos) while each call stays exact: passes
-    assert exact_problem({"psnr_db": 20.0, "denoiser_sqnr_db": 95.0}) is None
-    assert "SQNR" in exact_problem({"psnr_db": 60.0, "denoiser_sqnr_db": EXACT_MIN_SQNR_DB - 1})
+    assert exact_problem(QualityScores(psnr_db=20.0, denoiser_sqnr_db=95.0)) is None
+    assert "SQNR" in exact_problem(QualityScores(psnr_db=60.0, denoiser_sqnr_db=EXACT_MIN_SQNR_DB - 1))

@@ -11,6 +11,7 @@ import pytest
 from conftest import FakeMeasurer
 from test_study import MiB, cost, small_space, target
 
+from autotune.measure.records import MemoryReadings
 from autotune.errors import StudyError
 from autotune.measure.measurer import Measurement
 from autotune.report import build_report
@@ -56,7 +57,7 @@ def outcomes(a):
     """fp32+slicing over the ceiling, bf16 out of memory, bf16+slicing crashes, fp16 both fit."""
     if a["dtype"] == "bf16" and not a["vae_slicing"]:
         return Measurement(status="oom", backend="fake", device_name="fake", peak_metric="fake_peak",
-                           memory={"oom_excess_bytes": 20 * MiB}, error="OutOfMemoryError")
+                           memory=MemoryReadings(oom_excess_bytes=20 * MiB), error="OutOfMemoryError")
     if a["dtype"] == "bf16":
         return Measurement.failure("worker killed by SIGKILL")
     return cost(a)

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from conftest import FakeMeasurer, fake_measurement
 
+from autotune.measure.records import MemoryReadings, QualityScores
 from autotune.search import confirm
 from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.knobs import Context
@@ -83,7 +84,7 @@ def test_oom_is_complete_and_infeasible_failure_is_fail(tmp_path):
     def outcomes(a):
         if a["dtype"] == "fp32":
             return Measurement(status="oom", backend="fake", device_name="fake", peak_metric="p",
-                               memory={"oom_excess_bytes": 50 * MiB}, error="OutOfMemoryError")
+                               memory=MemoryReadings(oom_excess_bytes=50 * MiB), error="OutOfMemoryError")
         if a["dtype"] == "bf16":
             return Measurement.failure("worker killed by SIGKILL")
         return cost(a)
@@ -184,7 +185,7 @@ def with_wall(seconds):
     def measured(a):
         latency, peak = cost(a)
         m = fake_measurement(None, latency=latency, peak=peak)
-        m.timings["wall_s"] = seconds
+        m.phases.wall_s = seconds
         return m
     return measured
 
@@ -203,7 +204,7 @@ def test_a_compile_mode_not_tried_yet_is_expected_to_take_the_longest_trial(tmp_
 
     def measured(a):
         m = fake_measurement(None, latency=cost(a)[0], peak=cost(a)[1])
-        m.timings["wall_s"] = next(walls)
+        m.phases.wall_s = next(walls)
         return m
 
     search = new_search(tmp_path, FakeMeasurer(measured))
@@ -316,7 +317,7 @@ def with_quality(psnr_by_dtype):
     def measured(a):
         latency, peak = cost(a)
         m = fake_measurement(None, latency=latency, peak=peak)
-        m.quality = {"psnr_db": psnr_by_dtype[a["dtype"]], "ssim": 0.9}
+        m.quality = QualityScores(psnr_db=psnr_by_dtype[a["dtype"]], ssim=0.9)
         return m
     return measured
 
@@ -384,12 +385,12 @@ def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass
 
     guard = QualityGuard(30.0, {"reference_dtype": "fp32", "made": "without the memory ceiling", "problem": None})
     noisy = fake_measurement(None)
-    noisy.quality = {"psnr_db": 12.0, "ssim": 0.3}
+    noisy.quality = QualityScores(psnr_db=12.0, ssim=0.3)
     constraint, issue = quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard)
     assert constraint > 0 and issue.kind == "exact_changed"
     assert issue.message.startswith("vae_slicing=True changed the output: PSNR 12.0 dB")
     assert quality_verdict({"dtype": "fp16"}, noisy, guard)[0] > 0  # lossy: under the floor
-    noisy.quality = {"psnr_db": 99.0, "ssim": 1.0}
+    noisy.quality = QualityScores(psnr_db=99.0, ssim=1.0)
     assert quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard) == (0.0, None)
     assert quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, None) == (0.0, None)
 
@@ -423,7 +424,7 @@ def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_j
     [made] = fake.reference_jobs
     assert made.target.max_vram > 80 * MiB and made.assignment == search.reference_assignment()
     assert result.count("oom") == 2 and search.has_reference
-    assert result.best.assignment["dtype"] == "bf16" and result.best.measurement.quality["psnr_db"] > 40
+    assert result.best.assignment["dtype"] == "bf16" and result.best.measurement.quality.psnr_db > 40
     entries = [profile_from(result).best, *profile_from(result).alternatives]
     assert all(e.quality and "fp32 reference" in e.quality_against for e in entries)
 
@@ -479,7 +480,7 @@ def test_amortize_ranks_by_latency_plus_compile_share(tmp_path):
     def compiled(a):
         latency, peak = cost(a)
         m = fake_measurement(None, latency=latency, peak=peak)
-        m.timings["compile_s"] = 60.0 if a["dtype"] == "fp16" else 0.0  # fp16 stands for "compiled"
+        m.phases.compile_s = 60.0 if a["dtype"] == "fp16" else 0.0  # fp16 stands for "compiled"
         return m
 
     assert new_search(tmp_path / "a", FakeMeasurer(compiled), ceiling=60 * MiB).run(6).best.assignment["dtype"] == "fp16"

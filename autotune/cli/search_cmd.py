@@ -270,15 +270,15 @@ class TrialPrinter:
 
     def __call__(self, record: Any, done: int, best: Any) -> None:
         m = record.measurement
-        precision = m.timing.get("ci_rel_half_width") if m.timing else None
+        precision = m.timing.ci_rel_half_width if m.timing else None
         detail = m.error if record.outcome == "failed" else settings_diff(record.assignment, self.defaults)
         if record.outcome == "over_ram":
-            detail = f"host RAM peak {size(m.memory.get('host_rss_peak'))}: {detail}"
+            detail = f"host RAM peak {size(m.memory.host_rss_peak)}: {detail}"
         line = self.COLUMNS.format(
             record.number, record.outcome, seconds(m.latency_median_s),
             "-" if precision is None else f"{100 * precision:.1f}%", size(m.peak_bytes),
             size(record.prediction["total_bytes"]) if record.prediction else "-",
-            f"{m.quality['psnr_db']:.0f}" if "psnr_db" in m.quality else "-", detail)
+            f"{m.quality.psnr_db:.0f}" if m.quality and m.quality.psnr_db is not None else "-", detail)
         print(_clip(line), file=sys.stderr)
         if self.verbose:
             print(_clip("       " + phases_line(m), WIDTH), file=sys.stderr)
@@ -293,8 +293,9 @@ PHASES = (("spawn_s", "spawn"), ("import_s", "imports"), ("device_setup_s", "dev
 
 
 def phases_line(m: Any) -> str:
-    parts = [f"{name} {m.timings[key]:.2f}" for key, name in PHASES if key in m.timings]
-    runs = f" ({m.timing['runs']} runs)" if m.timing else ""
+    phases = m.phases.to_dict()
+    parts = [f"{name} {phases[key]:.2f}" for key, name in PHASES if key in phases]
+    runs = f" ({m.timing.runs} runs)" if m.timing else ""
     return "phases (s): " + ", ".join(parts) + runs
 
 
@@ -303,7 +304,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     lines = []
     best = result.best
     m = best.measurement
-    precision = m.timing.get("ci_rel_half_width") if m.timing else None
+    precision = m.timing.ci_rel_half_width if m.timing else None
     plus = f" ±{100 * precision:.1f}%" if precision is not None else ""
     lines.append(_clip(f"winner     {settings_diff(best.assignment, defaults)}"))
     lines.append(f"           {seconds(m.latency_median_s)}{plus} median of {len(m.latencies_s)} runs, "
@@ -355,10 +356,11 @@ def quality_lines(result: Any, best: Any) -> list[str]:
     lines = []
     m = best.measurement
     floor = f" (floor {result.min_psnr:g} dB)" if result.min_psnr else ""
-    if m.quality and "psnr_db" in m.quality:
+    q = m.quality
+    if q and q.psnr_db is not None:
         lines.append(textwrap.fill(
-            f"quality    PSNR {m.quality['psnr_db']:.1f} dB, SSIM {m.quality.get('ssim', float('nan')):.4f}"
-            + (f", denoiser {m.quality['denoiser_sqnr_db']:.1f} dB SQNR per call" if "denoiser_sqnr_db" in m.quality else "")
+            f"quality    PSNR {q.psnr_db:.1f} dB, SSIM {q.ssim if q.ssim is not None else float('nan'):.4f}"
+            + (f", denoiser {q.denoiser_sqnr_db:.1f} dB SQNR per call" if q.denoiser_sqnr_db is not None else "")
             + f"{floor} against {quality_against(result, best)}", WIDTH, subsequent_indent="           "))
     elif result.guard is not None:
         lines.append(_clip(f"quality    {quality_against(result, best)}"))
@@ -378,11 +380,11 @@ def quality_lines(result: Any, best: Any) -> list[str]:
 
 
 def _record_json(record: Any) -> dict[str, Any]:
-    m = record.measurement
+    m, stored = record.measurement, record.measurement.to_dict()
     return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
             "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
-            "timing": m.timing, "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric,
-            "memory": m.memory, "overhead_s": m.overhead_s, "phases": m.timings,
-            "conditions": m.conditions, "quality": m.quality, "quality_issue": record.quality_issue.message if record.quality_issue else None,
+            "timing": stored["timing"], "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric,
+            "memory": stored["memory"], "overhead_s": m.overhead_s, "phases": stored["timings"],
+            "conditions": stored["conditions"], "quality": stored["quality"], "quality_issue": record.quality_issue.message if record.quality_issue else None,
             "predicted": record.prediction, "error": m.error,
             "log": m.log_path}

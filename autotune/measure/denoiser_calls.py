@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from autotune.measure.records import Json
+
 log = logging.getLogger(__name__)
 
 #: Key prefix of the calls in the reference file (quality.save_reference's extra arrays).
@@ -72,7 +74,7 @@ class Recorder:
     def __init__(self, keep: bool, steps: int) -> None:
         self.keep, self.wanted = keep, kept_calls(steps)
         self.arrays: dict[str, np.ndarray] = {}
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Json]] = []  # stored in the reference file as JSON
         self.placement: dict[str, tuple[Any, Any]] = {}
         self.problem: str | None = None
         self._count = 0
@@ -143,7 +145,7 @@ def recording(pipe: Any, keep: bool, steps: int) -> Iterator[Recorder | None]:
         handle.remove()
 
 
-def _rebuild(spec: dict[str, Any], key: str, reference: dict[str, np.ndarray], placement: dict[str, tuple[Any, Any]],
+def _rebuild(spec: dict[str, Json], key: str, reference: dict[str, np.ndarray], placement: dict[str, tuple[Any, Any]],
              default: tuple[Any, Any]) -> Any:
     import torch
 

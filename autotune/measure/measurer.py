@@ -1,12 +1,12 @@
 """What a trial measures, and the seam that measures it.
 
 `Measurer` is anything that turns a `TrialJob` into a `Measurement`; the real one
-(`SubprocessMeasurer`) runs trials in a worker process of its own, tests inject a fake.
+(`SubprocessMeasurer`) runs trials in a worker process of its own and can also confirm
+(`Comparer`); `InProcessMeasurer` runs them here, and tests inject a fake.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import statistics
 import sys
@@ -14,104 +14,23 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from autotune.measure.backends.host_memory import HostPeak
 from autotune.errors import InvalidTargetError
-from autotune.target import Target
-from autotune.measure.timing import StoppingRule
+from autotune.knobs import Value
+from autotune.measure import protocol
+from autotune.measure.backends.host_memory import HostPeak
 from autotune.measure.process import WorkerGone, WorkerProcess, WorkerTimeout
+from autotune.measure.records import Measurement, Phases, Status, TrialJob
+from autotune.measure.timing import StoppingRule
+
+if TYPE_CHECKING:  # the worker's module: imported where a trial runs in this process
+    from autotune.measure.worker import Worker
+
+__all__ = ["Comparer", "InProcessMeasurer", "Measurement", "Measurer", "Status", "SubprocessMeasurer", "TrialJob",
+           "WORKER_COMMAND"]
 
 log = logging.getLogger(__name__)
-
-Status = Literal["ok", "oom", "failed", "pruned"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialJob:
-    target: Target
-    assignment: dict[str, Any]
-    warmup: int = 1
-    #: Timed runs: at least `runs`, then more until the median's 95% interval is within
-    #: `precision` of it, `time_cap_s` of runs are spent or `max_runs` are made (timing.py).
-    runs: int = 6
-    seed: int = 0
-    number: int | None = None  # the study's trial number, names the trial's log
-    precision: float = 0.02
-    time_cap_s: float = 10.0
-    max_runs: int = 100
-    #: Where the reference output is (quality.py): the first run's output is compared with it.
-    reference: str | None = None
-    #: Save the first run's output here as the reference (the search's reference trial).
-    save_reference: str | None = None
-    #: The search's best latency so far: a trial surely slower stops at `runs` (racing, timing.py).
-    incumbent_s: float | None = None
-
-    def stopping_rule(self) -> StoppingRule:
-        return StoppingRule(min_runs=self.runs, max_runs=max(self.max_runs, self.runs),
-                            precision=self.precision, time_cap_s=self.time_cap_s,
-                            incumbent_s=self.incumbent_s)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "target": self.target.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialJob:
-        return cls(**{**data, "target": Target.from_dict(data["target"])})
-
-
-@dataclasses.dataclass
-class Measurement:
-    """One trial's result. `peak_bytes` is the number the ceiling is checked against; its
-    `peak_metric` says what it is (a CPU tensor peak is never a VRAM number)."""
-
-    status: Status
-    backend: str
-    device_name: str
-    peak_metric: str
-    latencies_s: list[float] = dataclasses.field(default_factory=list)
-    peak_bytes: int | None = None
-    memory: dict[str, int] = dataclasses.field(default_factory=dict)
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: Facts about the measurement setup (ceiling native or emulated, context size, alloc conf).
-    device_info: dict[str, Any] = dataclasses.field(default_factory=dict)
-    error: str | None = None
-    log_path: str | None = None
-    #: The timed runs' statistics (timing.TimingStats.to_dict()): median, 95% interval, spread.
-    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: Device conditions before and after the timed runs (clocks, temperature), where readable.
-    conditions: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: The first run's output against the reference: psnr_db, ssim, latent_rel_error (quality.py).
-    quality: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    @property
-    def latency_median_s(self) -> float | None:
-        return statistics.median(self.latencies_s) if self.latencies_s else None
-
-    @property
-    def latency_p90_s(self) -> float | None:
-        if not self.latencies_s:
-            return None
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def overhead_s(self) -> float | None:
-        """Wall time of the trial that was not warm-up or timed runs: the cost of measuring."""
-        return self.timings.get("overhead_s")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Measurement:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def failure(cls, error: str, backend: str = "unknown") -> Measurement:
-        return cls(status="failed", backend=backend, device_name="unknown", peak_metric="none",
-                   error=error)
 
 
 class Measurer(Protocol):
@@ -122,7 +41,7 @@ class Measurer(Protocol):
 WORKER_COMMAND = (sys.executable, "-m", "autotune.measure.worker")
 
 
-def leaves_process_state(assignment: dict[str, Any]) -> bool:
+def leaves_process_state(assignment: dict[str, Value]) -> bool:
     """True when a trial of `assignment` leaves state in its process that a later trial would
     inherit (the knob says so: e.g. torch.compile's caches)."""
     from autotune import knobs
@@ -170,29 +89,30 @@ class SubprocessMeasurer:
     def _start(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, float]:
         start = time.monotonic()
         worker = WorkerProcess(self.worker_command, log_path, self.env)
-        answer = worker.request({"op": "setup", "device": job.target.device,
-                                 "ceiling": job.target.max_vram}, deadline)
-        if "unrunnable" in answer:
+        answer = worker.request(protocol.Setup(job.target.device, job.target.max_vram), deadline)
+        if isinstance(answer, protocol.Unrunnable):
             worker.close()
-            raise InvalidTargetError(answer["unrunnable"])
-        if "failed" in answer:
+            raise InvalidTargetError(answer.message)
+        if not isinstance(answer, protocol.Ready):
             worker.kill()
-            raise WorkerGone(f"worker failed to start: {answer['failed']}")
-        worker.startup = {"import_s": answer.get("import_s", 0.0), "device_setup_s": answer.get("setup_s", 0.0)}
-        worker.device_baseline_bytes = answer.get("device_baseline_bytes")
+            raise WorkerGone(f"worker failed to start: {_message(answer)}")
+        worker.startup = Phases(import_s=answer.import_s, device_setup_s=answer.setup_s)
+        worker.device_baseline_bytes = answer.device_baseline_bytes
         return worker, time.monotonic() - start
 
-    def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, dict[str, float]]:
+    def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, Phases]:
         key = (job.target.device, job.target.max_vram)
         worker = self._worker
         if worker is not None and (not self.reuse or worker.tainted or not worker.alive or self._worker_key != key):
             worker.close()
             worker = self._worker = None
         if worker is not None:
-            return worker, {}
+            return worker, Phases()
         worker, spawn_s = self._start(job, log_path, deadline)
         self._worker, self._worker_key = worker, key
-        return worker, {"spawn_s": spawn_s, **worker.startup}
+        spawned = Phases(spawn_s=spawn_s)
+        spawned.fill(worker.startup)
+        return worker, spawned
 
     def close(self) -> None:
         """End the warm worker (a search calls this when it is done)."""
@@ -214,30 +134,12 @@ class SubprocessMeasurer:
         limit = self.timeout_s if timeout_s is None else max(0.0, min(self.timeout_s, timeout_s))
         stopped_by = "timed out" if timeout_s is None or self.timeout_s <= timeout_s else "stopped at the time budget"
         start = time.monotonic()
-        deadline = start + limit
         log_path = self._log_path(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        spawned: dict[str, float] = {}
+        spawned = Phases()
         try:
-            worker, spawned = self._worker_for(job, log_path, deadline)
-            with _nvml_peak(job.target.device, worker.pid, worker.device_baseline_bytes) as sampler, \
-                    HostPeak(worker.pid) as host:
-                answer = worker.request({"op": "trial", "job": job.to_dict(), "log": str(log_path)}, deadline)
-            if "unrunnable" in answer:  # e.g. the pipeline refuses the call: no trial can run
-                self._worker = None
-                raise InvalidTargetError(answer["unrunnable"])
-            if "failed" in answer:
-                worker.tainted = True
-                result = Measurement.failure(f"{answer['failed']} (traceback in the trial log)")
-            else:
-                result = Measurement.from_dict(answer["measurement"])
-                result.device_info["worker_pid"] = worker.pid
-                sampler.merge_into(result)
-                host.merge_into(result)
-                if result.status != "ok" or not result.device_info.get("worker_clean_after", True):
-                    worker.tainted = True
-                if leaves_process_state(job.assignment):
-                    worker.tainted = True
+            worker, spawned = self._worker_for(job, log_path, start + limit)
+            result = self._trial(worker, job, log_path, start + limit)
         except WorkerTimeout:
             self._worker = None
             result = Measurement.failure(f"{stopped_by} after {limit:.0f} s")
@@ -245,15 +147,33 @@ class SubprocessMeasurer:
             self._worker = None
             result = Measurement.failure(str(exc))
         wall = time.monotonic() - start
-        result.timings.update(spawned)
-        result.timings["wall_s"] = wall
-        measured = sum(v for k, v in result.timings.items()
-                       if k in ("first_run_s", "timed_s") or k.startswith("warmup_"))
-        result.timings["overhead_s"] = max(0.0, wall - measured)
+        result.phases.fill(spawned)
+        result.phases.wall_s = wall
+        result.phases.overhead_s = max(0.0, wall - result.phases.measured_s)
         if self.log_dir:
             result.log_path = str(log_path)
         return result
 
+    def _trial(self, worker: WorkerProcess, job: TrialJob, log_path: Path, deadline: float) -> Measurement:
+        """One trial in `worker`, its NVML and host RAM peaks sampled from here; marks the worker
+        tainted when the trial left anything behind in it."""
+        with _nvml_peak(job.target.device, worker.pid, worker.device_baseline_bytes) as sampler, \
+                HostPeak(worker.pid) as host:
+            answer = worker.request(protocol.Trial(job, str(log_path)), deadline)
+        if isinstance(answer, protocol.Unrunnable):  # e.g. the pipeline refuses the call: no trial can run
+            self._worker = None
+            raise InvalidTargetError(answer.message)
+        if not isinstance(answer, protocol.Measured):
+            worker.tainted = True
+            return Measurement.failure(f"{_message(answer)} (traceback in the trial log)")
+        result = answer.measurement
+        result.device_info.worker_pid = worker.pid
+        sampler.merge_into(result)
+        host.merge_into(result)
+        clean = result.device_info.worker_clean_after
+        if result.status != "ok" or clean is False or leaves_process_state(job.assignment):
+            worker.tainted = True
+        return result
 
     # -- interleaved comparison (confirming a winner) --------------------------------------------
 
@@ -272,14 +192,14 @@ class SubprocessMeasurer:
                 try:
                     worker, _ = self._start(job, log_path, deadline)
                     workers[i] = worker
-                    answer = worker.request({"op": "load", "job": job.to_dict(), "log": str(log_path)}, deadline)
+                    answer = worker.request(protocol.Load(job, str(log_path)), deadline)
                 except (WorkerGone, WorkerTimeout) as exc:
                     workers.pop(i, None)
                     notes.append(f"trial {job.number} could not be reloaded ({str(exc) or 'time budget'})")
                     continue
-                status = answer.get("measurement", {}).get("status")
+                status = answer.measurement.status if isinstance(answer, protocol.Measured) else None
                 if status != "ok":
-                    notes.append(f"trial {job.number} could not be reloaded ({answer.get('failed') or status})")
+                    notes.append(f"trial {job.number} could not be reloaded ({status or _message(answer)})")
                     workers.pop(i).kill()
             order = list(workers)
             for r in range(rounds):
@@ -288,8 +208,10 @@ class SubprocessMeasurer:
                     break
                 rotated = order[r % len(order):] + order[:r % len(order)] if order else []
                 for i in rotated:
-                    answer = workers[i].request({"op": "runs", "rule": block.to_dict()}, deadline)
-                    medians[i].append(statistics.median(answer["latencies_s"]))
+                    answer = workers[i].request(protocol.Runs(block), deadline)
+                    if not isinstance(answer, protocol.Latencies):
+                        raise WorkerGone(f"the worker answered a block of runs with {_message(answer)}")
+                    medians[i].append(statistics.median(answer.latencies_s))
         except (WorkerGone, WorkerTimeout) as exc:
             notes.append(f"a worker stopped during the rounds ({str(exc) or 'time budget'})")
         finally:
@@ -297,6 +219,11 @@ class SubprocessMeasurer:
                 worker.close()
         complete = min((len(v) for i, v in medians.items() if i in workers), default=0)
         return {i: v[:complete] for i, v in medians.items() if i in workers and complete}, "; ".join(notes)
+
+
+def _message(answer: protocol.Answer) -> str:
+    """What an answer that is not the one expected says."""
+    return getattr(answer, "message", None) or type(answer).__name__
 
 
 class _NoSampler:
@@ -322,3 +249,42 @@ def _nvml_peak(device: str, pid: int, baseline_used: int | None = None) -> Itera
     peak = ProcessPeak(reader, pid, baseline_used=baseline_used)
     with peak:
         yield peak
+
+
+class Comparer(Protocol):
+    """A measurer that can also confirm: time loaded candidates side by side in interleaved
+    rounds (`SubprocessMeasurer.compare`); the search confirms only with one of these."""
+
+    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int,
+                deadline: float) -> tuple[dict[int, list[float]], str]: ...
+
+
+class InProcessMeasurer:
+    """Measures trials in this process, one warm `Worker` per device and ceiling: no isolation
+    (an OOM or a compiled model stays in this process), no timeout, but no start-up either.
+    For tests, benchmarks and notebooks; searches use `SubprocessMeasurer`."""
+
+    def __init__(self) -> None:
+        self._worker: Worker | None = None
+        self._key: tuple[str, int | None] | None = None
+
+    def __call__(self, job: TrialJob, *, timeout_s: float | None = None) -> Measurement:
+        """Measure one trial; `timeout_s` is not enforced here (nothing can stop a run in-process)."""
+        from autotune.measure.backends import get_backend
+        from autotune.measure.worker import Worker
+
+        key = (job.target.device, job.target.max_vram)
+        worker, spawned = self._worker, Phases()
+        if worker is None or self._key != key:
+            start = time.monotonic()
+            backend = get_backend(*key)
+            backend.setup()
+            worker = self._worker = Worker(backend)
+            self._key = key
+            spawned = Phases(device_setup_s=time.monotonic() - start)
+        start = time.monotonic()
+        result = worker.trial(job)
+        result.phases.fill(spawned)
+        result.phases.wall_s = time.monotonic() - start + (spawned.device_setup_s or 0.0)
+        result.phases.overhead_s = max(0.0, result.phases.wall_s - result.phases.measured_s)
+        return result

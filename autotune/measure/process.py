@@ -6,7 +6,6 @@ is killed, one that dies is reported with its signal or its last log line. Torch
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -15,7 +14,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from autotune.measure import protocol
+from autotune.measure.protocol import Answer, Request
+from autotune.measure.records import Phases
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +51,25 @@ class WorkerProcess:
         self.pid = self.proc.pid
         self.tainted = False  # set by the owner when the process must not measure again
         #: What its start cost: imports (torch, diffusers) and device setup (CUDA init, context).
-        self.startup: dict[str, float] = {}
+        self.startup = Phases()
         #: The device's NVML usage before its CUDA context existed (CUDA only): the baseline of
         #: the device-wide delta where NVML does not list the worker's PID.
         self.device_baseline_bytes: int | None = None
 
-    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def request(self, message: Request, deadline: float) -> Answer:
         """Send one request, wait for its answer until `deadline`."""
-        if "log" in message:  # the worker writes this request's output there: a crash is read there
-            self.log_path = Path(message["log"])
+        log_path = getattr(message, "log", None)
+        if log_path:  # the worker writes this request's output there: a crash is read there
+            self.log_path = Path(log_path)
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.write(protocol.encode(message))
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # it died: reading the answer below says how
         return self._read_answer(deadline)
 
-    def _read_answer(self, deadline: float) -> dict[str, Any]:
+    def _read_answer(self, deadline: float) -> Answer:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -80,7 +83,7 @@ class WorkerProcess:
                 raise WorkerGone(self._describe_exit())
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        return protocol.decode_answer(line)
 
     def _describe_exit(self) -> str:
         try:
@@ -108,7 +111,7 @@ class WorkerProcess:
         if self.alive:
             try:
                 assert self.proc.stdin is not None
-                self.proc.stdin.write(b'{"op": "exit"}\n')
+                self.proc.stdin.write(protocol.encode(protocol.Exit()))
                 self.proc.stdin.flush()
                 self.proc.wait(timeout=timeout_s)
             except (BrokenPipeError, OSError, subprocess.TimeoutExpired):

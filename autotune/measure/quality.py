@@ -17,9 +17,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from autotune.measure.records import QualityScores
+
+#: A reference output as saved: "images", maybe "latents", and the denoiser calls it kept.
+Reference = dict[str, np.ndarray]
 
 #: What identical outputs score (PSNR is infinite there; a finite number keeps JSON and YAML plain).
 PSNR_IDENTICAL_DB = 100.0
@@ -136,56 +140,57 @@ def _std(images: np.ndarray, peak: float) -> float:
     return float(np.std(values)) / peak if np.isfinite(values).all() else math.nan
 
 
-def compare(images: np.ndarray, latents: np.ndarray | None, reference: dict[str, np.ndarray]) -> dict[str, float]:
+def compare(images: np.ndarray, latents: np.ndarray | None, reference: Reference) -> QualityScores:
     """The quality numbers of one output against the reference. Besides PSNR and SSIM: the
     fraction of non-finite values and the spread of the output and of the reference (in data
     ranges), which the sanity floor reads (`broken_output`)."""
     if images.shape != reference["images"].shape:
         raise ValueError(f"output shape {images.shape} differs from the reference's {reference['images'].shape}")
     peak = data_range(reference["images"])
-    out = {"psnr_db": round(psnr(images, reference["images"], peak), 3),
-           "ssim": round(ssim(images, reference["images"], peak), 5),
-           "data_range": peak,
-           "nonfinite_fraction": round(float(np.mean(~np.isfinite(images.astype(np.float64)))), 6),
-           "output_std": _rounded(_std(images, peak)),
-           "reference_std": _rounded(_std(reference["images"], peak))}
+    latent_error = None
     if latents is not None and "latents" in reference and latents.shape == reference["latents"].shape:
-        out["latent_rel_error"] = _rounded(relative_error(latents, reference["latents"]))
-    return out
+        latent_error = _rounded(relative_error(latents, reference["latents"]))
+    return QualityScores(psnr_db=round(psnr(images, reference["images"], peak), 3),
+                         ssim=round(ssim(images, reference["images"], peak), 5),
+                         data_range=peak,
+                         nonfinite_fraction=round(float(np.mean(~np.isfinite(images.astype(np.float64)))), 6),
+                         output_std=_rounded(_std(images, peak)),
+                         reference_std=_rounded(_std(reference["images"], peak)),
+                         latent_rel_error=latent_error)
 
 
 def _rounded(value: float) -> float:
     return round(value, 6) if math.isfinite(value) else value
 
 
-def broken_output(quality: dict[str, float]) -> str | None:
+def broken_output(quality: QualityScores) -> str | None:
     """Why an output is no image at all, whatever the settings: NaN or infinite values, or one
     flat colour where the reference is not. None when it passes."""
-    nonfinite = quality.get("nonfinite_fraction", 0.0)
-    if nonfinite > 0 or not math.isfinite(quality.get("psnr_db", 0.0)):
+    nonfinite = quality.nonfinite_fraction or 0.0
+    if nonfinite > 0 or not math.isfinite(quality.psnr_db if quality.psnr_db is not None else 0.0):
         return f"{100 * nonfinite:.3g}% of its output is NaN or infinite"
-    std, reference_std = quality.get("output_std"), quality.get("reference_std")
+    std, reference_std = quality.output_std, quality.reference_std
     if std is not None and reference_std is not None and std <= CONSTANT_STD < reference_std:
         return "its output is one flat colour (the reference's is not)"
     return None
 
 
-def exact_problem(quality: dict[str, float]) -> str | None:
+def exact_problem(quality: QualityScores) -> str | None:
     """Why an exact setting's output cannot be float reordering of the reference's, or None."""
     broken = broken_output(quality)
     if broken:
         return broken
-    per_call = quality.get("denoiser_sqnr_db")
+    per_call = quality.denoiser_sqnr_db
     if per_call is not None and not per_call >= EXACT_MIN_SQNR_DB:
         return (f"its denoiser is {per_call:.1f} dB SQNR from the reference's on the same inputs, under the "
                 f"{EXACT_MIN_SQNR_DB:g} dB float reordering keeps")
-    value = quality.get("psnr_db", math.nan)
+    value = quality.psnr_db if quality.psnr_db is not None else math.nan
     if not value >= EXACT_MIN_PSNR_DB:  # NaN fails too
         return f"PSNR {value:.1f} dB against the reference, under the {EXACT_MIN_PSNR_DB:g} dB any float reordering keeps"
     return None
 
 
-def reference_problem(reference: dict[str, np.ndarray]) -> str | None:
+def reference_problem(reference: Reference) -> str | None:
     """Why a reference output cannot judge anything (NaN, or one flat colour), or None."""
     images = reference["images"].astype(np.float64)
     if not np.isfinite(images).all():
@@ -206,18 +211,18 @@ def save_reference(path: Path, images: np.ndarray, latents: np.ndarray | None,
     tmp.replace(path)
 
 
-def load_reference(path: Path) -> dict[str, Any]:
+def load_reference(path: Path) -> Reference:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
 
-def below_floor(quality: dict[str, float] | None, min_psnr: float | None) -> float:
+def below_floor(quality: QualityScores | None, min_psnr: float | None) -> float:
     """Optuna constraint value (<= 0 passes): how far the PSNR is under the floor, relative. No
     floor passes; missing numbers pass here (the caller decides what an unjudged trial is); a
     non-finite PSNR is as far under as it gets."""
-    if min_psnr is None or not quality or "psnr_db" not in quality:
+    if min_psnr is None or quality is None or quality.psnr_db is None:
         return 0.0
-    value = quality["psnr_db"]
+    value = quality.psnr_db
     if not math.isfinite(value):
         return 1.0
     return (min_psnr - value) / min_psnr

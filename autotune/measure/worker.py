@@ -1,8 +1,8 @@
 """The trial worker: a process that measures trials on request, one after another.
 
-Run as `python -m autotune.measure.worker FD` by `autotune.measure.measurer.WorkerProcess`: requests arrive as
-JSON lines on stdin, answers leave as JSON lines on file descriptor FD, and stdout/stderr go to
-the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
+Run as `python -m autotune.measure.worker FD` by `autotune.measure.process.WorkerProcess`:
+requests (protocol.py) arrive as JSON lines on stdin, answers leave as JSON lines on file
+descriptor FD, and stdout/stderr go to the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
 torch and diffusers, and a fresh build pays loading the weights; here both are paid once, and
 every trial starts from a pristine copy of the weights kept in host memory. Why it is still
 safe: a trial's pipeline is a copy, dropped after the trial, and the parent replaces the process
@@ -16,22 +16,27 @@ process.
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import gc
-import json
 import logging
 import os
 import sys
 import time
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from autotune.measure.backends import math_flags
 from autotune.errors import InvalidTargetError
-from autotune.measure.measurer import Measurement, TrialJob
+from autotune.measure import protocol
+from autotune.measure.backends import DeviceBackend, MemoryReading, math_flags
+from autotune.measure.records import Measurement, TrialJob
 from autotune.measure.timing import StoppingRule, timing_stats
+from autotune.measure.weights import HostWeights, run_pipeline
+
+if TYPE_CHECKING:  # numpy: only where a trial is judged
+    from autotune.measure.quality import Reference
+
+__all__ = ["HostWeights", "Worker", "measure", "run_pipeline", "serve"]
 
 log = logging.getLogger("autotune.worker")
 
@@ -40,64 +45,10 @@ log = logging.getLogger("autotune.worker")
 MEMORY_RUN_STEPS = 2
 
 
-def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None,
-                 capture_latents: list[Any] | None = None) -> Any:
-    """Call the pipeline as the target says (call.py: text-to-image, image-to-image, video...)."""
-    import dataclasses
-
-    from autotune.models.call import call_pipeline
-
-    target = job.target if steps is None else dataclasses.replace(job.target, steps=steps)
-    if capture_latents is None:
-        return call_pipeline(pipe, target, job.seed)
-    return call_pipeline(pipe, target, job.seed, capture_latents=capture_latents)
-
-
-class HostWeights:
-    """Pristine pipelines in host memory, one per (model, load arguments: `knobs.load_key`, the
-    dtype); each trial gets a deep copy.
-
-    Copying ~2 GB of fp16 weights in RAM takes a fraction of a second; reading and converting
-    them from disk took 8-25 s per trial on the H100/H200 runs. A pipeline larger than
-    `max_fraction` of the host RAM is not kept (the copy would double it): it is rebuilt instead.
-    """
-
-    def __init__(self, max_fraction: float = 0.35) -> None:
-        self._pristine: dict[tuple, Any] = {}
-        self.max_fraction = max_fraction
-
-    def fresh(self, model: str, settings: dict[str, Any], timings: dict[str, float]) -> Any:
-        from autotune import knobs
-        from autotune.models.pipelines import build_pipeline
-
-        key = (model, knobs.load_key(settings))
-        if key not in self._pristine:
-            start = time.perf_counter()
-            pipe = build_pipeline(model, **knobs.load_kwargs(settings))
-            timings["load_weights_s"] = time.perf_counter() - start
-            if not self._worth_keeping(pipe):
-                return pipe
-            self._pristine = {key: pipe}  # one model at a time: a search tunes one model
-        start = time.perf_counter()
-        fresh = copy.deepcopy(self._pristine[key])
-        timings["copy_weights_s"] = time.perf_counter() - start
-        return fresh
-
-    def _worth_keeping(self, pipe: Any) -> bool:
-        import torch
-
-        from autotune.hardware import total_ram_bytes
-
-        size = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
-        ram = total_ram_bytes()
-        return ram is None or size < self.max_fraction * ram
-
-
 class Worker:
     """The state of one worker process: its device backend, the weights, the loaded trial."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: DeviceBackend) -> None:
         self.backend = backend
         self.weights = HostWeights()
         self.pipe: Any = None
@@ -105,7 +56,7 @@ class Worker:
         self.result: Measurement | None = None
         self._tracked_warmup = False
         self._to_judge = False
-        self._references: dict[str, Any] = {}
+        self._references: dict[str, Reference] = {}
 
     # -- one trial in three steps ---------------------------------------------------------------
 
@@ -116,20 +67,20 @@ class Worker:
         self.release()
         backend = self.backend
         result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
-                             peak_metric=backend.peak_metric, device_info=dict(backend.info))
-        result.device_info["math_flags"] = math_flags.current().to_dict()
+                             peak_metric=backend.peak_metric, device_info=dataclasses.replace(backend.info))
+        result.device_info.math_flags = math_flags.current()
         self.job, self.result = job, result
-        timings = result.timings
+        phases = result.phases
         try:
             start = time.perf_counter()
-            self.pipe = self.weights.fresh(job.target.model, job.assignment, timings)
-            timings["build_s"] = time.perf_counter() - start
+            self.pipe = self.weights.fresh(job.target.model, job.assignment, phases)
+            phases.build_s = time.perf_counter() - start
             start = time.perf_counter()
             stages: dict[str, float] = {}
             apply_settings(self.pipe, job.assignment, device=job.target.device, stage_seconds=stages)
             backend.prepare(self.pipe)
-            timings["apply_s"] = time.perf_counter() - start
-            timings["to_device_s"] = stages.get("place", 0.0)  # the offload knob places the weights
+            phases.apply_s = time.perf_counter() - start
+            phases.to_device_s = stages.get("place", 0.0)  # the offload knob places the weights
             self._warm_up(job, result)
         except BaseException as exc:
             self._record_oom(exc)
@@ -156,7 +107,10 @@ class Worker:
                     output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
                     self.backend.synchronize()
                 self._judge_output(job, result, output, latents, recorder)
-            result.timings["first_run_s" if i == 0 else f"warmup_{i}_s"] = time.perf_counter() - start
+            if i == 0:
+                result.phases.first_run_s = time.perf_counter() - start
+            else:
+                result.phases.warmup_s += (time.perf_counter() - start,)
 
     def _recording(self, job: TrialJob) -> Any:
         """While the judged run runs: the denoiser calls it makes (denoiser_calls.py)."""
@@ -169,33 +123,13 @@ class Worker:
 
     def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
                       recorder: Any = None) -> None:
-        """The first plain run's output: saved as the reference, or compared with it (quality.py),
-        end to end and, where the reference kept denoiser calls, per call (denoiser_calls.py)."""
-        from autotune.measure import denoiser_calls
-        from autotune.measure import quality
-        from autotune.models.call import output_array
+        """The first plain run's output: saved as the reference, or compared with it (judge.py)."""
+        from autotune.measure import judge
 
         if not self._to_judge:
             return
         self._to_judge = False
-        latents = captured[0].detach().float().cpu().numpy() if captured else None
-        images = output_array(output)
-        if job.save_reference:
-            calls = recorder.reference_arrays() if recorder is not None else {}
-            quality.save_reference(Path(job.save_reference), images, latents, calls)
-            result.quality = quality.compare(images, latents, {"images": images, **({"latents": latents} if latents is not None else {})})
-        else:
-            reference = self._references.get(job.reference)
-            if reference is None:
-                reference = self._references[job.reference] = quality.load_reference(Path(job.reference))
-            result.quality = quality.compare(images, latents, reference)
-            try:
-                per_call = denoiser_calls.replay_sqnr(self.pipe, recorder, reference)
-            except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # never fails the trial
-                log.warning("the per-call error could not be measured: %s: %s", type(exc).__name__, exc)
-                per_call = None
-            if per_call is not None:
-                result.quality["denoiser_sqnr_db"] = round(per_call, 3)
+        result.quality = judge.score(self.pipe, job, output, captured, recorder, self._references)
 
     @contextlib.contextmanager
     def _judged_math(self, job: TrialJob) -> Iterator[None]:
@@ -207,7 +141,7 @@ class Worker:
             return
         with math_flags.exact_math() as exact:
             if self.result is not None:
-                self.result.device_info["reference_math_flags"] = exact.to_dict()
+                self.result.device_info.reference_math_flags = exact
             yield
 
     def time(self, rule: StoppingRule) -> Measurement:
@@ -218,7 +152,7 @@ class Worker:
         if result.status != "ok":
             return result
         try:
-            result.conditions["before"] = self.backend.conditions()
+            result.conditions_before = self.backend.conditions()
             start = time.perf_counter()
             if self.backend.track_timed_runs:
                 with self.backend.track(self.pipe) as reading:
@@ -226,18 +160,18 @@ class Worker:
                 self._store_reading(reading)
             else:
                 result.latencies_s = self.timed_runs(rule)
-            result.timings["timed_s"] = time.perf_counter() - start
-            result.conditions["after"] = self.backend.conditions()
+            result.phases.timed_s = time.perf_counter() - start
+            result.conditions_after = self.backend.conditions()
             if not self._tracked_warmup and result.peak_bytes is None:
                 start = time.perf_counter()
                 with self.backend.track(self.pipe) as reading:
                     run_pipeline(self.pipe, job, steps=min(job.target.steps, MEMORY_RUN_STEPS))
                     self.backend.synchronize()
                 self._store_reading(reading)
-                result.timings["memory_run_s"] = time.perf_counter() - start
-            result.timing = timing_stats(result.latencies_s).to_dict()
-            if _compiles(job) and "first_run_s" in result.timings:
-                result.timings["compile_s"] = max(0.0, result.timings["first_run_s"] - result.timing["median_s"])
+                result.phases.memory_run_s = time.perf_counter() - start
+            result.timing = timing_stats(result.latencies_s)
+            if _compiles(job) and result.phases.first_run_s is not None:
+                result.phases.compile_s = max(0.0, result.phases.first_run_s - result.timing.median_s)
         except BaseException as exc:
             self._record_oom(exc)
         return result
@@ -273,18 +207,18 @@ class Worker:
             self._judge_output(self.job, self.result, *judged)
         return latencies
 
-    def release(self) -> dict[str, Any]:
+    def release(self) -> protocol.Released:
         """Drop the trial's pipeline; say whether the device is back to where it started."""
         start = time.perf_counter()
         self.pipe = self.job = None
         gc.collect()
         clean = self.backend.release()
-        return {"release_s": time.perf_counter() - start, "clean": clean}
+        return protocol.Released(release_s=time.perf_counter() - start, clean=clean)
 
-    def _store_reading(self, reading: Any) -> None:
+    def _store_reading(self, reading: MemoryReading) -> None:
         assert self.result is not None
         self.result.peak_bytes = reading.peak_bytes
-        self.result.memory.update(reading.memory)
+        self.result.memory.fill(reading.memory)
 
     def _record_oom(self, exc: BaseException) -> None:
         if not self.backend.is_oom(exc):
@@ -305,8 +239,8 @@ class Worker:
         if result.status == "ok":
             result = self.time(job.stopping_rule())
         released = self.release()
-        result.timings["release_s"] = released["release_s"]
-        result.device_info["worker_clean_after"] = released["clean"]
+        result.phases.release_s = released.release_s
+        result.device_info.worker_clean_after = released.clean
         return result
 
 
@@ -316,7 +250,7 @@ def _compiles(job: TrialJob) -> bool:
     return knobs.compiles(job.assignment)
 
 
-def measure(job: TrialJob, backend: Any = None) -> Measurement:
+def measure(job: TrialJob, backend: DeviceBackend | None = None) -> Measurement:
     """One trial in this process (tests, benchmarks); `SubprocessMeasurer` is the isolated path."""
     from autotune.measure.backends import get_backend
 
@@ -339,57 +273,61 @@ def _redirect_output(log_path: str | None) -> None:
     os.close(fd)
 
 
-def _answer(channel: IO[str], message: dict[str, Any]) -> None:
-    channel.write(json.dumps(message) + "\n")
+def _answer(channel: IO[bytes], answer: protocol.Answer) -> None:
+    channel.write(protocol.encode(answer))
     channel.flush()
 
 
-def serve(channel: IO[str], requests: IO[str]) -> int:
-    """Answer requests until 'exit' or the parent closes stdin (it died: so do we)."""
+def _setup(request: protocol.Setup) -> tuple[Worker, protocol.Ready]:
     from autotune.measure.backends import get_backend
 
+    start = time.perf_counter()
+    backend = get_backend(request.device, request.ceiling)
+    backend.setup()
+    return Worker(backend), protocol.Ready(setup_s=time.perf_counter() - start, import_s=_IMPORT_S,
+                                           pid=os.getpid(),
+                                           device_baseline_bytes=backend.info.nvml_baseline_used_bytes)
+
+
+def handle(worker: Worker, request: protocol.Request) -> protocol.Answer:
+    """The answer to one request after setup."""
+    if isinstance(request, (protocol.Trial, protocol.Load)):
+        _redirect_output(request.log)
+        if isinstance(request, protocol.Load):
+            return protocol.Measured(worker.load(request.job))
+        log.info("trial %s on %s", request.job.assignment, request.job.target.device)
+        result = worker.trial(request.job)
+        log.info("done: %s", result.status)
+        return protocol.Measured(result)
+    if isinstance(request, protocol.Runs):  # a block of an interleaved comparison of loaded candidates
+        return protocol.Latencies(worker.timed_runs(request.rule))
+    if isinstance(request, protocol.Release):
+        return worker.release()
+    raise protocol.ProtocolError(f"unexpected request {request.op.value!r}")
+
+
+def serve(channel: IO[bytes], requests: IO[bytes] | IO[str]) -> int:
+    """Answer requests until 'exit' or the parent closes stdin (it died: so do we)."""
     worker: Worker | None = None
     for line in requests:
-        request = json.loads(line)
-        op = request["op"]
         try:
-            if op == "setup":
-                start = time.perf_counter()
-                backend = get_backend(request["device"], request.get("ceiling"))
-                backend.setup()
-                worker = Worker(backend)
-                _answer(channel, {"ok": True, "setup_s": time.perf_counter() - start,
-                                  "import_s": _IMPORT_S, "pid": os.getpid(),
-                                  "device_baseline_bytes": backend.info.get("nvml_baseline_used_bytes")})
-            elif worker is None:
-                raise RuntimeError(f"request {op!r} before setup")
-            elif op == "trial":
-                _redirect_output(request.get("log"))
-                job = TrialJob.from_dict(request["job"])
-                log.info("trial %s on %s", job.assignment, job.target.device)
-                result = worker.trial(job)
-                log.info("done: %s", result.status)
-                _answer(channel, {"measurement": result.to_dict()})
-            elif op == "load":
-                _redirect_output(request.get("log"))
-                job = TrialJob.from_dict(request["job"])
-                _answer(channel, {"measurement": worker.load(job).to_dict()})
-            elif op == "runs":  # a block of an interleaved comparison of loaded candidates
-                rule = StoppingRule.from_dict(request["rule"])
-                _answer(channel, {"latencies_s": worker.timed_runs(rule)})
-            elif op == "release":
-                _answer(channel, worker.release())
-            elif op == "exit":
+            request = protocol.decode_request(line)
+            if isinstance(request, protocol.Exit):
                 return 0
+            if isinstance(request, protocol.Setup):
+                worker, ready = _setup(request)
+                _answer(channel, ready)
+            elif worker is None:
+                raise RuntimeError(f"request {request.op.value!r} before setup")
             else:
-                raise ValueError(f"unknown request {op!r}")
+                _answer(channel, handle(worker, request))
         except InvalidTargetError as exc:  # no trial of this target can run here: say so once
             log.error("%s", exc)
-            _answer(channel, {"unrunnable": str(exc)})
+            _answer(channel, protocol.Unrunnable(str(exc)))
             return 0
         except BaseException as exc:
             traceback.print_exc()
-            _answer(channel, {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+            _answer(channel, protocol.Failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]))
             return 1
     return 0
 
@@ -426,8 +364,8 @@ def main(argv: list[str]) -> int:
     import autotune.models.pipelines  # noqa: F401
 
     _IMPORT_S = time.perf_counter() - start
-    channel = os.fdopen(int(argv[0]), "w")
-    return serve(channel, sys.stdin)
+    channel = os.fdopen(int(argv[0]), "wb")
+    return serve(channel, sys.stdin.buffer)
 
 
 if __name__ == "__main__":

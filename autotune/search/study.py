@@ -387,12 +387,12 @@ class Search:
         that needs a fresh process (another compile mode), the longest trial so far, so a new
         compile does not eat the time kept for the confirmation; None if nothing ran."""
         cls = cost_class(assignment)
-        timed = [r for r in self._seen.values() if "wall_s" in r.measurement.timings]
-        walls = [r.measurement.timings["wall_s"] for r in timed if cost_class(r.assignment) == cls]
+        timed = [r for r in self._seen.values() if r.measurement.phases.wall_s is not None]
+        walls = [r.measurement.phases.wall_s for r in timed if cost_class(r.assignment) == cls]
         if walls:
             return statistics.median(walls)
         if cls and timed:
-            return max(r.measurement.timings["wall_s"] for r in timed)
+            return max(r.measurement.phases.wall_s for r in timed)
         return None
 
     def _confirm_reserve(self, deadline: float) -> float:
@@ -412,15 +412,15 @@ class Search:
 
     def _spawn_s(self) -> float:
         """What starting a worker has cost here (a fresh Python importing torch and diffusers)."""
-        spawns = [r.measurement.timings["spawn_s"] for r in self._seen.values() if "spawn_s" in r.measurement.timings]
+        spawns = [r.measurement.phases.spawn_s for r in self._seen.values() if r.measurement.phases.spawn_s is not None]
         return max(spawns) if spawns else 5.0
 
     def _candidate(self, record: TrialRecord) -> confirming.Candidate:
         """The record as a confirmation arm; its reload is estimated from the trial, except that
         a compile is paid again only in part (the compile cache is warm by then)."""
-        t = record.measurement.timings
-        load = self._spawn_s() + sum(t.get(k, 0.0) for k in ("load_weights_s", "build_s", "apply_s", "first_run_s"))
-        load -= (1 - _WARM_COMPILE_SHARE) * t.get("compile_s", 0.0)
+        t = record.measurement.phases
+        load = self._spawn_s() + sum(v or 0.0 for v in (t.load_weights_s, t.build_s, t.apply_s, t.first_run_s))
+        load -= (1 - _WARM_COMPILE_SHARE) * (t.compile_s or 0.0)
         return confirming.Candidate(record.number, record.assignment, cost_s(record, self.amortize),
                                     record.measurement.peak_bytes or 0, load_s=load)
 
@@ -433,7 +433,7 @@ class Search:
     def _memory_room(self) -> int | None:
         """Bytes the confirmation's arms may hold together (they are loaded side by side)."""
         best = self.best()
-        total = best.measurement.device_info.get("total_memory_bytes") if best else None
+        total = best.measurement.device_info.total_memory_bytes if best else None
         return int(0.9 * total) if self.target.device == "cuda" and total else None
 
     def _skip_confirmation(self, reason: str, warn: bool = True) -> None:

@@ -156,7 +156,7 @@ def compile_share_s(record: TrialRecord, amortize: int | None) -> float:
     """The trial's compile time spread over `amortize` images (0 when not amortizing)."""
     if not amortize:
         return 0.0
-    return record.measurement.timings.get("compile_s", 0.0) / amortize
+    return (record.measurement.phases.compile_s or 0.0) / amortize
 
 
 def cost_s(record: TrialRecord, amortize: int | None = None) -> float:
@@ -180,14 +180,14 @@ def classify(measurement: Measurement, ceiling: int, max_ram: int | None = None)
     if measurement.status == "failed":
         return "failed", math.nan
     if measurement.status == "oom":
-        excess = measurement.memory.get("oom_excess_bytes")
+        excess = measurement.memory.oom_excess_bytes
         return "oom", (excess / ceiling) if excess else 1.0
     if measurement.peak_bytes is None or measurement.latency_median_s is None:
         return "failed", math.nan
     constraint = (measurement.peak_bytes - ceiling) / ceiling
     if constraint > 0:
         return "over_ceiling", constraint
-    rss = measurement.memory.get("host_rss_peak")
+    rss = measurement.memory.host_rss_peak
     if max_ram is not None and rss is not None and rss > max_ram:
         return "over_ram", (rss - max_ram) / max_ram
     return "feasible", constraint
@@ -211,7 +211,7 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
     changed = [f"{n}={v}" for n, v in assignment.items() if n in defaults and v != defaults[n]]
     lossy = [f"{n}={v}" for n, v in assignment.items() if n in defaults and knobs.get(n).is_lossy(v)]
     numbers = measurement.quality
-    if not numbers or "psnr_db" not in numbers:
+    if numbers is None or numbers.psnr_db is None:
         if lossy and guard.min_psnr is not None and not guard.allow_unjudged:
             return 1.0, QualityIssue("unjudged", f"{' '.join(lossy)} is lossy and was not judged (quality "
                                              f"against {guard.against}); --allow-unjudged accepts such trials")

@@ -117,7 +117,7 @@ def test_an_int8_weight_only_trial_runs_on_cpu():
     assert result.status == "ok" and len(result.latencies_s) == 2 and result.peak_bytes > 0
     plain = _worker.measure(TrialJob(target, {}, runs=2, max_runs=2), backend=CpuBackend())
     # The tracker counts torchao's inner tensors, not the logical fp32 size its wrappers report.
-    assert result.memory["resident_weights"] < plain.memory["resident_weights"]
+    assert result.memory.resident_weights < plain.memory.resident_weights
     assert result.peak_bytes < plain.peak_bytes
     defaults = {k.name: k.default for k in knobs.all_knobs()}
     predicted = Planner(target).predict({**defaults, "quantize": "int8-weight-only"})

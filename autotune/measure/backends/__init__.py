@@ -6,14 +6,17 @@ touching the measurement loop.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # records imports math_flags from this package: no import at run time
+    from autotune.measure.records import DeviceConditions, DeviceInfo, MemoryReadings
 
 
 class MemoryReading(Protocol):
     """Filled in when a `track` block exits."""
 
     peak_bytes: int | None
-    memory: dict[str, int]
+    memory: MemoryReadings
 
 
 class DeviceBackend(Protocol):
@@ -23,7 +26,7 @@ class DeviceBackend(Protocol):
     #: tracking slows the run (CPU tracker) and memory gets a run of its own.
     track_timed_runs: bool
     #: Facts about the device and the measurement setup, saved with each measurement.
-    info: dict[str, Any]
+    info: DeviceInfo
 
     def setup(self) -> None:
         """Called once at the start of the worker, before the pipeline is built."""
@@ -41,12 +44,12 @@ class DeviceBackend(Protocol):
     def release(self) -> bool:
         """After a trial's pipeline is dropped: True when the device holds nothing of it."""
 
-    def conditions(self) -> dict[str, Any]:
+    def conditions(self) -> DeviceConditions:
         """Readings that explain a slow run (clocks, temperature, host load), before/after timing."""
 
     def is_oom(self, exc: BaseException) -> bool: ...
 
-    def oom_details(self, exc: BaseException) -> dict[str, int]:
+    def oom_details(self, exc: BaseException) -> MemoryReadings:
         """Memory facts known at an out-of-memory error (requested bytes, excess)."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import resource
 import weakref
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
+
+from autotune.hardware import cpu_name
+from autotune.measure.records import DeviceConditions, DeviceInfo, MemoryReadings
 
 #: CPU allocations are aligned like this (c10 alignment); counting in these units matches what
 #: the allocator really hands out for small tensors.
@@ -76,7 +80,7 @@ class LiveTensorTracker(TorchDispatchMode):
 @dataclasses.dataclass
 class CpuReading:
     peak_bytes: int | None = None
-    memory: dict[str, int] = dataclasses.field(default_factory=dict)
+    memory: MemoryReadings = dataclasses.field(default_factory=MemoryReadings)
 
 
 class CpuBackend:
@@ -85,14 +89,12 @@ class CpuBackend:
     track_timed_runs = False  # the tracker slows every op: memory gets its own run
 
     def __init__(self) -> None:
-        self.info: dict[str, Any] = {}
+        self.info = DeviceInfo()
 
     def setup(self) -> None:
         return None
 
     def device_name(self) -> str:
-        from autotune.hardware import cpu_name
-
         return cpu_name()
 
     def synchronize(self) -> None:
@@ -104,11 +106,9 @@ class CpuBackend:
     def release(self) -> bool:
         return True
 
-    def conditions(self) -> dict[str, Any]:
+    def conditions(self) -> DeviceConditions:
         """The load average: a busy host is the first suspect of a slow CPU run."""
-        import os
-
-        return {"load_average_1m": os.getloadavg()[0]}
+        return DeviceConditions(load_average_1m=os.getloadavg()[0])
 
     @contextlib.contextmanager
     def track(self, pipe: Any) -> Iterator[CpuReading]:
@@ -119,15 +119,15 @@ class CpuBackend:
         with tracker:
             yield reading
         reading.peak_bytes = tracker.peak
-        reading.memory = {
-            "cpu_live_tensor_peak": tracker.peak,
-            "resident_weights": resident,
+        reading.memory = MemoryReadings(
+            cpu_live_tensor_peak=tracker.peak,
+            resident_weights=resident,
             # Since the worker started (it may have measured earlier trials): informational.
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        }
+            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        )
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, MemoryError)
 
-    def oom_details(self, exc: BaseException) -> dict[str, int]:
-        return {}
+    def oom_details(self, exc: BaseException) -> MemoryReadings:
+        return MemoryReadings()

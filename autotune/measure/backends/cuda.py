@@ -31,10 +31,16 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
-from autotune.measure.backends.sampling import PeakSampler
 from autotune.errors import InvalidTargetError
+from autotune.measure.backends.nvml import Nvml, ProcessPeak, PynvmlReader, open_nvml, read_conditions, used_by, warn_once
+from autotune.measure.backends.sampling import PeakSampler
+from autotune.measure.records import DeviceConditions, DeviceInfo, MemoryReadings
+
+#: Re-exported: the measurer samples the worker with these (nvml.py holds them).
+__all__ = ["CudaBackend", "Nvml", "ProcessPeak", "PynvmlReader", "memory_fraction", "open_nvml",
+           "parse_oom_request", "used_by"]
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +65,6 @@ REAL_CARD_HEADROOM_BYTES = 384 * _MiB
 #: release, is the worker's baseline rather than a tensor the trial left behind.
 WORKSPACE_RESIDUE_LIMIT_BYTES = 256 * _MiB
 
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    """NVML failures repeat every sample and every trial: say each kind once per process."""
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
-
-
 def parse_oom_request(message: str) -> int | None:
     """Bytes the failed allocation asked for, from PyTorch's OOM message (a lower bound of the excess)."""
     match = _TRIED.search(message)
@@ -91,97 +87,6 @@ def memory_fraction(ceiling: int, context: int, total: int, headroom: int = 0) -
     return budget / total
 
 
-class Nvml(Protocol):
-    """The three NVML readings the backend needs (the real one wraps pynvml); None: no reading."""
-
-    def device_used_bytes(self) -> int | None: ...
-
-    def process_used_bytes(self, pid: int) -> int | None: ...
-
-    def driver(self) -> str | None: ...
-
-
-def _read_conditions(nvml: Any) -> dict[str, Any]:
-    """Clocks, temperature and power, when the reader offers them (fakes may not)."""
-    read = getattr(nvml, "conditions", None)
-    return read() if read is not None else {}
-
-
-class PynvmlReader:
-    """NVML for one device index. Per-process usage may be invisible inside containers (PID
-    namespaces); callers then fall back to the device-wide delta over a baseline."""
-
-    def __init__(self) -> None:
-        import pynvml
-
-        from autotune.hardware import nvml_handle_for_cuda0
-
-        self._nvml = pynvml
-        pynvml.nvmlInit()
-        self._handle = nvml_handle_for_cuda0(pynvml)
-
-    def device_used_bytes(self) -> int | None:
-        try:
-            return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
-        except self._nvml.NVMLError as exc:
-            _warn_once("device", "NVML cannot read the device's memory (%s): no NVML peak", exc)
-            return None
-
-    def process_used_bytes(self, pid: int) -> int | None:
-        try:
-            processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
-        except self._nvml.NVMLError as exc:
-            _warn_once("processes", "NVML cannot list the processes on the GPU (%s, as in containers, "
-                       "MIG or vGPU): the peak is the device's usage over its baseline", exc)
-            return None
-        for proc in processes:
-            if proc.pid == pid and proc.usedGpuMemory is not None:
-                return int(proc.usedGpuMemory)
-        if processes and all(proc.pid != pid for proc in processes):
-            _warn_once("pid", "NVML lists no process with PID %d (a PID namespace?): the peak is the "
-                       "device's usage over its baseline", pid)
-        return None
-
-    def driver(self) -> str | None:
-        try:
-            value = self._nvml.nvmlSystemGetDriverVersion()
-        except self._nvml.NVMLError:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    def conditions(self) -> dict[str, Any]:
-        """SM/memory clocks (MHz), temperature (C), power (W), throttle reasons: what explains a
-        run slower than the last one. A reading the device does not offer is left out."""
-        nvml, handle = self._nvml, self._handle
-        reads = {
-            "sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
-            "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
-            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000,
-            "throttle_reasons": lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle),
-        }
-        out: dict[str, Any] = {}
-        for name, read in reads.items():
-            try:
-                out[name] = read()
-            except (nvml.NVMLError, AttributeError):
-                continue
-        return out
-
-
-def open_nvml() -> PynvmlReader | None:
-    try:
-        import pynvml
-    except ImportError:
-        log.warning("pynvml is not installed: the process peak falls back to reserved + context")
-        return None
-    try:
-        return PynvmlReader()
-    except pynvml.NVMLError as exc:
-        log.warning("NVML unavailable (%s): the process peak falls back to reserved + context", exc)
-        return None
-
-
 def _torch_clear_workspaces() -> None:
     """Free the cuBLAS/cuBLASLt workspaces PyTorch keeps after a matmul (private API, so looked up)."""
     import torch
@@ -191,52 +96,10 @@ def _torch_clear_workspaces() -> None:
         clear()
 
 
-def used_by(nvml: Nvml, pid: int, baseline_used: int | None) -> tuple[int | None, str]:
-    """A process's device memory and where the number came from: NVML's per-process usage where
-    the PID is visible, else the device-wide usage over `baseline_used` (taken before the
-    process's CUDA context existed), else no reading."""
-    used = nvml.process_used_bytes(pid)
-    if used is not None:
-        return used, "process"
-    if baseline_used is None:
-        return None, "none"
-    device = nvml.device_used_bytes()
-    if device is None:
-        return None, "none"
-    return max(0, device - baseline_used), "device_delta"
-
-
-class ProcessPeak(PeakSampler):
-    """The NVML peak of another process (the worker), sampled from this one by PID; where the PID
-    is not visible, the device-wide delta over the worker's baseline."""
-
-    def __init__(self, nvml: Nvml, pid: int, interval_s: float = 0.005,
-                 baseline_used: int | None = None) -> None:
-        self._nvml, self._pid, self._baseline_used = nvml, pid, baseline_used
-        self.source = "none"
-        super().__init__(self._read_worker, interval_s)
-
-    def _read_worker(self) -> int | None:
-        used, source = used_by(self._nvml, self._pid, self._baseline_used)
-        if used is not None:
-            self.source = source
-        return used
-
-    def merge_into(self, result: Any) -> None:
-        """Add the sampled peak to a measurement; the ceiling is checked against the larger of
-        it and reserved + context (which the worker computed)."""
-        if not self.samples:
-            return
-        result.memory["nvml_process_peak"] = self.peak
-        result.device_info["nvml_source"] = f"{self.source} (sampled by the parent)"
-        if result.status == "ok":
-            result.peak_bytes = max(self.peak, result.peak_bytes or 0)
-
-
 @dataclasses.dataclass
 class CudaReading:
     peak_bytes: int | None = None
-    memory: dict[str, int] = dataclasses.field(default_factory=dict)
+    memory: MemoryReadings = dataclasses.field(default_factory=MemoryReadings)
 
 
 class CudaBackend:
@@ -269,7 +132,7 @@ class CudaBackend:
         #: What a release may leave allocated (set after the first trial's release); None: not yet.
         self._residue_baseline: int | None = None
         self._trial_since_release = False
-        self.info: dict[str, Any] = {}
+        self.info = DeviceInfo()
 
     # -- setup, before the model is loaded ------------------------------------------------------
 
@@ -289,23 +152,18 @@ class CudaBackend:
             self.fraction = memory_fraction(self.ceiling, self.context_bytes, self.total_bytes, headroom)
             if self.fraction is not None:
                 self.cuda.set_per_process_memory_fraction(self.fraction, 0)
-        self.info = {
-            "device_name": props.name,
-            "total_memory_bytes": self.total_bytes,
-            "cuda_context_bytes": self.context_bytes,
-            "cuda_context_source": context_source,
-            "ceiling_mode": "native" if self.fraction is None else "emulated",
-            "memory_fraction": self.fraction,
-            "emulated_headroom_bytes": headroom,
-            "nvml_source": self._nvml_source,
-            "nvml_baseline_used_bytes": self._baseline_used,
-            "driver": self.nvml.driver() if self.nvml else None,
-            "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
-        }
+        note = None
         if headroom:
-            self.info["ceiling_note"] = (
-                f"emulated on a {self.total_bytes / 2**30:.1f} GiB card: PyTorch may reserve the ceiling less "
-                f"the CUDA context and {headroom // _MiB} MiB that a real card of this size does not offer")
+            note = (f"emulated on a {self.total_bytes / 2**30:.1f} GiB card: PyTorch may reserve the ceiling less "
+                    f"the CUDA context and {headroom // _MiB} MiB that a real card of this size does not offer")
+        self.info = DeviceInfo(
+            device_name=props.name, total_memory_bytes=self.total_bytes,
+            cuda_context_bytes=self.context_bytes, cuda_context_source=context_source,
+            ceiling_mode="native" if self.fraction is None else "emulated",
+            memory_fraction=self.fraction, emulated_headroom_bytes=headroom, ceiling_note=note,
+            nvml_source=self._nvml_source, nvml_baseline_used_bytes=self._baseline_used,
+            driver=self.nvml.driver() if self.nvml else None,
+            pytorch_cuda_alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""))
         log.info("cuda setup: %s", self.info)
 
     def _process_used(self) -> int | None:
@@ -325,7 +183,7 @@ class CudaBackend:
             return CONTEXT_FLOOR_BYTES, "floor (NVML gave no reading)"
         measured = used - int(self.cuda.memory_reserved())
         if measured < _CONTEXT_PLAUSIBLE_BYTES:
-            _warn_once("context", "NVML put the CUDA context at %d bytes, too small to be true: "
+            warn_once("context", "NVML put the CUDA context at %d bytes, too small to be true: "
                        "counting %d bytes instead", measured, CONTEXT_FLOOR_BYTES)
             return CONTEXT_FLOOR_BYTES, f"floor (NVML read {measured} bytes)"
         return measured, f"nvml ({self._nvml_source})"
@@ -333,7 +191,7 @@ class CudaBackend:
     # -- the DeviceBackend protocol ---------------------------------------------------------------
 
     def device_name(self) -> str:
-        return str(self.info.get("device_name") or self.cuda.get_device_properties(0).name)
+        return str(self.info.device_name or self.cuda.get_device_properties(0).name)
 
     def synchronize(self) -> None:
         self.cuda.synchronize()
@@ -363,8 +221,8 @@ class CudaBackend:
                      residue, self._residue_baseline or 0)
         return clean
 
-    def conditions(self) -> dict[str, Any]:
-        return _read_conditions(self.nvml) if self.nvml is not None else {}
+    def conditions(self) -> DeviceConditions:
+        return DeviceConditions.from_dict(read_conditions(self.nvml) if self.nvml is not None else {})
 
     @contextlib.contextmanager
     def track(self, pipe: Any) -> Iterator[CudaReading]:
@@ -379,11 +237,11 @@ class CudaBackend:
         finally:
             allocated = int(self.cuda.max_memory_allocated())
             reserved = int(self.cuda.max_memory_reserved())
-            reading.memory = {"cuda_max_allocated": allocated, "cuda_max_reserved": reserved,
-                              "cuda_context": self.context_bytes}
+            reading.memory = MemoryReadings(cuda_max_allocated=allocated, cuda_max_reserved=reserved,
+                                            cuda_context=self.context_bytes)
             peak = reserved + self.context_bytes
             if sampler is not None and sampler.samples:
-                reading.memory["nvml_process_peak"] = sampler.peak
+                reading.memory.nvml_process_peak = sampler.peak
                 peak = max(peak, sampler.peak)
             reading.peak_bytes = peak
 
@@ -391,15 +249,14 @@ class CudaBackend:
         oom_type = getattr(self.cuda, "OutOfMemoryError", None)
         return oom_type is not None and isinstance(exc, oom_type)
 
-    def oom_details(self, exc: BaseException) -> dict[str, int]:
+    def oom_details(self, exc: BaseException) -> MemoryReadings:
         requested = parse_oom_request(str(exc))
-        details = {"cuda_max_reserved": int(self.cuda.max_memory_reserved()),
-                   "cuda_context": self.context_bytes}
+        reserved = int(self.cuda.max_memory_reserved())
+        details = MemoryReadings(cuda_max_reserved=reserved, cuda_context=self.context_bytes)
         if requested is not None:
-            details["oom_requested_bytes"] = requested
+            details.oom_requested_bytes = requested
             if self.ceiling is not None:
                 # A lower bound: the run would have needed at least this much more.
-                needed = details["cuda_max_reserved"] + self.context_bytes + requested
-                excess = needed - self.ceiling
-                details["oom_excess_bytes"] = excess if excess > 0 else requested
+                excess = reserved + self.context_bytes + requested - self.ceiling
+                details.oom_excess_bytes = excess if excess > 0 else requested
         return details

@@ -9,9 +9,12 @@ memory the machine really spends while that trial runs.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autotune.measure.backends.sampling import PeakSampler
+
+if TYPE_CHECKING:
+    from autotune.measure.records import Measurement
 
 
 def resident_bytes(pid: int) -> int | None:
@@ -33,9 +36,9 @@ class HostPeak(PeakSampler):
         self.before = resident_bytes(pid)
         super().__init__(lambda: resident_bytes(pid), interval_s, name="host-rss")
 
-    def merge_into(self, result: Any) -> None:
+    def merge_into(self, result: Measurement) -> None:
         if not self.samples:
             return
-        result.memory["host_rss_peak"] = self.peak
+        result.memory.host_rss_peak = self.peak
         if self.before is not None:
-            result.memory["host_rss_before"] = self.before
+            result.memory.host_rss_before = self.before

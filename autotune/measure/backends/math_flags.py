@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +24,7 @@ class MathFlags:
     cudnn_benchmark: bool
     cudnn_deterministic: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, bool | str]:
         return dataclasses.asdict(self)
 
     @property

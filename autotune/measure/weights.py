@@ -1,0 +1,61 @@
+"""The pipelines a worker measures: built once, kept pristine in host memory, copied per trial."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Any
+
+from autotune.measure.records import Phases, TrialJob
+
+
+def run_pipeline(pipe: Any, job: TrialJob, steps: int | None = None,
+                 capture_latents: list[Any] | None = None) -> Any:
+    """Call the pipeline as the target says (call.py: text-to-image, image-to-image, video...)."""
+    from autotune.models.call import call_pipeline
+
+    target = job.target if steps is None else dataclasses.replace(job.target, steps=steps)
+    if capture_latents is None:
+        return call_pipeline(pipe, target, job.seed)
+    return call_pipeline(pipe, target, job.seed, capture_latents=capture_latents)
+
+
+class HostWeights:
+    """Pristine pipelines in host memory, one per (model, load arguments: `knobs.load_key`, the
+    dtype); each trial gets a deep copy.
+
+    Copying ~2 GB of fp16 weights in RAM takes a fraction of a second; reading and converting
+    them from disk took 8-25 s per trial on the H100/H200 runs. A pipeline larger than
+    `max_fraction` of the host RAM is not kept (the copy would double it): it is rebuilt instead.
+    """
+
+    def __init__(self, max_fraction: float = 0.35) -> None:
+        self._pristine: dict[tuple, Any] = {}
+        self.max_fraction = max_fraction
+
+    def fresh(self, model: str, settings: dict[str, object], phases: Phases) -> Any:
+        from autotune import knobs
+        from autotune.models.pipelines import build_pipeline
+
+        key = (model, knobs.load_key(settings))
+        if key not in self._pristine:
+            start = time.perf_counter()
+            pipe = build_pipeline(model, **knobs.load_kwargs(settings))
+            phases.load_weights_s = time.perf_counter() - start
+            if not self._worth_keeping(pipe):
+                return pipe
+            self._pristine = {key: pipe}  # one model at a time: a search tunes one model
+        start = time.perf_counter()
+        fresh = copy.deepcopy(self._pristine[key])
+        phases.copy_weights_s = time.perf_counter() - start
+        return fresh
+
+    def _worth_keeping(self, pipe: Any) -> bool:
+        import torch
+
+        from autotune.hardware import total_ram_bytes
+
+        size = sum(p.numel() * p.element_size() for m in pipe.components.values()
+                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+        ram = total_ram_bytes()
+        return ram is None or size < self.max_fraction * ram
