@@ -10,7 +10,9 @@ import torch
 from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_profile, find_profile, hooked_modules, load_pipeline
+from autotune.knobs.settings import hooked_modules
+from autotune.profiles.apply import apply_profile, load_pipeline
+from autotune.profiles.discovery import find_profile
 from autotune.errors import NoMatchingProfileError, PipelineStateError, ProfileMismatchError
 from autotune.hardware import cpu_name
 from autotune.profiles.profile import Profile, ProfileEntry
@@ -138,9 +140,9 @@ def test_cuda_profile_on_a_machine_without_cuda_says_what_to_do(tiny_pipe, monke
 
 
 def test_profile_whose_ceiling_this_device_can_hold_is_preferred(tmp_path, tiny_pipe, monkeypatch):
-    from autotune.profiles import apply as apply_module
+    from autotune import hardware
 
-    monkeypatch.setattr(apply_module, "_current_device_memory", lambda device: 8 * 2**30)
+    monkeypatch.setattr(hardware, "device_memory", lambda device: 8 * 2**30)
     for name, ceiling, latency in (("small", 4, 2.0), ("fits", 8, 1.0), ("too-big", 24, 0.5)):
         p = make_profile(latency=latency, device_name="Some GPU")
         p.target = Target(**{**p.target.to_dict(), "max_vram": ceiling * 2**30})
@@ -205,7 +207,7 @@ def wan_profile(settings) -> Profile:
 def test_a_failing_knob_leaves_the_pipeline_as_it_was(zoo, failing_knob):  # noqa: F811
     from diffusers import DiffusionPipeline
 
-    from autotune.profiles.apply import KnobApplyError
+    from autotune.errors import KnobApplyError
 
     pipe = DiffusionPipeline.from_pretrained(zoo["wan"])
     pipe.set_progress_bar_config(disable=True)
@@ -225,7 +227,7 @@ def test_a_failing_knob_leaves_the_pipeline_as_it_was(zoo, failing_knob):  # noq
 
 
 def test_a_pipeline_that_cannot_be_put_back_says_to_reload_it(tiny_pipe, failing_knob, monkeypatch):
-    from autotune.profiles.apply import KnobApplyError, PipelineSnapshot
+    from autotune.knobs.settings import KnobApplyError, PipelineSnapshot
 
     monkeypatch.setattr(PipelineSnapshot, "restore", lambda self: False)
     with pytest.raises(KnobApplyError, match="could not be put back as it was: load it again"):
@@ -317,9 +319,10 @@ def tiered_profile() -> Profile:
     ("6MB", "alternative 1", 5), (5 * MiB, "alternative 1", 5), ("4.5MiB", "alternative 2", 3),
 ])
 def test_max_vram_picks_the_fastest_entry_that_fits(max_vram, choice, peak):
-    from autotune.profiles.apply import choose_entry, ceiling_bytes
+    from autotune.profiles.entries import choose_entry
+    from autotune.units import size_bytes
 
-    label, entry = choose_entry(tiered_profile(), None if max_vram is None else ceiling_bytes(max_vram))
+    label, entry = choose_entry(tiered_profile(), None if max_vram is None else size_bytes(max_vram))
     assert (label, entry.peak_bytes) == (choice, peak * MiB)
 
 

@@ -11,12 +11,11 @@ from autotune.errors import AutotuneError, ModelNotFoundError
 from autotune.models.pipelines import (
     ModelInfo,
     build_pipeline,
-    builtin_names,
     load_configs,
-    model_identity,
     model_info,
-    same_model,
 )
+from autotune.models.builtins import builtin_names
+from autotune.models.identity import model_identity, same_model
 
 TINY = "builtin:tiny-sd"
 
@@ -170,11 +169,11 @@ def test_tokenizer_works_offline(two_tiny):
 def test_builtin_cache_round_trips_exactly_per_dtype(tmp_path):
     import torch
 
-    from autotune.models.pipelines import _build_builtin, _load_cached_builtin, builtin_cache_path
+    from autotune.models.builtins import build_builtin, builtin_cache_path, load_cached_builtin
 
-    fresh = _build_builtin("builtin:tiny-sd", torch.float16)
-    first = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves
-    second = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)  # loads
+    fresh = build_builtin("builtin:tiny-sd", torch.float16)
+    first = load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves
+    second = load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)  # loads
     assert builtin_cache_path("builtin:tiny-sd", torch.float16, tmp_path).name.endswith("-float16")
     assert builtin_cache_path("builtin:tiny-sd", None, tmp_path) != builtin_cache_path(
         "builtin:tiny-sd", torch.float16, tmp_path)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from autotune.knobs.context import Context, ModuleFacts
+from autotune.models.builtins import BUILTIN_PREFIX, builtin_configs
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,8 @@ def probe_model(model: str, classes: tuple[tuple[str, tuple[str, str]], ...]) ->
 
 
 def _model_index(model: str) -> dict[str, Any]:
-    from autotune.models import pipelines
-
-    if model.startswith(pipelines.BUILTIN_PREFIX):
-        return dict(pipelines._builtin_configs(model)["model_index"])
+    if model.startswith(BUILTIN_PREFIX):
+        return dict(builtin_configs(model)["model_index"])
     from diffusers import DiffusionPipeline
 
     return dict(DiffusionPipeline.load_config(model))
@@ -117,8 +116,6 @@ def _model_index(model: str) -> dict[str, Any]:
 
 def _component_config(model: str, name: str, cls: type) -> dict[str, Any]:
     """A component's own config: the built-in's, or `<model>/<name>/config.json` read by its class."""
-    from autotune.models import pipelines
-
-    if model.startswith(pipelines.BUILTIN_PREFIX):
-        return dict(pipelines._builtin_configs(model)[name])
+    if model.startswith(BUILTIN_PREFIX):
+        return dict(builtin_configs(model)[name])
     return dict(cls.load_config(model, subfolder=name))
