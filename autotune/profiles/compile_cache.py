@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from autotune import knobs
+from autotune import hardware, knobs
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +31,17 @@ def artifact_key(settings: dict[str, Any], target: Any, device: str) -> dict[str
 
     import torch
 
-    from autotune import hardware
-
     try:
         triton = version("triton")
     except PackageNotFoundError:
         triton = None
+    capability = None
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        device_name, capability = props.name, f"{props.major}.{props.minor}"
-    else:
-        device_name, capability = hardware.cpu_name(), None
+        capability = f"{props.major}.{props.minor}"
     return {
-        "torch": torch.__version__, "triton": triton, "device": device, "device_name": device_name,
+        "torch": torch.__version__, "triton": triton, "device": device,
+        "device_name": hardware.device_name(device),
         "compute_capability": capability, "height": target.height, "width": target.width,
         "batch": target.batch, "frames": getattr(target, "frames", None),
         **{k.name: settings.get(k.name, k.default) for k in knobs.all_knobs()},
