@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from autotune._version import __version__
@@ -157,8 +158,6 @@ def default_device() -> str:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for dist in ("torch", "diffusers", "transformers", "accelerate", "optuna", "xformers"):
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from autotune.knobs.context import Context, ModuleFacts
 from autotune.models.builtins import BUILTIN_PREFIX, builtin_configs
+from autotune.models.pipelines import model_info
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ def model_context(model: str, device: str, info: Any = None) -> Context:
     """The context of a model before loading it: its components and classes from `model_info`
     (or its model_index), facts from each diffusers component built on the meta device. A model
     whose components cannot be built so gets a context without facts (rules by name), logged."""
-    from autotune.models.pipelines import model_info
-
     info = info or model_info(model)
     classes = dict(getattr(info, "component_classes", None) or component_classes(model))
     modules = probe_model(model, tuple(sorted(classes.items())))

@@ -13,6 +13,7 @@ import shutil
 import string
 import tempfile
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,6 @@ def builtin_cache_path(model: str, torch_dtype: Any = None, root: Path | None = 
     """Keyed by the configs, the weight seed, the diffusers version and the dtype: one copy per
     dtype, so a trial reads half the bytes in fp16 and converts nothing (H200 run: ~10 s of each
     trial was loading fp32 weights and casting them)."""
-    from importlib.metadata import version
-
     blob = json.dumps([builtin_configs(model), WEIGHT_SEED, version("diffusers")], sort_keys=True)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:12]
     dtype = str(torch_dtype or "torch.float32").replace("torch.", "")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 from autotune.errors import ModelNotFoundError
@@ -141,9 +143,6 @@ def _looks_like_a_path(model: str) -> bool:
 def hub_unreachable() -> str | None:
     """Why the hub cannot be reached (a 3 s connect, no retries), or None when it can or when
     HF_HUB_OFFLINE already makes huggingface_hub answer from the cache at once."""
-    import socket
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from autotune import hardware, knobs
@@ -29,8 +30,6 @@ FIELD = "compile_artifacts"
 def artifact_key(settings: dict[str, Value], target: Target, device: str) -> Section:
     """Everything the compiled code depends on: torch, the device, the shapes, and every knob's
     value (any knob may change the graph: dtype, layout, attention kernel, fused projections)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
     try:

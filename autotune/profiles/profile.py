@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import glob
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -239,8 +242,6 @@ def _parse_yaml(text: str, path: Path) -> Any:
 
 
 def _tag_of(exc: yaml.YAMLError) -> str:
-    import re
-
     match = re.search(r"tag '([^']+)'", str(exc))
     tag = match.group(1) if match else "?"
     return tag.replace("tag:yaml.org,2002:", "!!")
@@ -308,8 +309,6 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def _temp_prefix(path: Path) -> str:
-    import socket
-
     host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
     return f".{path.name}.{host}-"
 
@@ -328,8 +327,6 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 
 def glob_escape(text: str) -> str:
-    import glob
-
     return glob.escape(text)
 
 

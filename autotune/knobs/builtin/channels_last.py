@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autotune.knobs.probe import pipeline_context
 from autotune.knobs.registry import ApplyContext, Context, Knob, PlanEffect, SpeedPrior, Stage, Value, register
 
 
@@ -12,8 +13,6 @@ def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     # Layout is a property of stored weights, so it is set before offload hooks capture them.
     if value:
         import torch
-
-        from autotune.knobs.probe import pipeline_context
 
         facts = pipeline_context(pipe, ctx.device).modules or {}
         for name, module_facts in facts.items():
