@@ -19,6 +19,7 @@ from autotune.knobs import Value
 from autotune.knobs.settings import apply_settings, hooked_modules
 from autotune.models.builtins import BUILTIN_PREFIX
 from autotune.models.identity import MODEL_IDENTITY_KEY, matches_model, pipe_identity, profile_identities
+from autotune.models.pipelines import build_pipeline
 from autotune.profiles.discovery import ChoiceReason, discover_profile
 from autotune.profiles.entries import choose_entry
 from autotune.profiles.placement_diff import placement, placement_changes, warn_upcast
@@ -75,8 +76,6 @@ class AppliedProfile:
 def load_pipeline(profile: Profile | str | os.PathLike[str], *, max_vram: str | int | None = None) -> Any:
     """Build the pipeline the profile was tuned for, from the same model, in its dtype (with
     `max_vram`, in the dtype of the entry `apply_profile` picks for that ceiling)."""
-    from autotune.models.pipelines import build_pipeline  # imports huggingface_hub
-
     profile = _as_profile(profile)
     entry = choose_entry(profile, size_bytes(max_vram) if max_vram is not None else None)[1]
     return build_pipeline(profile_model_source(profile), **knobs.load_kwargs(entry.settings))
