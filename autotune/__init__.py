@@ -6,19 +6,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from autotune._version import __version__
+
 __all__ = ["AppliedProfile", "Profile", "apply_profile", "find_profile", "load_pipeline", "__version__"]
 
 if TYPE_CHECKING:
-    from autotune.profiles.apply import AppliedProfile, apply_profile, find_profile, load_pipeline
+    from autotune.profiles.apply import AppliedProfile, apply_profile, load_pipeline
+    from autotune.profiles.discovery import find_profile
     from autotune.profiles.profile import Profile
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("AppliedProfile", "apply_profile", "find_profile", "load_pipeline"):
+    if name in ("AppliedProfile", "apply_profile", "load_pipeline"):
         from autotune.profiles import apply
 
         return getattr(apply, name)
+    if name == "find_profile":
+        from autotune.profiles.discovery import find_profile
+
+        return find_profile
     if name == "Profile":
         from autotune.profiles.profile import Profile
 

@@ -5,7 +5,11 @@ import dataclasses
 import logging
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from autotune._version import __version__
+from autotune.errors import InvalidTargetError
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,6 @@ def total_ram_bytes() -> int | None:
 
 def require_gpu() -> GpuInfo:
     """The GPU torch calls cuda:0, or a one-line error naming the fix."""
-    from autotune.errors import InvalidTargetError
-
     gpus = probe_gpus()
     if not gpus:
         raise InvalidTargetError("--device cuda, but no CUDA GPU is visible here; use --device cpu "
@@ -118,8 +120,30 @@ def require_gpu() -> GpuInfo:
 
         raise InvalidTargetError(f"a GPU is visible but this torch ({torch.__version__}) cannot use it; "
                                  "install a CUDA build of torch, or use --device cpu")
+    return _cuda0(gpus)
+
+
+def _cuda0(gpus: list[GpuInfo]) -> GpuInfo:
+    """The entry of `gpus` (not empty) that torch calls cuda:0 (see `nvml_handle_for_cuda0`)."""
     index = visible_gpu_index()
     return gpus[index] if gpus[0].source == "nvml" and index < len(gpus) else gpus[0]
+
+
+def device_name(device: str) -> str | None:
+    """This machine's name for `device` ("cuda" or "cpu"), as fingerprints and measurements
+    record it: the GPU torch calls cuda:0, or the CPU's model name. None when no GPU is visible."""
+    if device == "cuda":
+        gpus = probe_gpus()
+        return _cuda0(gpus).name if gpus else None
+    return cpu_name()
+
+
+def device_memory(device: str) -> int | None:
+    """The memory `device` holds (bytes): cuda:0's, or the host's RAM. None when unknown."""
+    if device == "cuda":
+        gpus = probe_gpus()
+        return _cuda0(gpus).total_bytes if gpus else None
+    return total_ram_bytes()
 
 
 def torch_has_cuda() -> bool:
@@ -134,10 +158,6 @@ def default_device() -> str:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from autotune import __version__
-
     out = {"python": platform.python_version()}
     for dist in ("torch", "diffusers", "transformers", "accelerate", "optuna", "xformers"):
         try:

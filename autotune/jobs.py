@@ -75,8 +75,7 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     best = result.best
     if best is None:
         raise NoFeasibleTrialError(no_feasible_message(result, log_dir))
-    from autotune.profiles.apply import MODEL_IDENTITY_KEY
-    from autotune.models.pipelines import model_identity
+    from autotune.models.identity import MODEL_IDENTITY_KEY, model_identity
 
     fingerprint = hardware.fingerprint(result.target.device)
     # So a relative model folder still matches when the profile is applied from elsewhere.

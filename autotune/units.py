@@ -51,3 +51,21 @@ def format_size(num_bytes: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
         value /= 1024
     return f"{value:.2f} TiB"
+
+
+def size_bytes(value: str | int, *, what: str = "max_vram") -> int:
+    """A size given as text ('6GB', see `parse_size`) or as a positive number of bytes, as bytes:
+    the one reading of a ceiling passed to the library (`apply_profile(max_vram=...)`)."""
+    if isinstance(value, str):
+        return parse_size(value, what=what)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidTargetError(f"{what} must be a size like '6GB' or a number of bytes > 0, got {value!r}")
+    return value
+
+
+def size_arg(num_bytes: int) -> str:
+    """A size as `--max-vram` takes it back: '6GB', '3.35MB' (binary units, see above)."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if num_bytes >= size:
+            return f"{num_bytes / size:.3g}{unit}"
+    return f"{num_bytes}B"

@@ -1,8 +1,6 @@
 """apply_profile / load_pipeline: deterministic, strict about mismatches, findable by target."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,9 @@ import torch
 from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_profile, find_profile, hooked_modules, load_pipeline
+from autotune.knobs.settings import hooked_modules
+from autotune.profiles.apply import apply_profile, load_pipeline
+from autotune.profiles.discovery import find_profile
 from autotune.errors import NoMatchingProfileError, PipelineStateError, ProfileMismatchError
 from autotune.hardware import cpu_name
 from autotune.profiles.profile import Profile, ProfileEntry
@@ -138,9 +138,9 @@ def test_cuda_profile_on_a_machine_without_cuda_says_what_to_do(tiny_pipe, monke
 
 
 def test_profile_whose_ceiling_this_device_can_hold_is_preferred(tmp_path, tiny_pipe, monkeypatch):
-    from autotune.profiles import apply as apply_module
+    from autotune import hardware
 
-    monkeypatch.setattr(apply_module, "_current_device_memory", lambda device: 8 * 2**30)
+    monkeypatch.setattr(hardware, "device_memory", lambda device: 8 * 2**30)
     for name, ceiling, latency in (("small", 4, 2.0), ("fits", 8, 1.0), ("too-big", 24, 0.5)):
         p = make_profile(latency=latency, device_name="Some GPU")
         p.target = Target(**{**p.target.to_dict(), "max_vram": ceiling * 2**30})
@@ -157,92 +157,6 @@ def test_default_attention_leaves_user_processors_alone(tiny_pipe):
     sliced = load_pipeline(make_profile())
     apply_profile(sliced, make_profile({"attention": "sliced"}))
     assert all("Sliced" in type(p).__name__ for p in sliced.unet.attn_processors.values())
-
-
-# ---- all or nothing ----------------------------------------------------------------------------
-
-def wan_state(pipe) -> dict:
-    """module_state for any pipeline: tensors, processors and backends, flags, hooks."""
-    state = {}
-    for name, comp in pipe.components.items():
-        if isinstance(comp, torch.nn.Module):
-            for key, tensor in comp.state_dict().items():
-                state[f"{name}.{key}"] = (tensor.dtype, tensor.stride(), tensor.float().numpy().tobytes())
-            processors = getattr(comp, "attn_processors", {})
-            state[f"{name}.processors"] = sorted((k, type(v).__name__, getattr(v, "_attention_backend", None))
-                                                 for k, v in processors.items())
-    state["vae"] = (pipe.vae.use_slicing, pipe.vae.use_tiling)
-    state["hooks"] = hooked_modules(pipe)
-    return state
-
-
-def wan_frames(pipe) -> np.ndarray:
-    return pipe("a red fox", height=32, width=32, num_frames=5, num_inference_steps=2, output_type="np",
-                generator=torch.Generator("cpu").manual_seed(0)).frames
-
-
-@pytest.fixture
-def failing_knob(monkeypatch):
-    """Make `vae_tiling` (a late, tune-stage knob) change the VAE and then raise, as a knob that
-    does not fit a module would."""
-    from autotune.knobs import registry
-
-    def fail(pipe, value, ctx):
-        if not value:
-            return
-        pipe.vae.enable_tiling()
-        raise RuntimeError("required rank 4 tensor to use channels_last format\nsecond line")
-
-    monkeypatch.setitem(registry._KNOBS, "vae_tiling", dataclasses.replace(registry.get("vae_tiling"), apply=fail))
-
-
-def wan_profile(settings) -> Profile:
-    p = make_profile(settings)
-    p.target = Target(**{**p.target.to_dict(), "model": "builtin:tiny-sd", "pipeline_class": "WanPipeline"})
-    return p
-
-
-def test_a_failing_knob_leaves_the_pipeline_as_it_was(zoo, failing_knob):  # noqa: F811
-    from diffusers import DiffusionPipeline
-
-    from autotune.profiles.apply import KnobApplyError
-
-    pipe = DiffusionPipeline.from_pretrained(zoo["wan"])
-    pipe.set_progress_bar_config(disable=True)
-    before, frames = wan_state(pipe), wan_frames(pipe)
-    profile = wan_profile({"dtype": "bf16", "layerwise_fp8": True, "vae_tiling": True})
-    with pytest.raises(KnobApplyError) as info:
-        apply_profile(pipe, profile, strict=False)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith("knob vae_tiling=True failed")
-    assert "layerwise_fp8=True" in message and "as it was before" in message and "RuntimeError" in message
-    # bf16 weights, fp8 storage and casting hooks on ~20 modules were undone, and the VAE flag
-    assert wan_state(pipe) == before and pipe.transformer.dtype == torch.float32
-    np.testing.assert_array_equal(wan_frames(pipe), frames)
-    # no hooks left behind: the same pipeline takes a profile afterwards
-    apply_profile(pipe, wan_profile({"layerwise_fp8": True}), strict=False)
-    assert hooked_modules(pipe)
-
-
-def test_a_pipeline_that_cannot_be_put_back_says_to_reload_it(tiny_pipe, failing_knob, monkeypatch):
-    from autotune.profiles.apply import KnobApplyError, PipelineSnapshot
-
-    monkeypatch.setattr(PipelineSnapshot, "restore", lambda self: False)
-    with pytest.raises(KnobApplyError, match="could not be put back as it was: load it again"):
-        apply_profile(tiny_pipe, make_profile({"vae_tiling": True}))
-
-
-def test_out_of_memory_is_undone_and_raised_as_it_is(tiny_pipe, monkeypatch):
-    from autotune.knobs import registry
-
-    def oom(pipe, value, ctx):
-        pipe.vae.enable_slicing()
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setitem(registry._KNOBS, "vae_slicing", dataclasses.replace(registry.get("vae_slicing"), apply=oom))
-    with pytest.raises(torch.OutOfMemoryError):
-        apply_profile(tiny_pipe, make_profile({"vae_slicing": True}))
-    assert not tiny_pipe.vae.use_slicing
 
 
 # ---- identity: every spelling of one folder finds its profile ------------------------------------
@@ -317,9 +231,10 @@ def tiered_profile() -> Profile:
     ("6MB", "alternative 1", 5), (5 * MiB, "alternative 1", 5), ("4.5MiB", "alternative 2", 3),
 ])
 def test_max_vram_picks_the_fastest_entry_that_fits(max_vram, choice, peak):
-    from autotune.profiles.apply import choose_entry, ceiling_bytes
+    from autotune.profiles.entries import choose_entry
+    from autotune.units import size_bytes
 
-    label, entry = choose_entry(tiered_profile(), None if max_vram is None else ceiling_bytes(max_vram))
+    label, entry = choose_entry(tiered_profile(), None if max_vram is None else size_bytes(max_vram))
     assert (label, entry.peak_bytes) == (choice, peak * MiB)
 
 

@@ -406,7 +406,7 @@ def test_the_worker_stays_warm_despite_the_cublas_workspace(monkeypatch, clear):
 
     monkeypatch.setattr(_worker, "run_pipeline", run)
     monkeypatch.setattr(_worker.HostWeights, "fresh", lambda self, model, settings, phases: object())
-    monkeypatch.setattr("autotune.profiles.apply.apply_settings", lambda *a, **kw: None)
+    monkeypatch.setattr("autotune.knobs.settings.apply_settings", lambda *a, **kw: None)
     worker = _worker.Worker(b)
     results = [worker.trial(TrialJob(_tiny_target(), {}, runs=2, max_runs=2)) for _ in range(3)]
     assert [r.status for r in results] == ["ok"] * 3

@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from autotune.profiles import compile_cache
+from autotune.profiles.profile import CompileArtifacts
 from autotune.target import Target
 
 TARGET = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**31)
@@ -21,7 +22,7 @@ def test_the_key_names_what_compiled_code_depends_on():
 
 def test_a_key_that_differs_falls_back_with_one_warning(tmp_path):
     key = compile_cache.artifact_key({"dtype": "fp32", "compile": "full"}, TARGET, "cpu")
-    record = {"file": "p.compile.bin", "sha256": "x", "key": {**key, "torch": "0.0"}}
+    record = CompileArtifacts(file="p.compile.bin", sha256="x", key={**key, "torch": "0.0"})
     with pytest.warns(UserWarning, match=r"first call compiles cold: torch \('0.0' there"):
         assert not compile_cache.load(record, tmp_path / "p.yaml", key)
 
@@ -29,7 +30,7 @@ def test_a_key_that_differs_falls_back_with_one_warning(tmp_path):
 def test_a_tampered_sidecar_is_not_loaded(tmp_path):
     key = compile_cache.artifact_key({"dtype": "fp32", "compile": "full"}, TARGET, "cpu")
     (tmp_path / "p.compile.bin").write_bytes(b"not what was saved")
-    record = {"file": "p.compile.bin", "sha256": "0" * 64, "key": key}
+    record = CompileArtifacts(file="p.compile.bin", sha256="0" * 64, key=key)
     with pytest.warns(UserWarning, match="does not match the profile's hash"):
         assert not compile_cache.load(record, tmp_path / "p.yaml", key)
 
@@ -47,11 +48,11 @@ def test_a_second_process_with_the_artifacts_reaches_its_first_image_sooner(tmp_
     path = tmp_path / "compiled.yaml"
     Profile(target=TARGET, fingerprint={"device": "cpu"}, best=entry).save(path)
     record = warmup(path).compile_artifacts
-    assert (tmp_path / record["file"]).stat().st_size == record["bytes"] > 0
-    first = record["first_call_s"]
+    assert (tmp_path / record.file).stat().st_size == record.bytes > 0
+    first = record.first_call_s
     assert first["with_artifacts"] < first["cold"], first
     profile = Profile.load(path)
-    profile.compile_artifacts["key"]["torch"] = "0.0"
+    profile.compile_artifacts.key["torch"] = "0.0"
     profile.save(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -11,12 +11,11 @@ from autotune.errors import AutotuneError, ModelNotFoundError
 from autotune.models.pipelines import (
     ModelInfo,
     build_pipeline,
-    builtin_names,
     load_configs,
-    model_identity,
     model_info,
-    same_model,
 )
+from autotune.models.builtins import builtin_names
+from autotune.models.identity import model_identity
 
 TINY = "builtin:tiny-sd"
 
@@ -170,11 +169,11 @@ def test_tokenizer_works_offline(two_tiny):
 def test_builtin_cache_round_trips_exactly_per_dtype(tmp_path):
     import torch
 
-    from autotune.models.pipelines import _build_builtin, _load_cached_builtin, builtin_cache_path
+    from autotune.models.builtins import build_builtin, builtin_cache_path, load_cached_builtin
 
-    fresh = _build_builtin("builtin:tiny-sd", torch.float16)
-    first = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves
-    second = _load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)  # loads
+    fresh = build_builtin("builtin:tiny-sd", torch.float16)
+    first = load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)   # builds, saves
+    second = load_cached_builtin("builtin:tiny-sd", torch.float16, root=tmp_path)  # loads
     assert builtin_cache_path("builtin:tiny-sd", torch.float16, tmp_path).name.endswith("-float16")
     assert builtin_cache_path("builtin:tiny-sd", None, tmp_path) != builtin_cache_path(
         "builtin:tiny-sd", torch.float16, tmp_path)
@@ -214,15 +213,6 @@ def test_component_configs_are_the_folders_not_class_defaults(zoo):  # noqa: F81
     assert "_class_name" in configs["model_index"]
 
 
-def test_identity_is_the_same_for_every_spelling_of_a_folder(zoo, monkeypatch):  # noqa: F811
-    folder = zoo["sd"]
-    monkeypatch.chdir(folder.parent)
-    spellings = ["sd", "./sd", f"../{folder.parent.name}/sd", str(folder), str(folder) + "/"]
-    assert {model_identity(s) for s in spellings} == {str(folder.resolve())}
-    assert model_identity("builtin:tiny-sd") == "builtin:tiny-sd"
-    assert model_identity("sd-other") == "sd-other"  # no such folder: a hub id, no commit known
-
-
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -250,11 +240,3 @@ def test_hub_id_reads_configs_and_carries_its_commit(hub_cache):
     assert load_configs("org/tiny-sd")["unet"]["block_out_channels"] == [32, 64]
     assert model_identity(str(hub_cache)) == f"org/tiny-sd@{SHA}"  # the snapshot folder itself
     assert model_identity("org/tiny-sd", revision="f" * 40) == "org/tiny-sd@" + "f" * 40
-
-
-def test_same_model_compares_commits_only_where_both_are_known():
-    assert same_model(f"org/m@{SHA}", "org/m")
-    assert same_model(f"org/m@{SHA}", f"org/m@{SHA}")
-    assert not same_model(f"org/m@{SHA}", "org/m@" + "f" * 40)
-    assert not same_model("org/m", "org/n")
-    assert same_model("/abs/path@x", "/abs/path@x") and not same_model("/abs/a", "/abs/b")

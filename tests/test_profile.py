@@ -334,3 +334,26 @@ def test_load_rejects_a_quality_against_that_is_not_text(tmp_path):
     path = write_variant(tmp_path, lambda d: d["measurements"].update(quality_against=[1]))
     with pytest.raises(ProfileError, match="quality_against"):
         Profile.load(path)
+
+
+def test_compile_artifacts_are_a_typed_record_that_writes_the_same_yaml(tmp_path):
+    from autotune.profiles.profile import CompileArtifacts
+
+    record = {"file": "p.compile.bin", "sha256": "ab" * 32, "bytes": 123, "key": {"torch": "2.x"},
+              "first_call_s": {"cold": 9.5, "with_artifacts": 1.5}}
+    profile = make_profile()
+    profile.compile_artifacts = CompileArtifacts.from_dict(record)
+    loaded = Profile.load(profile.save(tmp_path / "p.yaml"))
+    assert loaded.compile_artifacts.file == "p.compile.bin" and loaded.compile_artifacts.bytes == 123
+    assert loaded.compile_artifacts.first_call_s["with_artifacts"] == 1.5
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text())["compile_artifacts"] == record
+
+
+def test_compile_artifacts_are_read_as_leniently_as_before(tmp_path):
+    """A hand-edited record still reads (as it did when it was a free mapping): what is not of the
+    expected type is kept as written."""
+    from autotune.profiles.profile import CompileArtifacts
+
+    odd = CompileArtifacts.from_dict({"file": "p.bin", "bytes": "many", "note": [1, 2]})
+    assert odd.file == "p.bin" and odd.bytes == 0 and odd.key == {}
+    assert odd.to_dict()["bytes"] == "many" and odd.to_dict()["note"] == [1, 2]

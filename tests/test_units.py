@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from autotune.errors import AutotuneError, InvalidTargetError
-from autotune.units import format_size, parse_size
+from autotune.units import format_size, parse_size, size_arg, size_bytes
 
 GiB = 2**30
 MiB = 2**20
@@ -89,3 +89,20 @@ def test_format_size(num_bytes, expected):
 @pytest.mark.parametrize("num_bytes", [512, 4 * KiB, 256 * MiB, 8 * GiB, 24 * GiB, 2**40])
 def test_format_size_output_parses_back(num_bytes):
     assert parse_size(format_size(num_bytes)) == num_bytes
+
+
+@pytest.mark.parametrize(("value", "expected"), [("6GB", 6 * GiB), (6 * GiB, 6 * GiB), ("4.5MiB", int(4.5 * MiB))])
+def test_a_ceiling_is_text_with_a_unit_or_bytes(value, expected):
+    assert size_bytes(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "6", None])
+def test_a_ceiling_that_is_not_a_size_is_refused_naming_it(value):
+    with pytest.raises(InvalidTargetError, match="max_vram"):
+        size_bytes(value)
+
+
+@pytest.mark.parametrize(("num_bytes", "expected"), [(6 * GiB, "6GB"), (int(3.35 * MiB), "3.35MB"), (100, "100B")])
+def test_size_arg_is_what_max_vram_takes_back(num_bytes, expected):
+    assert size_arg(num_bytes) == expected
+    assert parse_size(expected) == pytest.approx(num_bytes, rel=0.01)

@@ -26,7 +26,7 @@ _SYMBOLS = string.ascii_lowercase + string.digits + string.punctuation
 
 
 def clip_tokenizer() -> Any:
-    from autotune.models.pipelines import offline_clip_tokenizer
+    from autotune.models.builtins import offline_clip_tokenizer
 
     return offline_clip_tokenizer()
 

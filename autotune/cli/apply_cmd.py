@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.profiles.apply import apply_profile, choose_entry, load_pipeline, require_device
+    from autotune.profiles.apply import apply_profile, load_pipeline, require_device
+    from autotune.profiles.entries import choose_entry
     from autotune.cli.format import check_output_path
     from autotune.profiles.profile import Profile
     from autotune.units import parse_size

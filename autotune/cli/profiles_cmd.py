@@ -39,7 +39,7 @@ def read_folder(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autotune.profiles.apply import profile_dir_default
+    from autotune.profiles.discovery import profile_dir_default
 
     folder = args.dir or profile_dir_default()
     if args.dir is None and not folder.exists():  # nothing searched yet here: not an error

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_device(args.device or Profile.load(args.profile).target.device)
     profile = warmup(args.profile, device=args.device, timeout_s=args.timeout)
-    record = profile.compile_artifacts or {}
+    record = profile.compile_artifacts.to_dict() if profile.compile_artifacts else {}
     if args.json:
         print_json(record)
         return 0

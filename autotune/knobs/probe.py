@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from autotune.knobs.context import Context, ModuleFacts
+from autotune.errors import ModelNotFoundError
+from autotune.models.pipelines import ModelInfo, component_classes, load_configs, model_info
 
 log = logging.getLogger(__name__)
 
@@ -60,65 +62,38 @@ def pipeline_context(pipe: Any, device: str) -> Context:
                    pipeline_class=type(pipe).__name__)
 
 
-def model_context(model: str, device: str, info: Any = None) -> Context:
+def model_context(model: str, device: str, info: ModelInfo | None = None) -> Context:
     """The context of a model before loading it: its components and classes from `model_info`
     (or its model_index), facts from each diffusers component built on the meta device. A model
     whose components cannot be built so gets a context without facts (rules by name), logged."""
-    from autotune.models.pipelines import model_info
-
     info = info or model_info(model)
-    classes = dict(getattr(info, "component_classes", None) or component_classes(model))
+    classes = dict(info.component_classes or component_classes(load_configs(model, names=())["model_index"]))
     modules = probe_model(model, tuple(sorted(classes.items())))
     return Context(device=device, components=info.components, component_classes=classes, modules=modules,
-                   pipeline_class=getattr(info, "pipeline_class", None))
-
-
-def component_classes(model: str) -> dict[str, tuple[str, str]]:
-    """{name: (library, class_name)} from the model's model_index (no weights)."""
-    index = _model_index(model)
-    return {name: (value[0], value[1]) for name, value in index.items()
-            if not name.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2
-            and value[0] is not None and value[1] is not None}
+                   pipeline_class=info.pipeline_class)
 
 
 @functools.lru_cache(maxsize=32)
 def probe_model(model: str, classes: tuple[tuple[str, tuple[str, str]], ...]) -> Mapping[str, ModuleFacts] | None:
-    """Facts of each diffusers model component, built from its config on the meta device."""
+    """Facts of each diffusers model component, built from its config (read by `load_configs`, the
+    one reader of a model's configs) on the meta device."""
     import diffusers
     from accelerate import init_empty_weights
 
+    models = {name: getattr(diffusers, class_name, None) for name, (library, class_name) in classes
+              if library == "diffusers"}
+    models = {name: cls for name, cls in models.items()
+              if isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)}
     facts: dict[str, ModuleFacts] = {}
-    for name, (library, class_name) in classes:
-        cls = getattr(diffusers, class_name, None) if library == "diffusers" else None
-        if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
-            continue
-        try:
-            config = _component_config(model, name, cls)
+    name = "the configs"
+    try:
+        configs = load_configs(model, names=tuple(models)) if models else {}
+        for name, cls in models.items():
             with init_empty_weights():
-                module = cls.from_config(config)
-        # what reading a config (missing file, offline hub) or building from it raises
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("cannot probe %s of %s (%s): knob availability falls back to component names",
-                        name, model, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
-            return None
-        facts[name] = module_facts(module)
+                facts[name] = module_facts(cls.from_config(configs[name]))
+    # what reading a config (missing file, offline hub) or building from it raises
+    except (ModelNotFoundError, OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("cannot probe %s of %s (%s): knob availability falls back to component names",
+                    name, model, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+        return None
     return facts
-
-
-def _model_index(model: str) -> dict[str, Any]:
-    from autotune.models import pipelines
-
-    if model.startswith(pipelines.BUILTIN_PREFIX):
-        return dict(pipelines._builtin_configs(model)["model_index"])
-    from diffusers import DiffusionPipeline
-
-    return dict(DiffusionPipeline.load_config(model))
-
-
-def _component_config(model: str, name: str, cls: type) -> dict[str, Any]:
-    """A component's own config: the built-in's, or `<model>/<name>/config.json` read by its class."""
-    from autotune.models import pipelines
-
-    if model.startswith(pipelines.BUILTIN_PREFIX):
-        return dict(pipelines._builtin_configs(model)[name])
-    return dict(cls.load_config(model, subfolder=name))

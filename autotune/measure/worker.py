@@ -62,7 +62,7 @@ class Worker:
 
     def load(self, job: TrialJob) -> Measurement:
         """Build from the host weights, apply the assignment, warm up. OOM ends in status 'oom'."""
-        from autotune.profiles.apply import apply_settings
+        from autotune.knobs.settings import apply_settings
 
         self.release()
         backend = self.backend
@@ -360,7 +360,7 @@ def main(argv: list[str]) -> int:
     import diffusers  # noqa: F401  (paid once per process; timed as import_s)
     import torch  # noqa: F401
 
-    import autotune.profiles.apply  # noqa: F401
+    import autotune.knobs.settings  # noqa: F401
     import autotune.models.pipelines  # noqa: F401
 
     _IMPORT_S = time.perf_counter() - start

@@ -1,1 +1,3 @@
-"""Where pipelines come from (built-ins, folders, hub ids), their identity, and how one is called."""
+"""Where pipelines come from: a model's configs read into one spec and built (pipelines.py), the
+built-ins (builtins.py), one identity for every spelling of a model (identity.py), and how a
+pipeline is called (call.py)."""

@@ -3,7 +3,7 @@ is fitted: weights and activations come from traces of the real code.
 
 A fake-tensor trace on CPU counts tensors, like `torch.cuda.max_memory_allocated`. What it cannot
 see on a GPU is added here, in three layers:
-  allocated = traced + cuDNN/cuBLAS workspaces   (VAE_DECODE_WORKSPACE_FACTOR)
+  allocated = traced + cuDNN/cuBLAS workspaces   (VAE_DECODE_WORKSPACE_FACTOR, or a knob's own)
   reserved  = allocated + allocator caching       (ALLOCATOR_CACHED_FRACTION)
   process   = reserved + CUDA context & kernels   (CUDA_RUNTIME_BYTES)
 On CPU the measured metric is itself a tensor count, so none of these apply.
@@ -15,10 +15,9 @@ MiB = 2**20
 #: Fitted on NVIDIA H200, torch 2.11 + CUDA 13.0, builtin:sd15 512x512 (benchmarks/results/
 #: 2026-11-26-nvidia-h200.json): measured max_memory_allocated minus the traced peak, during the
 #: VAE decode, was 0.70x (fp32) and 0.75x (fp16) of the decode's traced activation peak with NCHW
-#: weights (cuDNN workspaces and NCHW<->NHWC copies of the 512x512 feature maps), 0.30x with
-#: channels_last (no layout copies).
+#: weights (cuDNN workspaces and NCHW<->NHWC copies of the 512x512 feature maps). A knob that
+#: changes it owns its own factor (channels_last: `VAE_DECODE_WORKSPACE_FACTOR` in its module).
 VAE_DECODE_WORKSPACE_FACTOR = 0.75
-VAE_DECODE_WORKSPACE_FACTOR_CHANNELS_LAST = 0.30
 
 #: Same run: max_memory_reserved - max_memory_allocated, as a fraction of the peak phase's
 #: transient bytes (activations + workspace, which the caching allocator keeps after they are

@@ -1,1 +1,3 @@
-"""Profiles: the file, discovery, `apply_profile`, compile artifacts and warm-up."""
+"""Profiles: the file and its schema (profile.py), discovery with a typed reason (discovery.py),
+entry choice under a ceiling (entries.py), the thin `apply_profile` (apply.py) and what it
+reports (placement_diff.py), compile artifacts and warm-up."""

@@ -13,10 +13,13 @@ import hashlib
 import logging
 import os
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-from autotune import knobs
+from autotune import hardware, knobs
+from autotune.knobs import Value
+from autotune.profiles.profile import CompileArtifacts, Section
+from autotune.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +27,22 @@ log = logging.getLogger(__name__)
 FIELD = "compile_artifacts"
 
 
-def artifact_key(settings: dict[str, Any], target: Any, device: str) -> dict[str, Any]:
+def artifact_key(settings: dict[str, Value], target: Target, device: str) -> Section:
     """Everything the compiled code depends on: torch, the device, the shapes, and every knob's
     value (any knob may change the graph: dtype, layout, attention kernel, fused projections)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
-
-    from autotune import hardware
 
     try:
         triton = version("triton")
     except PackageNotFoundError:
         triton = None
+    capability = None
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        device_name, capability = props.name, f"{props.major}.{props.minor}"
-    else:
-        device_name, capability = hardware.cpu_name(), None
+        capability = f"{props.major}.{props.minor}"
     return {
-        "torch": torch.__version__, "triton": triton, "device": device, "device_name": device_name,
+        "torch": torch.__version__, "triton": triton, "device": device,
+        "device_name": hardware.device_name(device),
         "compute_capability": capability, "height": target.height, "width": target.width,
         "batch": target.batch, "frames": getattr(target, "frames", None),
         **{k.name: settings.get(k.name, k.default) for k in knobs.all_knobs()},
@@ -54,7 +53,7 @@ def sidecar_path(profile_path: Path) -> Path:
     return profile_path.with_name(f"{profile_path.stem}.compile.bin")
 
 
-def save(profile_path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+def save(profile_path: Path, key: Section) -> CompileArtifacts | None:
     """Write this process's compile artifacts beside the profile; the profile's record of them,
     or None when this process compiled nothing."""
     import torch
@@ -67,34 +66,38 @@ def save(profile_path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "key": key}
+    return CompileArtifacts(file=path.name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), key=key)
 
 
-def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def differences(stored: Section, current: Section) -> list[str]:
     """What differs, by name. A name the stored key lacks was not recorded by the version that
     wrote it (a knob added since): not a difference."""
     return [f"{name} ({stored.get(name)!r} there, {current.get(name)!r} here)"
             for name in sorted(stored) if stored.get(name) != current.get(name)]
 
 
-def load(record: dict[str, Any], profile_path: Path, current_key: dict[str, Any]) -> bool:
+def load(record: CompileArtifacts, profile_path: Path, current_key: Section) -> bool:
     """Load the sidecar before the first call when its key matches; else warn in one line and
     let the first call compile cold. True when the artifacts were loaded."""
     import torch
 
-    changed = differences(record.get("key") or {}, current_key)
+    changed = differences(record.key, current_key)
     if changed:
         warnings.warn(f"compile artifacts not used, the first call compiles cold: {', '.join(changed)} "
                       "differ; run `autotune warmup` on this machine", stacklevel=3)
         return False
-    path = profile_path.with_name(record["file"])
+    if not record.file:
+        warnings.warn("compile artifacts not used (the profile names no file); the first call compiles cold",
+                      stacklevel=3)
+        return False
+    path = profile_path.with_name(record.file)
     try:
         data = path.read_bytes()
     except OSError as exc:
         warnings.warn(f"compile artifacts not used ({path}: {exc.strerror}); the first call compiles cold",
                       stacklevel=3)
         return False
-    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+    if hashlib.sha256(data).hexdigest() != record.sha256:
         warnings.warn(f"compile artifacts not used: {path} does not match the profile's hash; "
                       "run `autotune warmup` to rebuild them", stacklevel=3)
         return False

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import glob
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import yaml
 
 from autotune.errors import AutotuneError, ProfileError
+from autotune.knobs import Value
 from autotune.knobs.space import check_values
 from autotune.target import Target
 
@@ -25,12 +29,48 @@ from autotune.target import Target
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
+#: What YAML's safe loader yields and `safe_dump` writes: the values the open sections hold (the
+#: fingerprint, the search summary, the confirmation, the timing statistics), written by their
+#: own packages (hardware, search, measure) and kept as plain data so any of them round-trips.
+PlainData = str | int | float | bool | None | list["PlainData"] | dict[str, "PlainData"]
+Section = dict[str, PlainData]
+
+
+@dataclasses.dataclass
+class CompileArtifacts:
+    """The compile artifacts' sidecar (compile_cache.py): its file beside the profile, its hash
+    and size, the key it is valid for, and the first call's seconds cold and with it (`warmup`).
+    Read as leniently as the mapping it replaces: a field the file lacks stays empty, one of an
+    unexpected type is kept as it is in `extra`."""
+
+    file: str = ""
+    sha256: str = ""
+    bytes: int = 0
+    key: Section = dataclasses.field(default_factory=dict)
+    #: "cold" and "with_artifacts" (seconds), once `autotune warmup` measured them.
+    first_call_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Fields this autotune does not know, kept so a newer file round-trips.
+    extra: Section = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> Section:
+        data: Section = {"file": self.file, "sha256": self.sha256, "bytes": self.bytes, "key": self.key}
+        if self.first_call_s:
+            data["first_call_s"] = dict(self.first_call_s)
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Section) -> CompileArtifacts:
+        """Each known field of the type this autotune writes; anything else is kept in `extra`."""
+        types = {"file": str, "sha256": str, "bytes": int, "key": dict, "first_call_s": dict}
+        known = {k: v for k, v in data.items() if k in types and isinstance(v, types[k]) and not isinstance(v, bool)}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in known})
+
 
 @dataclasses.dataclass
 class ProfileEntry:
     """One measured configuration: its settings and what it cost."""
 
-    settings: dict[str, Any]
+    settings: dict[str, Value]
     latency_median_s: float
     latency_p90_s: float
     peak_bytes: int
@@ -40,7 +80,7 @@ class ProfileEntry:
     #: What the planner predicted for this entry before it was measured (None without planner).
     predicted_peak_bytes: int | None = None
     #: The timed runs' statistics: runs, median, 95% interval of the median, spread.
-    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    timing: Section = dataclasses.field(default_factory=dict)
     #: Where the trial's time went (seconds): spawn, build, apply, first run, timed runs, overhead.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Its output against the reference: psnr_db, ssim, latent_rel_error and the sanity numbers
@@ -72,23 +112,25 @@ class ProfileEntry:
 @dataclasses.dataclass
 class Profile:
     target: Target
-    fingerprint: dict[str, Any]
+    #: Where it was measured (hardware.fingerprint, plus the model's identity and how the ceiling
+    #: was enforced): device, device_name, total_memory_bytes, versions, ...
+    fingerprint: Section
     best: ProfileEntry
-    search: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The search's summary (search.trials.search_summary): trials measured, why it stopped, ...
+    search: Section = dataclasses.field(default_factory=dict)
     alternatives: list[ProfileEntry] = dataclasses.field(default_factory=list)
     #: The interleaved re-measurement of the top candidates (confirm.Confirmation.to_dict()):
     #: the margin over the runner-up and whether it is significant. None if not confirmed.
-    confirmation: dict[str, Any] | None = None
-    #: The compile artifacts' sidecar (compile_cache.py): file, sha256, key, first-call seconds
-    #: cold and with the artifacts. None when nothing compiles or no warmup ran.
-    compile_artifacts: dict[str, Any] | None = None
+    confirmation: Section | None = None
+    #: The compile artifacts' sidecar. None when nothing compiles or no warmup ran.
+    compile_artifacts: CompileArtifacts | None = None
     created: str = dataclasses.field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     )
     schema_version: int = SCHEMA_VERSION
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Value]:
         return self.best.settings
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +143,7 @@ class Profile:
             "measurements": _entry_measurements(self.best),
             "search": self.search,
             "confirmation": self.confirmation,
-            "compile_artifacts": self.compile_artifacts,
+            "compile_artifacts": self.compile_artifacts.to_dict() if self.compile_artifacts else None,
             "alternatives": [
                 {"settings": alt.settings, "measurements": _entry_measurements(alt)}
                 for alt in self.alternatives
@@ -127,7 +169,7 @@ class Profile:
                 search=dict(data.get("search") or {}),
                 alternatives=[_entry(alt) for alt in data.get("alternatives") or []],
                 confirmation=_optional_mapping(data, "confirmation"),
-                compile_artifacts=_optional_mapping(data, "compile_artifacts"),
+                compile_artifacts=_compile_artifacts(data),
                 created=str(data.get("created", "")),
                 schema_version=SCHEMA_VERSION,  # read as the current version; saved as such
             )
@@ -200,8 +242,6 @@ def _parse_yaml(text: str, path: Path) -> Any:
 
 
 def _tag_of(exc: yaml.YAMLError) -> str:
-    import re
-
     match = re.search(r"tag '([^']+)'", str(exc))
     tag = match.group(1) if match else "?"
     return tag.replace("tag:yaml.org,2002:", "!!")
@@ -218,6 +258,11 @@ def _entry(data: dict[str, Any]) -> ProfileEntry:
     if not isinstance(measurements, dict):
         raise ProfileError("'measurements' must be a mapping")
     return ProfileEntry.from_dict({"settings": data.get("settings"), **measurements})
+
+
+def _compile_artifacts(data: dict[str, Any]) -> CompileArtifacts | None:
+    record = _optional_mapping(data, "compile_artifacts")
+    return CompileArtifacts.from_dict(record) if record is not None else None
 
 
 def _optional_mapping(data: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -264,8 +309,6 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def _temp_prefix(path: Path) -> str:
-    import socket
-
     host = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
     return f".{path.name}.{host}-"
 
@@ -284,8 +327,6 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 
 def glob_escape(text: str) -> str:
-    import glob
-
     return glob.escape(text)
 
 

@@ -19,22 +19,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from autotune import knobs
 from autotune.errors import InvalidTargetError
-from autotune.profiles.profile import Profile
+from autotune.models.call import call_pipeline
+from autotune.profiles import compile_cache
+from autotune.profiles.apply import apply_profile, load_pipeline
+from autotune.profiles.profile import CompileArtifacts, Profile, Section
 
 log = logging.getLogger(__name__)
 
 
-def first_call(profile_path: Path, mode: str, device: str | None = None) -> dict[str, Any]:
+def first_call(profile_path: Path, mode: str, device: str | None = None) -> Section:
     """In this process: load, apply (with or without the artifacts), time the first call."""
     import torch
-
-    from autotune.profiles import compile_cache
-    from autotune.profiles.apply import apply_profile, load_pipeline
-    from autotune.models.call import call_pipeline
 
     profile = Profile.load(profile_path)
     pipe = load_pipeline(profile)
@@ -45,14 +43,15 @@ def first_call(profile_path: Path, mode: str, device: str | None = None) -> dict
     call_pipeline(pipe, profile.target, seed=0)
     if (device or profile.target.device) == "cuda":
         torch.cuda.synchronize()
-    out: dict[str, Any] = {"mode": mode, "apply_s": apply_s, "first_call_s": time.perf_counter() - start}
+    out: Section = {"mode": mode, "apply_s": apply_s, "first_call_s": time.perf_counter() - start}
     if mode == "cold":
         key = compile_cache.artifact_key(profile.settings, profile.target, device or profile.target.device)
-        out["record"] = compile_cache.save(profile_path, key)
+        record = compile_cache.save(profile_path, key)
+        out["record"] = record.to_dict() if record else None
     return out
 
 
-def _run(profile_path: Path, mode: str, device: str | None, timeout_s: float) -> dict[str, Any]:
+def _run(profile_path: Path, mode: str, device: str | None, timeout_s: float) -> Section:
     with tempfile.TemporaryDirectory(prefix="autotune-warmup-") as tmp:
         result = Path(tmp) / "result.json"
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
@@ -68,21 +67,19 @@ def _run(profile_path: Path, mode: str, device: str | None, timeout_s: float) ->
 
 def warmup(profile_path: str | os.PathLike[str], device: str | None = None, timeout_s: float = 1800.0) -> Profile:
     """Build the artifacts, measure the first call cold and with them, save both in the profile."""
-    from autotune.profiles import compile_cache
-
     path = Path(profile_path)
     profile = Profile.load(path)
     if not knobs.compiles(profile.settings):
         raise InvalidTargetError(f"{path} does not compile anything (compile=none): nothing to warm up")
     cold = _run(path, "cold", device, timeout_s)
-    record = cold.get("record")
-    if record is None:
+    if cold.get("record") is None:
         raise InvalidTargetError(f"torch produced no compile artifacts for {path}; nothing was saved")
-    record["first_call_s"] = {"cold": round(cold["first_call_s"], 3)}
+    record = CompileArtifacts.from_dict(cold["record"])
+    record.first_call_s = {"cold": round(cold["first_call_s"], 3)}
     profile.compile_artifacts = record
     profile.save(path)  # the artifacts run below reads the record
     loaded = _run(path, "artifacts", device, timeout_s)
-    record["first_call_s"]["with_artifacts"] = round(loaded["first_call_s"], 3)
+    record.first_call_s["with_artifacts"] = round(loaded["first_call_s"], 3)
     profile.compile_artifacts = record
     profile.save(path)
     log.info("compile artifacts for %s: %s", path, compile_cache.sidecar_path(path))

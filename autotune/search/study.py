@@ -29,6 +29,7 @@ from typing import Any
 
 import optuna
 
+from autotune import hardware
 from autotune.search import confirm as confirming
 from autotune.search import reference as references
 from autotune.search import shared_study
@@ -116,7 +117,7 @@ class Search:
         #: The reference output of this target (reference.py), shared by every search of it in
         #: this run directory whatever the ceiling; None: quality is not judged.
         self.reference = references.locate(reference_dir, target, space.default(), reference_dtype, seed,
-                                           _device_name(target.device)) if reference_dir is not None else None
+                                           hardware.device_name(target.device)) if reference_dir is not None else None
         self.allow_unjudged = allow_unjudged
         self._reference_checked = False
         self.study = optuna.create_study(
@@ -180,7 +181,7 @@ class Search:
         with a 5GB peak is a feasible 6GB trial. An out-of-memory result is reused only from a
         ceiling at least as high as this one; failed trials are measured again."""
         key, ceiling = self.target.measurement_key(), self.target.max_vram
-        here = _device_name(self.target.device)
+        here = hardware.device_name(self.target.device)
         reused = 0
         for summary in optuna.get_all_study_summaries(self._storage):
             attrs = summary.user_attrs
@@ -642,16 +643,6 @@ class Search:
             min_psnr=self.min_psnr, amortize=self.amortize,
             reference=self.reference_assignment() if self.has_reference else None, guard=self.guard,
         )
-
-
-def _device_name(device: str) -> str | None:
-    """This machine's name for `device`, as measurements record it (None if unknown)."""
-    from autotune import hardware
-
-    if device == "cuda":
-        gpus = hardware.probe_gpus()
-        return gpus[0].name if gpus else None
-    return hardware.cpu_name()
 
 
 def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:

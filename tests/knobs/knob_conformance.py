@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from autotune import knobs
-from autotune.profiles.apply import apply_settings, pipeline_components
+from autotune.knobs.settings import apply_settings, pipeline_components
 from autotune.errors import InvalidAssignmentError
 from autotune.knobs import Context
 from autotune.knobs.space import SearchSpace

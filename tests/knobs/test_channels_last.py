@@ -6,6 +6,7 @@ from knob_conformance import baseline_images, conformance  # noqa: F401  (fixtur
 
 from autotune import knobs
 from autotune.knobs import ApplyContext
+from autotune.knobs.builtin import channels_last
 from autotune.planner import calibration
 
 
@@ -34,5 +35,5 @@ def test_channels_last_touches_only_2d_conv_modules():
 
 def test_the_planner_gives_the_decode_less_workspace_without_layout_copies():
     factor = knobs.get("channels_last").plan.vae_workspace_factor
-    assert factor(True) == calibration.VAE_DECODE_WORKSPACE_FACTOR_CHANNELS_LAST < calibration.VAE_DECODE_WORKSPACE_FACTOR
+    assert factor(True) == channels_last.VAE_DECODE_WORKSPACE_FACTOR < calibration.VAE_DECODE_WORKSPACE_FACTOR
     assert factor(False) is None

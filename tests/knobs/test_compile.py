@@ -6,7 +6,7 @@ import pytest
 from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_settings
+from autotune.knobs.settings import apply_settings
 from autotune.errors import InvalidAssignmentError
 
 

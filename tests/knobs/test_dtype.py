@@ -6,7 +6,7 @@ import torch
 from knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_settings
+from autotune.knobs.settings import apply_settings
 
 
 def check(pipe, value):

@@ -6,7 +6,7 @@ from knob_conformance import baseline_images, conformance  # noqa: F401  (fixtur
 from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_settings
+from autotune.knobs.settings import apply_settings
 from autotune.errors import InvalidAssignmentError
 from autotune.knobs import Context
 

@@ -5,7 +5,7 @@ import torch
 from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.profiles.apply import hooked_modules
+from autotune.knobs.settings import hooked_modules
 from autotune.knobs.builtin.layerwise_fp8 import cast_layers
 from autotune.planner.stats import weight_stats
 from test_planner import Blocks  # 3 Linear blocks between an fp8-skipped proj_in and norm

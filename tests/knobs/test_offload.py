@@ -6,7 +6,7 @@ import pytest
 from knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.profiles.apply import hooked_modules
+from autotune.knobs.settings import hooked_modules
 from autotune.knobs import ApplyContext, Context
 from autotune.knobs.builtin.offload import Offload, resident_bytes
 from autotune.planner.stats import WeightStats

@@ -95,7 +95,7 @@ def test_the_planner_counts_scales_and_zero_points_per_row():
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_the_planner_predicts_the_quantized_weights_within_2_percent(tiny_pipe, value, dtype):
     """The plan's denoiser weights against the bytes torchao's tensors hold after `quantize_`."""
-    from autotune.profiles.apply import apply_settings
+    from autotune.knobs.settings import apply_settings
 
     target = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=2**30)
     assignment = {"dtype": dtype, "quantize": value}

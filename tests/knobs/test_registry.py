@@ -14,7 +14,7 @@ import torch
 from knob_conformance import baseline_images, run  # noqa: F401  (fixture)
 
 from autotune import knobs
-from autotune.profiles.apply import apply_settings, hooked_modules
+from autotune.knobs.settings import apply_settings, hooked_modules
 from autotune.errors import InvalidAssignmentError, UnknownKnobError
 from autotune.knobs import Context, Knob, Stage
 from autotune.knobs.registry import ROLES

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.knobs.builtin.attention import xformers_unavailable_reason
+from autotune.knobs.probe import pipeline_context
 from autotune.knobs.registry import (
     ApplyContext,
     Conflict,
@@ -39,8 +40,6 @@ HALF_ONLY = frozenset({"_native_flash", "_native_cudnn", "flash", "_flash_3", "s
 
 
 def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
-    from autotune.knobs.probe import pipeline_context
-
     facts = pipeline_context(pipe, ctx.device).modules or {}
     for name in (n for n, f in facts.items() if f.attention_dispatch):  # Wan 2.2: transformer and transformer_2
         model = getattr(pipe, name)

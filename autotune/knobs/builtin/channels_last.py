@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autotune.knobs.probe import pipeline_context
 from autotune.knobs.registry import ApplyContext, Context, Knob, PlanEffect, SpeedPrior, Stage, Value, register
 
 
@@ -12,8 +13,6 @@ def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     # Layout is a property of stored weights, so it is set before offload hooks capture them.
     if value:
         import torch
-
-        from autotune.knobs.probe import pipeline_context
 
         facts = pipeline_context(pipe, ctx.device).modules or {}
         for name, module_facts in facts.items():
@@ -33,11 +32,15 @@ def _reason(value: Value, ctx: Context) -> str | None:
     return "channels_last needs 2-D convolutions and no rank-5 weights" + (f": {seen}" if seen else "")
 
 
-def _vae_workspace_factor(value: Value) -> float | None:
-    from autotune.planner import calibration
+#: Fitted in the same run as `planner.calibration.VAE_DECODE_WORKSPACE_FACTOR` (NVIDIA H200, torch
+#: 2.11 + CUDA 13.0, builtin:sd15 512x512, benchmarks/results/2026-11-26-nvidia-h200.json): the VAE
+#: decode's workspace was 0.30x its traced activation peak with channels_last weights, against
+#: 0.70-0.75x with NCHW (no NCHW<->NHWC copies of the feature maps around cuDNN's kernels).
+VAE_DECODE_WORKSPACE_FACTOR = 0.30
 
-    # no NCHW<->NHWC copies of the decode's feature maps around cuDNN's kernels
-    return calibration.VAE_DECODE_WORKSPACE_FACTOR_CHANNELS_LAST if value else None
+
+def _vae_workspace_factor(value: Value) -> float | None:
+    return VAE_DECODE_WORKSPACE_FACTOR if value else None
 
 
 register(Knob(
