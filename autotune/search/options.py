@@ -60,7 +60,7 @@ class SearchOptions:
     prune_margin: float = DEFAULT_PRUNE_MARGIN
 
     def __post_init__(self) -> None:
-        checks = [("trials", self.trials >= 0, "0 or more"), ("runs", self.runs >= 1, "1 or more"),
+        checks = [("trials", self.trials >= 1, "1 or more"), ("runs", self.runs >= 1, "1 or more"),
                   ("warmup", self.warmup >= 0, "0 or more"),
                   ("trial_timeout_s", self.trial_timeout_s > 0, "more than 0 seconds"),
                   ("precision", 0 < self.precision < 1, "between 0 and 1, e.g. 0.02"),
