@@ -1,8 +1,7 @@
-"""What one trial came to, and what a study holds: the record of a measured trial, its outcome
-under the ceiling and the quality floor, how trials rank (latency, plus amortized compile time),
-and a stored study read back as a result without measuring anything (`autotune export`).
+"""What one trial came to: the record of a measured trial, its outcome under the ceiling and the
+quality floor, a search's result and its summary for the profile.
 
-Shared by the search loop (study.py), which writes trials, and whoever reads a study.
+How trials rank is ranking.py; how they are stored and read back, ledger.py.
 """
 from __future__ import annotations
 
@@ -110,7 +109,7 @@ class SearchResult:
     reused: int = 0
     #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
     min_psnr: float | None = None
-    reference: dict[str, Any] | None = None
+    reference: Assignment | None = None
     #: The quality guard of the search (None: no quality was judged): the reference's settings,
     #: how it was made, or why there is none.
     guard: QualityGuard | None = None
