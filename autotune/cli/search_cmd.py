@@ -55,6 +55,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpus", metavar="0,1,...",
                    help="start one search process per listed GPU on one shared study, then confirm the "
                         "winner and write the profile")
+    _add_option_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def _add_option_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of SearchOptions, their defaults read from it."""
+    D = SearchOptions()  # noqa: N806 (the defaults, shown in the help)
     p.add_argument("--seed", type=int, default=D.seed, help=f"sampler and image seed (default: {D.seed})")
     p.add_argument("--runs", type=int, default=D.runs, help=f"fewest timed runs per trial, after one warm-up (default: {D.runs})")
     p.add_argument("--precision", type=float, default=D.precision,
@@ -87,11 +95,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="a wall for the whole search: no trial starts unless it is expected to fit, "
                         "one still running at the end is stopped (default: no limit)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(handler=run)
 
 
-def options_from(args: argparse.Namespace) -> Any:
+def options_from(args: argparse.Namespace) -> SearchOptions:
     """The search options of these flags (validated there: an error names the flag)."""
     return SearchOptions(trials=args.trials, seed=args.seed, runs=args.runs, precision=args.precision,
                          time_cap_s=args.max_run_time, trial_timeout_s=args.timeout, time_budget_s=args.time_budget,
