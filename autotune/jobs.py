@@ -19,7 +19,7 @@ from autotune.models.pipelines import model_info
 from autotune.planner import Planner
 from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.knobs.space import SearchSpace
-from autotune.search.options import SearchOptions
+from autotune.search.options import DEFAULT_RUN_DIR, STUDIES_FILE, SearchOptions
 from autotune.search.study import Search
 from autotune.search.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
 from autotune.target import Target
@@ -27,8 +27,6 @@ from autotune.units import format_size
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_DIR = Path(".autotune")
-STUDIES_FILE = "studies.journal"
 
 
 

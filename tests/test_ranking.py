@@ -1,6 +1,8 @@
 """One ranking and one Pareto front (search/ranking.py), used by the search and the report."""
 from __future__ import annotations
 
+import dataclasses
+
 from autotune.measure.measurer import Measurement
 from autotune.search.ranking import cost_s, fastest_feasible, feasible_front, pareto_front
 from autotune.search.trials import TrialRecord
@@ -37,3 +39,17 @@ def test_front_follows_amortize():
 def test_front_over_any_items():
     rows = [(0, 1.0, 5), (1, 2.0, 3), (2, 2.5, 4)]
     assert pareto_front(rows, lambda r: r[1], lambda r: r[2], lambda r: r[0]) == [(0, 1.0, 5), (1, 2.0, 3)]
+
+
+def test_the_report_ranks_and_fronts_like_the_search():
+    """The report's best and front follow --amortize, as the profile's winner and alternatives do."""
+    from collections import Counter
+
+    from autotune.report.trials import StudyRows, TrialRow
+
+    compiled = TrialRow(0, "feasible", {"compile": "full"}, latency_s=1.0, peak_bytes=100, compile_s=100.0)
+    plain = TrialRow(1, "feasible", {"compile": "none"}, latency_s=1.5, peak_bytes=100)
+    rows = StudyRows(rows=[compiled, plain], ceiling=200, target={}, min_psnr=None, not_measured=Counter(), space={})
+    assert rows.best() is compiled and rows.pareto() == [compiled]
+    amortized = dataclasses.replace(rows, amortize=10)
+    assert amortized.best() is plain and amortized.pareto() == [plain]

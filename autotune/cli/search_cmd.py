@@ -15,7 +15,7 @@ from autotune import knobs
 from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size
 from autotune.cli.target_args import add_target_arguments, target_from_args
-from autotune.search.options import REFERENCE_DTYPES, SearchOptions
+from autotune.search.options import DEFAULT_RUN_DIR, REFERENCE_DTYPES, STUDIES_FILE, SearchOptions
 
 #: The summary and the trial lines fit this many columns.
 WIDTH = 100
@@ -46,7 +46,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-reuse", action="store_true",
                    help="measure everything again instead of reusing trials of earlier searches of this "
                         "model, size, batch and device under another ceiling")
-    p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
+                   help=f"where studies and trial logs live (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
     p.add_argument("--study", metavar="NAME",
                    help="create or join the study NAME: every `autotune search` with the same --storage and "
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     space = jobs.space_for(target, args.include, args.exclude)
     gpus = jobs.parse_gpus(args.gpus) if args.gpus else None
     study = args.study or (jobs.shared_study_name(target) if gpus else None)
-    storage = args.storage or (str(args.run_dir / jobs.STUDIES_FILE) if gpus else None)
+    storage = args.storage or (str(args.run_dir / STUDIES_FILE) if gpus else None)
     search = jobs.start_search(target, options, space=space, run_dir=args.run_dir, storage=storage,
                                study_name=study, resume=args.resume)
     defaults = space.default()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 from autotune.errors import InvalidSearchOptionError
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
@@ -18,6 +19,10 @@ from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 #: rejects broken outputs (NaN or black images from an overflow score 0-10 dB). See README
 #: "Quality guard".
 DEFAULT_MIN_PSNR = 30.0
+#: Where a search keeps its studies, trial logs, references and compile cache (`--run-dir`), and
+#: the journal file of its studies there (without `--storage`).
+DEFAULT_RUN_DIR = Path(".autotune")
+STUDIES_FILE = "studies.journal"
 #: The precisions the quality reference can be made in (`--reference-dtype`).
 REFERENCE_DTYPES = ("fp32", "fp16", "bf16")
 #: The flag each option is set by, so that an error names what the user typed.
