@@ -207,7 +207,8 @@ def write_header(study: optuna.Study, target: Target, min_psnr: float | None,
     study.set_user_attr(ATTR_MEASUREMENT_KEY, target.measurement_key())
     study.set_user_attr(ATTR_TARGET, target.to_dict())
     study.set_user_attr(ATTR_MIN_PSNR, min_psnr)
-    study.set_user_attr(ATTR_REFERENCE, {"dtype": reference_dtype} if reference_dtype else None)
+    reference = {"dtype": reference_dtype} if reference_dtype else None  # the knob on purpose: --reference-dtype
+    study.set_user_attr(ATTR_REFERENCE, reference)
     study.set_user_attr(ATTR_AMORTIZE, amortize)
 
 
