@@ -56,3 +56,8 @@ class StudyError(AutotuneError):
 
 class PlannerUnsupportedError(AutotuneError):
     """The planner has no trace for this pipeline's denoiser yet (UNet pipelines are supported)."""
+
+
+class InvalidSearchOptionError(InvalidTargetError):
+    """A search option is out of its range (runs, precision, time cap, quality floor...); the
+    message names the flag, what it must be and what came."""

@@ -1,21 +1,25 @@
-"""The whole job in one call: target -> space -> search -> profile. The CLI is a thin shell over it."""
+"""The whole job: target -> space -> search -> profile, in one call or fanned out over several GPUs
+(one process per GPU on one shared study). The CLI is a thin shell over it."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from autotune import hardware
-from autotune.errors import NoFeasibleTrialError, PlannerUnsupportedError
+from autotune.errors import InvalidTargetError, NoFeasibleTrialError, PlannerUnsupportedError, StudyError
 from autotune.measure.measurer import Measurer, SubprocessMeasurer
 from autotune.models.pipelines import model_info
 from autotune.planner import Planner
-from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.knobs.space import SearchSpace
+from autotune.search.options import DEFAULT_RUN_DIR, STUDIES_FILE, SearchOptions
 from autotune.search.study import Search
 from autotune.search.trials import ProgressFn, SearchResult, TrialRecord, quality_against, search_summary
 from autotune.target import Target
@@ -23,14 +27,7 @@ from autotune.units import format_size
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_DIR = Path(".autotune")
-#: The default quality floor for lossy settings, PSNR in dB against the reference. 30 dB is an
-#: RMS error of 3% of the pixel range, where compression artefacts start to be seen. Measured on
-#: CPU (builtin:tiny-sd, 64 px, 4 and 30 steps, benchmarks/results/2026-12-01-quality-per-call-cpu.md):
-#: fp16 67 dB, bf16 49 dB, layerwise fp8 43 dB, bf16 + fp8 41-42 dB: the floor passes them all and
-#: rejects broken outputs (NaN or black images from an overflow score 0-10 dB). See README
-#: "Quality guard".
-DEFAULT_MIN_PSNR = 30.0
+
 
 
 @dataclasses.dataclass
@@ -93,48 +90,25 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
     )
 
 
-def start_search(
-    target: Target,
-    *,
-    space: SearchSpace | None = None,
-    run_dir: Path = DEFAULT_RUN_DIR,
-    storage: str | None = None,
-    resume: bool = False,
-    seed: int = 0,
-    include: Iterable[str] = (),
-    exclude: Iterable[str] = (),
-    measurer: Measurer | None = None,
-    trial_timeout_s: float = 600.0,
-    warmup: int = 1,
-    runs: int = 6,
-    precision: float = 0.02,
-    time_cap_s: float = 10.0,
-    confirm: bool = True,
-    min_psnr: float | None = DEFAULT_MIN_PSNR,
-    reference_dtype: str = "fp32",
-    amortize: int | None = None,
-    reuse: bool = True,
-    study_name: str | None = None,
-    allow_unjudged: bool = False,
-    use_planner: bool = True,
-    prune_margin: float = DEFAULT_PRUNE_MARGIN,
-) -> Search:
+def start_search(target: Target, options: SearchOptions | None = None, *, space: SearchSpace | None = None,
+                 run_dir: Path = DEFAULT_RUN_DIR, storage: str | None = None, resume: bool = False,
+                 study_name: str | None = None, include: Iterable[str] = (), exclude: Iterable[str] = (),
+                 measurer: Measurer | None = None, **overrides: Any) -> Search:
     """Open (or, with `resume`, reopen) the study for `target`; nothing is measured yet.
 
+    `options` holds every default (search/options.py); keyword `overrides` replace single ones.
     With the planner (default), candidates whose predicted lower bound is over the ceiling by more
-    than `prune_margin` are not measured and predicted-feasible ones are measured first."""
+    than the prune margin are not measured and predicted-feasible ones are measured first."""
+    options = (options or SearchOptions()).replace(**overrides) if overrides else (options or SearchOptions())
     space = space or space_for(target, include, exclude)
-    planner = make_planner(target) if use_planner else None
+    planner = make_planner(target) if options.use_planner else None
     # One inductor/AOTAutograd cache per run dir, shared by all its trials: a compiled trial pays
     # this run's compile, not whatever an unrelated earlier run left in /tmp (set it to share more).
     cache = {} if os.environ.get("TORCHINDUCTOR_CACHE_DIR") else {"TORCHINDUCTOR_CACHE_DIR": str((run_dir / "inductor-cache").resolve())}
-    own_measurer = SubprocessMeasurer(timeout_s=trial_timeout_s, env=cache) if measurer is None else None
-    search = Search(target, space, measurer or own_measurer,
-                    storage=storage or run_dir / "studies.journal", seed=seed, resume=resume,
-                    warmup=warmup, runs=runs, planner=planner, prune_margin=prune_margin,
-                    precision=precision, time_cap_s=time_cap_s, confirm=confirm,
-                    min_psnr=min_psnr, reference_dir=run_dir / "references", reference_dtype=reference_dtype,
-                    amortize=amortize, reuse=reuse, study_name=study_name, allow_unjudged=allow_unjudged)
+    own_measurer = SubprocessMeasurer(timeout_s=options.trial_timeout_s, env=cache) if measurer is None else None
+    search = Search(target, space, measurer or own_measurer, storage=storage or run_dir / STUDIES_FILE,
+                    options=options, planner=planner, reference_dir=run_dir / "references",
+                    study_name=study_name, resume=resume)
     if own_measurer is not None:  # one log per trial, beside the study it belongs to
         own_measurer.log_dir = run_dir / "logs" / search.study_name
     return search
@@ -142,9 +116,7 @@ def start_search(
 
 def finish(search: Search, result: SearchResult) -> TuneResult:
     """The profile of a finished run of `search` (None when nothing fits)."""
-    close = getattr(search.measurer, "close", None)
-    if close is not None:  # the warm worker is not needed any more
-        close()
+    close_measurer(search)  # the warm worker is not needed any more
     log_dir = getattr(search.measurer, "log_dir", None)
     profile = profile_from(result, log_dir) if result.best is not None else None
     return TuneResult(search=result, profile=profile, log_dir=log_dir)
@@ -167,21 +139,91 @@ def no_feasible_message(result: SearchResult, log_dir: Path | None = None) -> st
             f"over it by the planner; raise --max-vram, lower --batch or the size, or add trials{unjudged}")
 
 
-def tune(
-    target: Target,
-    *,
-    trials: int,
-    on_trial: ProgressFn | None = None,
-    time_budget_s: float | None = None,
-    **options: Any,
-) -> TuneResult:
-    """Search `trials` new assignments for `target` and build the profile (None if none fit).
-    `options` are those of `start_search`."""
-    search = start_search(target, **options)
+def tune(target: Target, *, trials: int | None = None, on_trial: ProgressFn | None = None,
+         time_budget_s: float | None = None, options: SearchOptions | None = None, **kwargs: Any) -> TuneResult:
+    """Search `trials` (default: the options') new assignments for `target` and build the
+    profile (None if none fit). `kwargs` are those of `start_search`."""
+    search = start_search(target, options, **kwargs)
+    budget = search.options.time_budget_s if time_budget_s is None else time_budget_s
     try:
-        result = search.run(trials, on_trial=on_trial, time_budget_s=time_budget_s)
+        result = search.run(trials, on_trial=on_trial, time_budget_s=budget)
     finally:
-        close = getattr(search.measurer, "close", None)
-        if close is not None:
-            close()
+        close_measurer(search)
     return finish(search, result)
+
+
+def close_measurer(search: Search) -> None:
+    """Stop the warm worker, if the measurer keeps one."""
+    close = getattr(search.measurer, "close", None)
+    if close is not None:
+        close()
+
+
+# -- several GPUs, one study -------------------------------------------------------------------------
+
+def parse_gpus(text: str) -> list[str]:
+    """'0,1,3' -> ['0', '1', '3']: distinct GPU indices."""
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise InvalidTargetError(f"--gpus takes distinct GPU indices like 0,1,3, got {text!r}")
+    return gpus
+
+
+def shared_study_name(target: Target) -> str:
+    """The study several GPUs share when none is named."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{target.key()}-gpus-{stamp}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuJob:
+    """What one GPU's process searches: the shared study, without the confirmation (the
+    process that started them confirms once they are done)."""
+
+    gpu: str
+    target: Target
+    options: SearchOptions
+    run_dir: Path
+    storage: str
+    study_name: str
+    resume: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"gpu-{self.gpu}.log"
+
+
+def run_on_gpus(search: Search, gpus: list[str], *, run_dir: Path, resume: bool = False,
+                include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[str]:
+    """One search process per GPU on `search`'s shared study, each seeing only its GPU
+    (CUDA_VISIBLE_DEVICES), its output in RUN_DIR/gpu-N.log; waits for them all and returns the
+    GPUs whose process failed. `search` itself measures nothing here: run it after, to confirm."""
+    if not search.shared:
+        raise StudyError("several GPUs share one named study: start the search with a study name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: CUDA is set up after the env
+    jobs = [GpuJob(gpu, search.target, search.options.replace(confirm=False), run_dir, search.storage_name,
+                   search.study_name, resume, tuple(include), tuple(exclude)) for gpu in gpus]
+    procs = [context.Process(target=_gpu_process, args=(job,), name=f"autotune-gpu-{job.gpu}") for job in jobs]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return [job.gpu for job, proc in zip(jobs, procs) if proc.exitcode != 0]
+
+
+def _gpu_process(job: GpuJob) -> None:
+    """The body of one GPU's process (spawned: nothing of the parent's state but `job`)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = job.gpu
+    with open(job.log_path, "w") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        search = start_search(job.target, job.options, run_dir=job.run_dir, storage=job.storage,
+                              study_name=job.study_name, resume=job.resume, include=job.include, exclude=job.exclude)
+        try:
+            search.run(job.options.trials, time_budget_s=job.options.time_budget_s)
+        finally:
+            close_measurer(search)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, (".yaml", ".yml"), "--out")
     if out.exists() and not args.force:
         raise InvalidTargetError(f"--out {str(out)!r} exists; pass --force to overwrite it, or pick another path")
-    from autotune.search.trials import read_result
+    from autotune.search.ledger import read_result
     from autotune.jobs import profile_from
 
     result = read_result(args.storage, args.study)

@@ -136,7 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = _join_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(raw)
-        args.argv = raw  # `search --gpus` passes the same flags on to one process per GPU
     except SystemExit as exc:  # --help, --version and usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     # A deprecation inside diffusers' own hub calls, not actionable by our users.

@@ -15,12 +15,14 @@ from autotune import knobs
 from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size
 from autotune.cli.target_args import add_target_arguments, target_from_args
+from autotune.search.options import DEFAULT_RUN_DIR, REFERENCE_DTYPES, STUDIES_FILE, SearchOptions
 
 #: The summary and the trial lines fit this many columns.
 WIDTH = 100
 
 
 def add_parser(sub: Any) -> None:
+    D = SearchOptions()  # noqa: N806 (the defaults, shown in the help)
     p = sub.add_parser(
         "search", help="measure settings under a memory ceiling, write the fastest as a profile",
         description=textwrap.fill(
@@ -37,14 +39,15 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_target_arguments(p, model_default_help=MODEL_DEFAULT_HELP)
-    p.add_argument("--trials", type=int, default=20, help="distinct settings to measure (default: 20)")
+    p.add_argument("--trials", type=int, default=D.trials, help=f"distinct settings to measure (default: {D.trials})")
     p.add_argument("--out", type=Path, help="profile path (default: profiles/<model>-<W>x<H>-b<batch>-<ceiling>-<device>.yaml)")
     add_device_argument(p)
     p.add_argument("--resume", action="store_true", help="continue the latest search of this same target")
     p.add_argument("--no-reuse", action="store_true",
                    help="measure everything again instead of reusing trials of earlier searches of this "
                         "model, size, batch and device under another ceiling")
-    p.add_argument("--run-dir", type=Path, default=Path(".autotune"), help="where studies and trial logs live (default: .autotune)")
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
+                   help=f"where studies and trial logs live (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--storage", help="Optuna storage URL instead of the run-dir journal, e.g. sqlite:///s.db, postgresql://...")
     p.add_argument("--study", metavar="NAME",
                    help="create or join the study NAME: every `autotune search` with the same --storage and "
@@ -53,22 +56,29 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpus", metavar="0,1,...",
                    help="start one search process per listed GPU on one shared study, then confirm the "
                         "winner and write the profile")
-    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # set by --gpus
-    p.add_argument("--seed", type=int, default=0, help="sampler and image seed (default: 0)")
-    p.add_argument("--runs", type=int, default=6, help="fewest timed runs per trial, after one warm-up (default: 6)")
-    p.add_argument("--precision", type=float, default=0.02,
+    _add_option_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def _add_option_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of SearchOptions, their defaults read from it."""
+    D = SearchOptions()  # noqa: N806 (the defaults, shown in the help)
+    p.add_argument("--seed", type=int, default=D.seed, help=f"sampler and image seed (default: {D.seed})")
+    p.add_argument("--runs", type=int, default=D.runs, help=f"fewest timed runs per trial, after one warm-up (default: {D.runs})")
+    p.add_argument("--precision", type=float, default=D.precision,
                    help="keep timing a trial until the 95%% interval of its median is within this "
-                        "fraction of it (default: 0.02)")
-    p.add_argument("--max-run-time", type=float, default=10.0, metavar="SECONDS",
-                   help="stop timing a trial after this many seconds of runs, precise or not (default: 10)")
-    p.add_argument("--min-psnr", type=float, default=30.0, metavar="DB",
+                        f"fraction of it (default: {D.precision:g})")
+    p.add_argument("--max-run-time", type=float, default=D.time_cap_s, metavar="SECONDS",
+                   help=f"stop timing a trial after this many seconds of runs, precise or not (default: {D.time_cap_s:g})")
+    p.add_argument("--min-psnr", type=float, default=D.min_psnr, metavar="DB",
                    help="quality floor: a lossy trial whose first image is further than this from the "
                         "reference (PSNR, dB) is infeasible; exact settings must only stay finite, not "
-                        "flat and within float reordering of it; 0 turns the floor off (default: 30)")
+                        f"flat and within float reordering of it; 0 turns the floor off (default: {D.min_psnr:g})")
     p.add_argument("--allow-unjudged", action="store_true",
                    help="when no quality reference can be made, still accept lossy trials, unjudged "
                         "(default: they are not feasible)")
-    p.add_argument("--reference-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+    p.add_argument("--reference-dtype", choices=REFERENCE_DTYPES, default=D.reference_dtype,
                    help="precision of the reference output the quality guard compares with (default: "
                         "fp32; on a GPU the pipeline's native half precision is a common choice)")
     p.add_argument("--amortize", type=int, metavar="IMAGES",
@@ -79,37 +89,36 @@ def add_parser(sub: Any) -> None:
                    help="do not build compile artifacts beside a compiled winner (see `autotune warmup`)")
     p.add_argument("--no-confirm", action="store_true",
                    help="do not re-measure the top candidates side by side at the end")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds before a trial counts as hung (default: 600)")
+    p.add_argument("--timeout", type=float, default=D.trial_timeout_s,
+                   help=f"seconds before a trial counts as hung (default: {D.trial_timeout_s:g})")
     p.add_argument("--no-planner", action="store_true",
                    help="measure every candidate the sampler proposes, without memory predictions")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="a wall for the whole search: no trial starts unless it is expected to fit, "
                         "one still running at the end is stopped (default: no limit)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(handler=run)
+
+
+def options_from(args: argparse.Namespace) -> SearchOptions:
+    """The search options of these flags (validated there: an error names the flag)."""
+    return SearchOptions(trials=args.trials, seed=args.seed, runs=args.runs, precision=args.precision,
+                         time_cap_s=args.max_run_time, trial_timeout_s=args.timeout, time_budget_s=args.time_budget,
+                         min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype,
+                         allow_unjudged=args.allow_unjudged, amortize=args.amortize, confirm=not args.no_confirm,
+                         reuse=not args.no_reuse, use_planner=not args.no_planner)
 
 
 def build_target(args: argparse.Namespace) -> Any:
+    """The target, the ceiling parsed once (the most common mistake: said before anything slower)."""
     from autotune import hardware
-    from autotune.errors import InvalidTargetError
     from autotune.units import parse_size
 
-    parse_size(args.max_vram)  # the most common mistake: say it before anything slower
-    checks = [("--trials", args.trials >= 1, "1 or more"), ("--runs", args.runs >= 1, "1 or more"),
-              ("--timeout", args.timeout > 0, "more than 0 seconds"),
-              ("--precision", 0 < args.precision < 1, "between 0 and 1, e.g. 0.02"),
-              ("--max-run-time", args.max_run_time > 0, "more than 0 seconds"),
-              ("--min-psnr", 0 <= args.min_psnr < 100, "between 0 and 100 dB, e.g. 30"),
-              ("--amortize", args.amortize is None or args.amortize >= 1, "1 or more images"),
-              ("--time-budget", args.time_budget is None or args.time_budget > 0, "more than 0 seconds")]
-    for flag, ok, expected in checks:
-        if not ok:
-            value = getattr(args, flag[2:].replace("-", "_"))
-            raise InvalidTargetError(f"{flag} must be {expected}, got {value:g}")
+    ceiling = parse_size(args.max_vram)
+    options_from(args)
     device = resolve_device(args.device)
     if device == "cuda":
         hardware.require_gpu()
-    return target_from_args(args, device, default_model(device))
+    return target_from_args(argparse.Namespace(**{**vars(args), "max_vram": None}), device, default_model(device),
+                            max_vram=ceiling)
 
 
 def default_out(target: Any) -> Path:
@@ -121,49 +130,46 @@ def default_out(target: Any) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autotune import jobs
     from autotune.errors import NoFeasibleTrialError
-    from autotune.jobs import finish, no_feasible_message, space_for, start_search
 
     target = build_target(args)
+    options = options_from(args)
     out = check_output_path(args.out or default_out(target), (".yaml", ".yml"), "--out")
-    space = space_for(target, args.include, args.exclude)
-    if args.gpus:
-        args.study = args.study or f"{target.key()}-gpus-{_stamp()}"
-        args.storage = args.storage or str(args.run_dir / "studies.journal")
-    search = start_search(target, space=space, run_dir=args.run_dir, storage=args.storage,
-                          study_name=args.study,
-                          resume=args.resume, seed=args.seed, trial_timeout_s=args.timeout,
-                          runs=args.runs, precision=args.precision, time_cap_s=args.max_run_time,
-                          confirm=not args.no_confirm, use_planner=not args.no_planner,
-                          min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype,
-                          amortize=args.amortize, reuse=not args.no_reuse,
-                          allow_unjudged=args.allow_unjudged)
+    space = jobs.space_for(target, args.include, args.exclude)
+    gpus = jobs.parse_gpus(args.gpus) if args.gpus else None
+    study = args.study or (jobs.shared_study_name(target) if gpus else None)
+    storage = args.storage or (str(args.run_dir / STUDIES_FILE) if gpus else None)
+    search = jobs.start_search(target, options, space=space, run_dir=args.run_dir, storage=storage,
+                               study_name=study, resume=args.resume)
     defaults = space.default()
     _print_header(target, space, getattr(search.measurer, "log_dir", None))
     progress = TrialPrinter(defaults, args.trials, verbose=bool(getattr(args, "verbose", False)))
     progress.header()
     try:
-        if args.gpus:
-            run_on_gpus(args, search)  # the processes measure; this one then confirms below
+        if gpus:  # one process per GPU measures; this one then confirms
+            print(f"study {study}: {len(gpus)} search processes (GPUs {', '.join(gpus)}), logs in "
+                  f"{args.run_dir}/gpu-N.log", file=sys.stderr)
+            failed = jobs.run_on_gpus(search, gpus, run_dir=args.run_dir, resume=args.resume,
+                                      include=args.include, exclude=args.exclude)
+            if failed:
+                print(f"warning: the processes of GPU(s) {', '.join(failed)} ended with an error; see their logs",
+                      file=sys.stderr)
             result = search.run(0, on_trial=progress)
         else:
-            result = search.run(args.trials, on_trial=progress, time_budget_s=args.time_budget)
+            result = search.run(options.trials, on_trial=progress, time_budget_s=options.time_budget_s)
     finally:
-        close = getattr(search.measurer, "close", None)
-        if close is not None:
-            close()
-    if args.worker_only:  # one of --gpus' processes: the parent writes the profile
-        return 0
-    tuned = finish(search, result)
+        jobs.close_measurer(search)
+    tuned = jobs.finish(search, result)
     if args.json:
-        print_json({"study": result.study_name, "stopped_by": result.stop_reason,
+        print_json({"study": result.study_name, "stopped_by": result.stop_reason.value,
                     "duration_s": round(result.duration_s, 2),
                     "trials": [_record_json(r) for r in result.records],
                     "pruned": [_record_json(r) for r in result.pruned],
                     "confirmation": result.confirmation.to_dict() if result.confirmation else None,
                     "profile": tuned.profile.to_dict() if tuned.profile else None})
     if tuned.profile is None:
-        raise NoFeasibleTrialError(no_feasible_message(result, tuned.log_dir))
+        raise NoFeasibleTrialError(jobs.no_feasible_message(result, tuned.log_dir))
     tuned.profile.save(out)
     if knobs.compiles(tuned.profile.settings) and not args.no_artifacts:
         from autotune.profiles.warmup import warmup
@@ -181,57 +187,6 @@ def run(args: argparse.Namespace) -> int:
                 f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
                 "patterns differ on a real card of that size: confirm the profile there", WIDTH))
     return 0
-
-
-def _stamp() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-
-
-def run_on_gpus(args: argparse.Namespace, search: Any) -> None:
-    """One `autotune search --worker-only` per GPU on the shared study, each seeing only its GPU
-    (CUDA_VISIBLE_DEVICES); their output goes to RUN_DIR/gpu-N.log."""
-    import os
-    import subprocess
-
-    from autotune.errors import InvalidTargetError
-
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise InvalidTargetError(f"--gpus takes distinct GPU indices like 0,1,3, got {args.gpus!r}")
-    passed = _without(args.argv, ("--gpus", "--out", "--study", "--storage", "--json"))
-    command = [sys.executable, "-m", "autotune.cli.main", *passed, "--study", args.study,
-               "--storage", args.storage, "--worker-only", "--no-confirm"]
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for gpu in gpus:
-        log_path = args.run_dir / f"gpu-{gpu}.log"
-        with open(log_path, "w") as log_file:
-            procs.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
-    print(f"study {args.study}: {len(procs)} search processes (GPUs {', '.join(gpus)}), logs in "
-          f"{args.run_dir}/gpu-N.log", file=sys.stderr)
-    codes = [proc.wait() for proc in procs]
-    failed = [gpu for gpu, code in zip(gpus, codes) if code != 0]
-    if failed:
-        print(f"warning: the processes of GPU(s) {', '.join(failed)} ended with an error; see their logs",
-              file=sys.stderr)
-
-
-def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
-    """`argv` less the given flags and their values (`--flag value` or `--flag=value`)."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
-        name = token.split("=", 1)[0]
-        if name in flags:
-            skip = "=" not in token
-            continue
-        out.append(token)
-    return out
 
 
 def _print_header(target: Any, space: Any, log_dir: Path | None) -> None:
@@ -334,12 +289,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     pruned = f"; {len(result.pruned)} pruned by the planner" if result.pruned else ""
     lines.append(textwrap.fill(f"measured   {len(result.records)} trials in {result.duration_s:.0f} s: {counts}{pruned}",
                                WIDTH, subsequent_indent="           "))
-    stop = {"trials": "the requested number of trials was measured",
-            "space exhausted": "every valid combination was measured",
-            "sampler": "the sampler kept proposing measured combinations",
-            "other workers": "waiting too long for other processes' trials",
-            "time budget": f"the --time-budget of {budget:g} s" if budget else "the time budget"}
-    lines.append(f"stopped by {stop.get(result.stop_reason, result.stop_reason)}")
+    lines.append(f"stopped by {result.stop_reason.describe(budget)}")
     if result.reused:
         lines.append(f"reused     {result.reused} trial(s) measured by earlier searches of this target "
                      "(--no-reuse measures again)")

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import StudyError
+from autotune.search.options import STUDIES_FILE
 
-JOURNAL_NAME = "studies.journal"
+JOURNAL_NAME = STUDIES_FILE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,10 @@ import math
 from collections import Counter
 from typing import Any
 
+from autotune.measure.measurer import Measurement
+from autotune.search import ledger
+from autotune.search.ranking import compile_share, fastest, pareto_front
+
 CATEGORIES = ("feasible", "below_quality", "over_ceiling", "over_ram", "oom", "failed", "pruned")
 LABELS = {
     "feasible": "feasible",
@@ -24,7 +28,7 @@ LABELS = {
     "pruned": "pruned by the planner",
 }
 #: Study attribute holding the quality floor (PSNR in dB) of a search with a quality guard.
-MIN_PSNR_ATTR = "autotune:min_psnr"
+MIN_PSNR_ATTR = ledger.ATTR_MIN_PSNR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,8 @@ class TrialRow:
     peak_metric: str | None = None
     quality: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None
+    #: Seconds the trial spent compiling (spread over `StudyRows.amortize` images when ranking).
+    compile_s: float = 0.0
 
     @property
     def timed(self) -> bool:
@@ -66,6 +72,12 @@ class StudyRows:
     #: Knobs the study searched, with their choices (study attr "space"), else those that varied.
     space: dict[str, list[Any]]
     confirmation: dict[str, Any] | None = None
+    #: Images the search spread compile time over when ranking (None: it did not).
+    amortize: int | None = None
+
+    def cost_s(self, row: TrialRow) -> float:
+        """How the search ranked the trial (ranking.py): latency plus the amortized compile."""
+        return (row.latency_s if row.latency_s is not None else math.inf) + compile_share(row.compile_s, self.amortize)
 
     def by(self, category: str) -> list[TrialRow]:
         return [r for r in self.rows if r.category == category]
@@ -81,23 +93,18 @@ class StudyRows:
             for row in feasible:
                 if row.number == self.confirmation["winner"]:
                     return row
-        return min(feasible, key=lambda r: (r.latency_s, r.number)) if feasible else None
+        return fastest(feasible, self.cost_s, lambda r: r.number)
 
     def pareto(self) -> list[TrialRow]:
-        """Feasible trials no other feasible trial beats on both latency and peak, fastest first."""
-        feasible = sorted(self.by("feasible"), key=lambda r: (r.latency_s, r.peak_bytes, r.number))
-        front, lowest = [], math.inf
-        for row in feasible:
-            if row.peak_bytes < lowest:
-                front.append(row)
-                lowest = row.peak_bytes
-        return front
+        """Feasible trials no other feasible trial beats on both cost and peak, cheapest first:
+        the search's own front (ranking.py), so the report shows what the profile keeps."""
+        return pareto_front(self.by("feasible"), self.cost_s, lambda r: r.peak_bytes, lambda r: r.number)
 
 
 def study_rows(study: Any) -> StudyRows:
     """Read every trial of an Optuna study written by `autotune search`."""
     attrs = study.user_attrs
-    target = dict(attrs.get("target") or {})
+    target = dict(attrs.get(ledger.ATTR_TARGET) or {})
     ceiling = int(target.get("max_vram") or 0)
     min_psnr = attrs.get(MIN_PSNR_ATTR)
     rows, skipped = [], Counter()
@@ -107,7 +114,7 @@ def study_rows(study: Any) -> StudyRows:
             skipped[row] += 1
         elif row is not None:
             rows.append(row)
-    space = attrs.get("space") or {}
+    space = attrs.get(ledger.ATTR_SPACE) or {}
     searched = {k: list(v) for k, v in space.items() if len(v) > 1}
     if not searched:  # an older study: the knobs whose value changed between trials
         values: dict[str, set] = {}
@@ -118,42 +125,40 @@ def study_rows(study: Any) -> StudyRows:
                     for k, v in values.items() if len(v) > 1}
     return StudyRows(rows=rows, ceiling=ceiling, target=target,
                      min_psnr=float(min_psnr) if min_psnr is not None else None,
-                     not_measured=skipped, space=searched, confirmation=attrs.get("autotune:confirmation"))
+                     not_measured=skipped, space=searched, confirmation=attrs.get(ledger.ATTR_CONFIRMATION),
+                     amortize=attrs.get(ledger.ATTR_AMORTIZE))
 
 
 def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | None:
     import optuna
 
-    attrs = trial.user_attrs
-    if "duplicate_of" in attrs:
-        return "duplicate"
-    if attrs.get("invalid"):
-        return "invalid"
-    if "skipped" in attrs:
-        return "skipped (time budget)"
-    measurement = attrs.get("measurement")
+    kind = ledger.not_measured_kind(trial)
+    if kind is not None:
+        return kind
+    measurement = ledger.measurement_of(trial)
     if measurement is None:
         if trial.state == optuna.trial.TrialState.FAIL:  # interrupted: closed on resume
             return TrialRow(trial.number, "failed", dict(trial.params), error="interrupted")
         return "running" if trial.state == optuna.trial.TrialState.RUNNING else "other"
-    prediction = attrs.get("prediction") or {}
-    latencies = measurement.get("latencies_s") or []
-    quality = {k: float(v) for k, v in (measurement.get("quality") or {}).items() if _number(v)}
+    prediction = ledger.prediction_of(trial) or {}
+    quality = {k: float(v) for k, v in (measurement.quality.to_dict() if measurement.quality else {}).items()
+               if _number(v)}
     return TrialRow(
         number=trial.number,
-        category=_category(str(attrs.get("outcome") or ""), measurement, ceiling, quality, min_psnr),
-        settings=dict(attrs.get("assignment") or trial.params),
-        latency_s=_median(latencies),
-        peak_bytes=measurement.get("peak_bytes"),
+        category=_category(ledger.outcome_of(trial), measurement, ceiling, quality, min_psnr),
+        settings=ledger.assignment_of(trial),
+        latency_s=_median(list(measurement.latencies_s or [])),
+        peak_bytes=measurement.peak_bytes,
         predicted_bytes=prediction.get("total_bytes"),
-        oom_excess_bytes=(measurement.get("memory") or {}).get("oom_excess_bytes"),
-        peak_metric=measurement.get("peak_metric"),
+        oom_excess_bytes=measurement.memory.oom_excess_bytes,
+        peak_metric=measurement.peak_metric,
         quality=quality,
-        error=measurement.get("error"),
+        error=measurement.error,
+        compile_s=float(measurement.phases.compile_s or 0.0),
     )
 
 
-def _category(outcome: str, measurement: dict[str, Any], ceiling: int, quality: dict[str, float],
+def _category(outcome: str, measurement: Measurement, ceiling: int, quality: dict[str, float],
               min_psnr: float | None) -> str:
     """The stored outcome as the search judged it (exact settings pass the quality floor whatever
     their PSNR); a trial stored before outcomes were is judged from its measurement."""
@@ -161,10 +166,9 @@ def _category(outcome: str, measurement: dict[str, Any], ceiling: int, quality: 
         return "below_quality"
     if outcome in CATEGORIES:
         return outcome
-    from autotune.measure.measurer import Measurement
     from autotune.search.trials import classify
 
-    category = classify(Measurement.from_dict(measurement), ceiling)[0] if ceiling else "failed"
+    category = classify(measurement, ceiling)[0] if ceiling else "failed"
     if category == "feasible" and min_psnr is not None and quality.get("psnr_db", math.inf) < min_psnr:
         return "below_quality"
     return category

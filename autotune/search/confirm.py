@@ -33,6 +33,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from autotune.knobs.space import Assignment
 from autotune.measure.timing import RACE_MARGIN, mean_interval, sign_test_p
 
 #: Candidates whose latency is within this fraction of the best are re-measured (trials slower
@@ -61,7 +62,7 @@ EQUIVALENCE_MARGIN = 0.02
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     number: int
-    settings: dict[str, Any]
+    settings: Assignment
     latency_s: float  # as measured in the search
     peak_bytes: int
     #: What loading it in a fresh worker cost in the search (start, build, first run, compile).
@@ -251,19 +252,7 @@ def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[fl
     measured = [c for c in candidates if any(c.number in s for s in usable)]
     if not measured:
         raise ValueError("no candidate was re-measured")
-    # the winner comes from the arms timed in the most sessions (the others were decided slower)
-    most = max(sum(c.number in s for s in usable) for c in measured)
-    finalists = [c for c in measured if sum(c.number in s for s in usable) == most]
-    fastest_number = leader([c.number for c in finalists], usable)
-    fastest = next(c for c in finalists if c.number == fastest_number)
-    bound = math.log(1 + EQUIVALENCE_MARGIN)
-    smaller = [c for c in finalists if c.number != fastest.number and c.peak_bytes < fastest.peak_bytes]
-    equivalent = []
-    for c in smaller:  # shown within the margin either way, at the Bonferroni level over those tested
-        interval = mean_interval(session_log_ratios(c.number, fastest.number, usable), _level(len(smaller)))
-        if interval is not None and -bound < interval[1] and interval[2] < bound:
-            equivalent.append(c)
-    winner = min(equivalent, key=lambda c: (c.peak_bytes, c.number)) if equivalent else fastest
+    winner, fastest = _winner(measured, usable)
 
     def vs_winner(number: int) -> float:
         logs = session_log_ratios(number, winner.number, usable)
@@ -280,31 +269,58 @@ def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[fl
         margin, p_value = vs_winner(runner_up.number) - 1, adjusted[runner_up.number]
         interval = mean_interval(session_log_ratios(runner_up.number, winner.number, usable), _level(len(rest)))
         significant = p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
-    if runner_up is None:
-        decided_by = "only candidate"
-    elif winner.number != fastest.number:
-        decided_by = f"memory (latency equivalent within {100 * EQUIVALENCE_MARGIN:g}%)"
-    else:
-        decided_by = "latency" if significant else "latency (not significant)"
-    speedup = speedup_ci = None
-    if reference is not None:
-        logs = session_log_ratios(reference, winner.number, usable)
-        if logs:
-            speedup = math.exp(statistics.fmean(logs))
-            interval = mean_interval(logs)
-            speedup_ci = [math.exp(interval[1]), math.exp(interval[2])] if interval else None
-
-    def pooled(number: int) -> list[float]:
-        return [v for s in usable for v in s.get(number, [])]
-
+    speedup, speedup_ci = _speedup(reference, winner.number, usable)
     table = [{"number": c.number, "settings": c.settings, "search_latency_s": c.latency_s,
-              "confirmed_latency_s": statistics.median(pooled(c.number)), "peak_bytes": c.peak_bytes,
+              "confirmed_latency_s": statistics.median(_pooled(c.number, usable)), "peak_bytes": c.peak_bytes,
               "vs_winner": vs_winner(c.number) if c.number != winner.number else 1.0,
               "sessions": sum(c.number in s for s in usable), "p_value_holm": adjusted.get(c.number),
-              "round_medians_s": pooled(c.number)} for c in [winner, *rest]]
+              "round_medians_s": _pooled(c.number, usable)} for c in [winner, *rest]]
     total_rounds = sum(len(s.get(winner.number, [])) for s in usable)
     return Confirmation(rounds=total_rounds, runs_per_round=runs_per_round, candidates=table,
                         winner=winner.number, runner_up=runner_up.number if runner_up else None,
                         margin=margin, p_value=p_value, significant=significant,
-                        decided_by=decided_by, note=note, sessions=len(usable), reference=reference,
+                        decided_by=_decided_by(runner_up is not None, winner is not fastest, significant),
+                        note=note, sessions=len(usable), reference=reference,
                         speedup=speedup, speedup_ci=speedup_ci)
+
+
+def _winner(measured: Sequence[Candidate], usable: Sequence[dict[int, list[float]]]) -> tuple[Candidate, Candidate]:
+    """The winner and the fastest: the winner comes from the arms timed in the most sessions
+    (the others were decided slower); a smaller arm shown equivalent in latency wins on memory."""
+    most = max(sum(c.number in s for s in usable) for c in measured)
+    finalists = [c for c in measured if sum(c.number in s for s in usable) == most]
+    fastest_number = leader([c.number for c in finalists], usable)
+    fastest = next(c for c in finalists if c.number == fastest_number)
+    bound = math.log(1 + EQUIVALENCE_MARGIN)
+    smaller = [c for c in finalists if c.number != fastest.number and c.peak_bytes < fastest.peak_bytes]
+    equivalent = []
+    for c in smaller:  # shown within the margin either way, at the Bonferroni level over those tested
+        interval = mean_interval(session_log_ratios(c.number, fastest.number, usable), _level(len(smaller)))
+        if interval is not None and -bound < interval[1] and interval[2] < bound:
+            equivalent.append(c)
+    winner = min(equivalent, key=lambda c: (c.peak_bytes, c.number)) if equivalent else fastest
+    return winner, fastest
+
+
+def _decided_by(has_runner_up: bool, on_memory: bool, significant: bool) -> str:
+    if not has_runner_up:
+        return "only candidate"
+    if on_memory:
+        return f"memory (latency equivalent within {100 * EQUIVALENCE_MARGIN:g}%)"
+    return "latency" if significant else "latency (not significant)"
+
+
+def _speedup(reference: int | None, winner: int,
+             usable: Sequence[dict[int, list[float]]]) -> tuple[float | None, list[float] | None]:
+    """The defaults' latency over the winner's, side by side, and its 95% interval."""
+    if reference is None:
+        return None, None
+    logs = session_log_ratios(reference, winner, usable)
+    if not logs:
+        return None, None
+    interval = mean_interval(logs)
+    return math.exp(statistics.fmean(logs)), [math.exp(interval[1]), math.exp(interval[2])] if interval else None
+
+
+def _pooled(number: int, usable: Sequence[dict[int, list[float]]]) -> list[float]:
+    return [v for s in usable for v in s.get(number, [])]

@@ -19,20 +19,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from autotune.search import clock, ledger
+
+if TYPE_CHECKING:
+    from autotune.search.study import Search
 
 log = logging.getLogger(__name__)
 
 #: The settings a trial is about to measure; written before its process looks at other claims.
-CLAIM = "autotune:claim"
+CLAIM = ledger.ATTR_CLAIM
 #: The trial's own number, written once its claim held: it is being measured. (A retry inherits
 #: every user attribute of the dead trial it repeats: a mark copied from there names another
 #: trial and counts for nothing.)
-HOLDS = "autotune:holds"
+HOLDS = ledger.ATTR_HOLDS
 #: Which process measures a trial (host:pid), for logs and for whoever looks at the study.
-WORKER = "autotune:worker"
+WORKER = ledger.ATTR_WORKER
 #: Seconds between heartbeats, and how long a silent trial lives before it is failed and retried
 #: (the environment variables exist for tests that kill a worker and cannot wait long).
 HEARTBEAT_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_S", "5"))
@@ -134,3 +139,27 @@ def claim(study: optuna.Study, trial: optuna.trial.Trial, key: str,
     trial.set_user_attr(HOLDS, trial.number)
     trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
     return None
+
+
+def sync(search: Search) -> None:
+    """Fail dead workers' trials, then take in what the other processes measured."""
+    fail_stale(search.study)
+    search.book.take(ledger.records_of(search.study, search.target, search.guard))
+
+
+def wait_for_others(search: Search, n_trials: int, poll_s: float = 1.0) -> bool:
+    """Every slot is taken by running trials: wait until they finish, or one dies and its
+    settings come back to the queue (True). False after a trial timeout and then some: on a
+    journal file there are no heartbeats, and a dead process's trial stays RUNNING until a
+    `--resume`."""
+    timeout_s = float(getattr(search.measurer, "timeout_s", search.options.trial_timeout_s))
+    give_up = clock.now() + 2 * timeout_s + GRACE_S
+    while clock.now() < give_up:
+        sync(search)
+        running = search.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        waiting = search.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if len(search.book.seen) >= n_trials or waiting or not any(t.user_attrs.get(CLAIM) for t in running):
+            return True
+        clock.sleep(poll_s)
+    log.warning("other processes' trials have been running for too long; stopping this one")
+    return False

@@ -1,41 +1,27 @@
-"""What one trial came to, and what a study holds: the record of a measured trial, its outcome
-under the ceiling and the quality floor, how trials rank (latency, plus amortized compile time),
-and a stored study read back as a result without measuring anything (`autotune export`).
+"""What one trial came to: the record of a measured trial, its outcome under the ceiling and the
+quality floor, a search's result and its summary for the profile.
 
-Shared by the search loop (study.py), which writes trials, and whoever reads a study.
+How trials rank is ranking.py; how they are stored and read back, ledger.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 
-from autotune.search import confirm as confirming
-from autotune.errors import StudyError
 from autotune.measure.measurer import Measurement
-from autotune.knobs.space import Assignment, assignment_key
+from autotune.knobs.space import Assignment
+from autotune.search import confirm as confirming
+from autotune.search.ranking import fastest_feasible
+from autotune.search.stop import StopReason
 from autotune.target import Target
 
 Outcome = Literal["feasible", "over_ceiling", "over_ram", "below_quality", "oom", "failed", "pruned"]
-OBJECTIVES = ("latency_median_s", "peak_bytes")
-#: Where a trial keeps what autotune knows of it (Optuna user attributes).
-ATTR_MEASUREMENT = "measurement"
-ATTR_ASSIGNMENT = "assignment"
-ATTR_DUPLICATE = "duplicate_of"
-ATTR_SKIPPED = "skipped"
-ATTR_DURATION = "autotune:duration_s"
-ATTR_CONFIRMATION = "autotune:confirmation"
-#: The quality guard a study was searched with (QualityGuard.to_dict()).
-ATTR_GUARD = "autotune:quality_guard"
-#: The reference key a trial's quality numbers are against (reference.Reference.key).
-ATTR_JUDGED_AGAINST = "autotune:judged_against"
-
-
 IssueKind = Literal["unjudged", "broken_output", "exact_changed"]
 
 
@@ -112,8 +98,8 @@ class SearchResult:
     seed: int
     duration_s: float
     proposals: int
-    #: Why the last run stopped: "trials", "time budget", "space exhausted", "sampler".
-    stop_reason: str = "trials"
+    #: Why the last run stopped.
+    stop_reason: StopReason = StopReason.TRIALS
     confirmation: confirming.Confirmation | None = None
     #: Why the winner was not re-measured side by side (None: it was, or there was nothing to do).
     confirmation_skipped: str | None = None
@@ -123,13 +109,16 @@ class SearchResult:
     reused: int = 0
     #: The quality floor (PSNR, dB) and the settings of the reference output, when judged.
     min_psnr: float | None = None
-    reference: dict[str, Any] | None = None
+    reference: Assignment | None = None
     #: The quality guard of the search (None: no quality was judged): the reference's settings,
     #: how it was made, or why there is none.
     guard: QualityGuard | None = None
 
     #: Images per process lifetime that compile time is spread over when ranking (None: ignore it).
     amortize: int | None = None
+
+    def __post_init__(self) -> None:
+        self.stop_reason = StopReason(self.stop_reason)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -150,25 +139,6 @@ class SearchResult:
 
 
 ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
-
-
-def compile_share_s(record: TrialRecord, amortize: int | None) -> float:
-    """The trial's compile time spread over `amortize` images (0 when not amortizing)."""
-    if not amortize:
-        return 0.0
-    return (record.measurement.phases.compile_s or 0.0) / amortize
-
-
-def cost_s(record: TrialRecord, amortize: int | None = None) -> float:
-    """What ranks trials: the median latency, plus with `amortize` (images per process lifetime)
-    the compile time shared by those images, so a short job is not handed a long compile for a
-    small gain."""
-    return (record.measurement.latency_median_s or math.inf) + compile_share_s(record, amortize)
-
-
-def fastest_feasible(records: Iterable[TrialRecord], amortize: int | None = None) -> TrialRecord | None:
-    feasible = [r for r in records if r.feasible]
-    return min(feasible, key=lambda r: (cost_s(r, amortize), r.number)) if feasible else None
 
 
 def classify(measurement: Measurement, ceiling: int, max_ram: int | None = None) -> tuple[Outcome, float]:
@@ -250,65 +220,6 @@ def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.sto
                  grace_period=shared_study.GRACE_S)
 
 
-def records_of(study: optuna.Study, target: Target, guard: QualityGuard | None) -> list[TrialRecord]:
-    """Every measured (or pruned) trial of a study, judged under the target's ceiling."""
-    records = []
-    for trial in study.get_trials(deepcopy=False):
-        if ATTR_MEASUREMENT not in trial.user_attrs or ATTR_DUPLICATE in trial.user_attrs:
-            continue
-        measurement = Measurement.from_dict(trial.user_attrs[ATTR_MEASUREMENT])
-        assignment = trial.user_attrs[ATTR_ASSIGNMENT]
-        outcome, constraint, quality, issue = judge(assignment, measurement, target.max_vram, guard, target.max_ram)
-        records.append(TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                                   trial.user_attrs.get("prediction"), quality, issue))
-    return records
-
-
-def stored_guard(attrs: dict[str, Any]) -> QualityGuard | None:
-    """The quality guard a study was searched with, from its attributes (older studies stored
-    only the floor and the reference dtype: their trials are judged as they were)."""
-    stored = attrs.get(ATTR_GUARD)
-    if stored is not None:
-        return QualityGuard.from_dict(stored)
-    if attrs.get("autotune:reference") is None:
-        return None
-    return QualityGuard(min_psnr=attrs.get("autotune:min_psnr"), reference=None, allow_unjudged=True)
-
-
-def read_result(storage: str | Path, study_name: str) -> SearchResult:
-    """A study's result as stored, measuring nothing (`autotune export` of a shared study)."""
-    study_storage = open_storage(storage, must_exist=True)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=study_storage)
-    except KeyError:
-        names = optuna.get_all_study_names(study_storage)
-        hint = f"; it has {', '.join(names[-3:])}" if names else "; it has no study"
-        raise StudyError(f"no study {study_name!r} in {storage}{hint}") from None
-    attrs = study.user_attrs
-    if "target" not in attrs:
-        raise StudyError(f"study {study_name!r} was not made by autotune search (it has no target)")
-    target = Target.from_dict(dict(attrs["target"]))
-    min_psnr = attrs.get("autotune:min_psnr")
-    guard = stored_guard(attrs)
-    by_key: dict[str, TrialRecord] = {}
-    for record in records_of(study, target, guard):
-        by_key.setdefault(assignment_key(record.assignment), record)
-    measured = sorted((r for r in by_key.values() if r.outcome != "pruned"), key=lambda r: r.number)
-    pruned = sorted((r for r in by_key.values() if r.outcome == "pruned"), key=lambda r: r.number)
-    numbers = {r.number: r for r in measured}
-    pareto = sorted((numbers[t.number] for t in study.best_trials if t.number in numbers),
-                    key=lambda r: r.measurement.latency_median_s or math.inf)
-    stored = attrs.get(ATTR_CONFIRMATION)
-    reference = attrs.get("autotune:reference")
-    return SearchResult(
-        target=target, records=measured, pruned=pruned, pareto=[r for r in pareto if r.feasible],
-        study_name=study_name, storage=str(storage), sampler="TPESampler", seed=0,
-        duration_s=float(attrs.get(ATTR_DURATION, 0.0)), proposals=len(study.get_trials(deepcopy=False)),
-        stop_reason="exported", confirmation=confirming.Confirmation.from_dict(stored) if stored else None,
-        min_psnr=min_psnr, reference=reference, guard=guard,
-    )
-
-
 def search_summary(result: SearchResult) -> dict[str, Any]:
     return {
         "trials_measured": len(result.records),
@@ -322,7 +233,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "proposals": result.proposals,
         "interrupted": result.interrupted,
         "reused": result.reused,
-        "stopped_by": result.stop_reason,
+        "stopped_by": result.stop_reason.value,
         "median_overhead_s": _median_overhead(result.records),
         "amortize_images": result.amortize,
         "quality": quality_summary(result),

@@ -1,0 +1,70 @@
+"""The time budget: what a trial is expected to cost, and the time kept for the confirmation.
+
+A trial starts only if its expected duration (earlier trials of the same cost class: the same
+values of knobs that need a fresh process, e.g. compile) fits in what is left.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from autotune.knobs.space import Assignment
+from autotune.search import clock
+from autotune.search import confirm as confirming
+from autotune.search.book import Book
+
+#: What starting a worker is taken to cost before one was timed (a fresh Python importing torch).
+DEFAULT_SPAWN_S = 5.0
+
+
+def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:
+    """The values that decide a trial's cost beyond its runs: those of knobs that need a fresh
+    process (a compile is paid again by every trial that has one)."""
+    from autotune import knobs
+
+    return tuple((k.name, assignment[k.name]) for k in knobs.all_knobs()
+                 if assignment.get(k.name) in k.process_state)
+
+
+def expected_duration_s(book: Book, assignment: Assignment) -> float | None:
+    """Median wall time of earlier trials of the same cost class; for a class not seen yet
+    that needs a fresh process (another compile mode), the longest trial so far, so a new
+    compile does not eat the time kept for the confirmation; None if nothing ran."""
+    cls = cost_class(assignment)
+    timed = [r for r in book.seen.values() if r.measurement.phases.wall_s is not None]
+    walls = [r.measurement.phases.wall_s for r in timed if cost_class(r.assignment) == cls]
+    if walls:
+        return statistics.median(walls)
+    if cls and timed:
+        return max(r.measurement.phases.wall_s or 0.0 for r in timed)
+    return None
+
+
+def spawn_s(book: Book) -> float:
+    """What starting a worker has cost here (a fresh Python importing torch and diffusers)."""
+    spawns = [r.measurement.phases.spawn_s for r in book.seen.values() if r.measurement.phases.spawn_s is not None]
+    return max(spawns) if spawns else DEFAULT_SPAWN_S
+
+
+class ConfirmReserve:
+    """Time kept for confirming the winner at the end of a budgeted search: the smallest plan
+    (two candidates, `MIN_ROUNDS` in each session), once there is a runner-up to confirm. If,
+    the first time there is one, its confirmation no longer fits, stopping the search would buy
+    nothing: the search goes on and the end says why."""
+
+    def __init__(self, deadline: float, wanted: bool) -> None:
+        self.deadline, self.wanted = deadline, wanted
+        self._affordable: bool | None = None
+
+    def seconds(self, finalists: Callable[[], list[confirming.Candidate]]) -> float:
+        if math.isinf(self.deadline) or not self.wanted:
+            return 0.0
+        picked = finalists()
+        if len(picked) < 2 or self._affordable is False:
+            return 0.0
+        reserve = confirming.plan_cost_s(picked[:2], confirming.SESSIONS, confirming.MIN_ROUNDS)
+        if self._affordable is None:
+            self._affordable = reserve < self.deadline - clock.now()
+        return reserve if self._affordable else 0.0

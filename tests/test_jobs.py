@@ -1,0 +1,43 @@
+"""jobs.py: start a search with SearchOptions; several GPUs on one shared study."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from conftest import FakeMeasurer
+from test_study import MiB, cost, small_space, target
+
+from autotune import jobs
+from autotune.errors import InvalidTargetError, StudyError
+from autotune.search.options import SearchOptions
+
+
+def test_start_search_takes_the_options_and_single_overrides(tmp_path):
+    search = jobs.start_search(target(), SearchOptions(runs=2), space=small_space(), run_dir=tmp_path,
+                               measurer=FakeMeasurer(cost), use_planner=False, confirm=False)
+    assert search.options.runs == 2 and not search.options.confirm and search.planner is None
+    result = search.run(2)
+    assert len(result.records) == 2 and result.stop_reason == "trials"
+
+
+@pytest.mark.parametrize("text", ["", "0,0", "a,1", ","])
+def test_gpus_must_be_distinct_indices(text):
+    with pytest.raises(InvalidTargetError, match="distinct GPU indices"):
+        jobs.parse_gpus(text)
+
+
+def test_gpus_parse():
+    assert jobs.parse_gpus("0, 1,3") == ["0", "1", "3"]
+
+
+def test_fan_out_needs_a_shared_study(tmp_path):
+    search = jobs.start_search(target(), space=small_space(), run_dir=tmp_path, measurer=FakeMeasurer(cost))
+    with pytest.raises(StudyError, match="named study"):
+        jobs.run_on_gpus(search, ["0"], run_dir=tmp_path)
+
+
+def test_a_gpu_job_crosses_to_its_process_whole(tmp_path):
+    """Spawned processes get the job pickled: target, options and study, nothing else."""
+    job = jobs.GpuJob("1", target(50 * MiB), SearchOptions(confirm=False, trials=3), tmp_path, "s.journal", "study")
+    again = pickle.loads(pickle.dumps(job))
+    assert again == job and again.log_path == tmp_path / "gpu-1.log"
