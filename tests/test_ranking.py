@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from autotune.measure.measurer import Measurement
+from autotune.measure.records import Measurement, Phases
 from autotune.search.ranking import cost_s, fastest_feasible, feasible_front, pareto_front
 from autotune.search.trials import TrialRecord
 
 
 def record(number: int, latency: float, peak: int, compile_s: float = 0.0, outcome: str = "feasible") -> TrialRecord:
     m = Measurement(status="ok", backend="fake", device_name="fake", peak_metric="fake", latencies_s=[latency] * 3,
-                    peak_bytes=peak, timings={"compile_s": compile_s} if compile_s else {})
+                    peak_bytes=peak, phases=Phases(compile_s=compile_s or None))
     return TrialRecord(number, {"n": number}, m, outcome, 0.0)
 
 
