@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from zoo import ZOO_CLASSES, ZOO_NAMES, zoo  # noqa: F401  (zoo: fixture)
+from helpers.zoo import ZOO_CLASSES, ZOO_NAMES, zoo  # noqa: F401  (zoo: fixture)
 
 from autotune.knobs import all_knobs
 from autotune.measure.measurer import SubprocessMeasurer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import FakeMeasurer, fake_measurement
+from helpers.fakes import FakeMeasurer, fake_measurement
 
 from autotune.cli.search_cmd import TrialPrinter
 from autotune.errors import InvalidTargetError

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from conftest import FakeMeasurer
-from test_study import MiB, cost, small_space, target
+from helpers.fakes import FakeMeasurer
+from helpers.searches import MiB, cost, small_space, target
 
 from autotune import jobs
 from autotune.errors import InvalidTargetError, StudyError

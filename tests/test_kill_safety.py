@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from autotune.profiles.profile import Profile, remove_stale_temps
-from test_cli import tiny_profile
+from helpers.profiles import tiny_profile
 
 KILLS = 25
 

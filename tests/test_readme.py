@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_apply import make_profile
+from helpers.profiles import make_profile
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,7 +1,7 @@
 """attention (autotune/knobs/builtin/attention.py)."""
 from __future__ import annotations
 
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 
@@ -22,7 +22,7 @@ test_conformance = conformance("attention", check)
 
 
 def test_the_planner_slices_the_fake_unet_and_undoes_it():
-    from zoo import build
+    from helpers.zoo import build
 
     unet = build("sd").unet
     configure = knobs.get("attention").plan.configure

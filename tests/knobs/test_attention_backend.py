@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.errors import InvalidAssignmentError
@@ -25,7 +25,7 @@ def _reason(ctx, value):
 
 
 def test_it_needs_cuda_and_its_package():
-    from zoo import build
+    from helpers.zoo import build
 
     from autotune.knobs.probe import pipeline_context
 
@@ -53,7 +53,7 @@ def test_half_precision_kernels_conflict_with_fp32():
 
 def test_applies_to_dispatching_transformers_and_undoes():
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-    from zoo import build
+    from helpers.zoo import build
 
     from autotune.models.call import call_kwargs, output_array
     from autotune.target import Target

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
-from zoo import ZOO_CLASSES, zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.zoo import ZOO_CLASSES, zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 from autotune import knobs
 from autotune.knobs import Context

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs import ApplyContext
@@ -22,7 +22,7 @@ test_conformance = conformance("channels_last", check)
 
 
 def test_channels_last_touches_only_2d_conv_modules():
-    from zoo import build
+    from helpers.zoo import build
 
     wan = build("wan")
     knobs.get("channels_last").apply(wan, True, ApplyContext("cpu"))  # no rank-5 error: nothing to do

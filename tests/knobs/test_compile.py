@@ -1,9 +1,9 @@
 """compile (autotune/knobs/builtin/compile.py): cold compiles are excluded on cpu, so the
-conformance test checks the reason; the slow tier compiles (tests/test_compile_cache.py)."""
+conformance test checks the reason; the slow tier compiles (tests/profiles/test_compile_cache.py)."""
 from __future__ import annotations
 
 import pytest
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs.settings import apply_settings

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance, run  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs.settings import apply_settings

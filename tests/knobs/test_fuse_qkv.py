@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
-from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 from autotune import knobs
 from autotune.knobs.settings import apply_settings
@@ -31,7 +31,7 @@ def _param_bytes(module):
 def test_the_planner_counts_the_fused_copies_the_real_denoiser_holds(zoo, name):  # noqa: F811
     """diffusers keeps q/k/v beside the fused projection: the planner's extra weight bytes are
     exactly what fusing adds to the real denoiser."""
-    from zoo import build
+    from helpers.zoo import build
 
     from autotune.planner import Planner
     from autotune.target import Target

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs.settings import hooked_modules
 from autotune.knobs.builtin.layerwise_fp8 import cast_layers
 from autotune.planner.stats import weight_stats
-from test_planner import Blocks  # 3 Linear blocks between an fp8-skipped proj_in and norm
+from helpers.modules import Blocks  # 3 Linear blocks between an fp8-skipped proj_in and norm
 
 
 def check(pipe, value):

@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 import torch
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs.builtin.quantize import INSTALL, SCHEMES

@@ -4,21 +4,20 @@ formed, ordered, and available where its modules say."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import pkgutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from knob_conformance import baseline_images, run  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, run  # noqa: F401  (fixture)
 
 from autotune import knobs
 from autotune.knobs.settings import apply_settings, hooked_modules
 from autotune.errors import InvalidAssignmentError, UnknownKnobError
 from autotune.knobs import Context, Knob, Stage
 from autotune.knobs.registry import ROLES
-from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
+from helpers.zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 HERE = Path(__file__).parent
 
@@ -221,7 +220,7 @@ def test_register_and_get_a_new_knob():
 # ---- availability from the modules themselves (module facts) -----------------------------------
 
 def _cuda_ctx(name: str) -> Context:
-    from zoo import build
+    from helpers.zoo import build
 
     from autotune.knobs.probe import pipeline_context
 
@@ -281,7 +280,7 @@ def test_meta_probe_matches_the_loaded_modules(tiny_pipe):
 
 
 def test_meta_probe_of_a_saved_video_folder(zoo):
-    from zoo import build
+    from helpers.zoo import build
 
     from autotune.knobs.probe import model_context, pipeline_context
 

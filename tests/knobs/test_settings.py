@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
+from helpers.zoo import zoo  # noqa: F401  (the session fixture of saved tiny pipelines)
 
 from autotune.errors import KnobApplyError
 from autotune.knobs import registry

@@ -1,7 +1,7 @@
 """vae_slicing (autotune/knobs/builtin/vae_slicing.py)."""
 from __future__ import annotations
 
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 
@@ -14,7 +14,7 @@ test_conformance = conformance("vae_slicing", check)
 
 
 def test_the_planner_traces_the_vae_sliced():
-    from zoo import build
+    from helpers.zoo import build
 
     vae, plan = build("sd").vae, knobs.get("vae_slicing").plan
     assert plan.roles == {"vae"}

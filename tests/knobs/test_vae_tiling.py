@@ -1,7 +1,7 @@
 """vae_tiling (autotune/knobs/builtin/vae_tiling.py)."""
 from __future__ import annotations
 
-from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
 
@@ -14,7 +14,7 @@ test_conformance = conformance("vae_tiling", check)
 
 
 def test_the_planner_traces_the_vae_tiled_and_tiling_is_lossy():
-    from zoo import build
+    from helpers.zoo import build
 
     vae, knob = build("sd").vae, knobs.get("vae_tiling")
     knob.plan.configure(vae, True)

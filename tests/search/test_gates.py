@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from test_study import MiB, small_space, target
+from helpers.searches import MiB, small_space, target
 
 from autotune.knobs.space import assignment_key
 from autotune.measure.measurer import Measurement

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.errors import (InvalidAssignmentError, InvalidTargetError, ModelNotFoundError,
-                             ProfileError, ProfileMismatchError, StudyError, UnknownKnobError)
-from test_cli import cli, listing, tiny_profile
+from autotune.errors import (InvalidAssignmentError, InvalidTargetError, ProfileError, ProfileMismatchError, StudyError, UnknownKnobError)
+from helpers.cli import cli, listing
+from helpers.profiles import tiny_profile
 
 SEARCH = ["search", "--device", "cpu", "--out", "p.yaml", "--run-dir", "run", "--max-vram", "2GB",
           "--trials", "1"]
@@ -266,7 +266,7 @@ def test_unreachable_hub_fails_fast_in_one_line(tmp_path):
     """HF_HUB_OFFLINE unset, the hub endpoint refuses connections: one line, in a few seconds."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's autotune
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))  # this checkout's autotune
     start = time.monotonic()
     try:
         done = subprocess.run([sys.executable, "-m", "autotune.cli.main", *SEARCH, "--model",

@@ -1,6 +1,6 @@
 """The conformance test each knob's test module runs (tests/knobs/test_<knob>.py):
 
-    from knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
+    from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
     def check(pipe, value): ...   # the knob's observable effect on the tiny pipeline
     test_conformance = conformance("my_knob", check)

@@ -1,7 +1,7 @@
 """Model identity: one name for every spelling of a model, and what a profile matches by."""
 from __future__ import annotations
 
-from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
+from helpers.zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune.models.identity import (
     MODEL_IDENTITY_KEY,

@@ -8,8 +8,8 @@ import sys
 
 import optuna
 import pytest
-from conftest import FakeMeasurer
-from test_study import MiB, cost, small_space, target
+from helpers.fakes import FakeMeasurer
+from helpers.searches import MiB, cost, small_space, target
 
 from autotune.measure.records import MemoryReadings
 from autotune.errors import StudyError

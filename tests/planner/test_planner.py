@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import FakeMeasurer
-from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
+from helpers.modules import Blocks
+from helpers.fakes import FakeMeasurer
+from helpers.zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune.measure import worker as _worker
 from autotune.measure.backends.cpu import CpuBackend
@@ -98,15 +99,6 @@ def test_unsupported_pipeline_is_refused_saying_why(monkeypatch):
     del classes["vae"]
     with pytest.raises(PlannerUnsupportedError, match="a denoiser .unet or transformer. and a vae"):
         Planner(tiny())
-
-
-class Blocks(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj_in = torch.nn.Linear(4, 4)                       # 80 bytes, skipped by fp8
-        self.blocks = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])  # 288 each
-        self.norm = torch.nn.LayerNorm(8)                          # 64 bytes, skipped by fp8
-        self.scale = torch.nn.Parameter(torch.ones(2))             # 8 bytes, owned by the root
 
 
 def test_weight_stats_mirror_diffusers_grouping():

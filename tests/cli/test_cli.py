@@ -5,70 +5,16 @@ real entry point (a subprocess) or the whole search -> show -> apply loop.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from autotune import knobs
-from autotune.profiles.profile import Profile, ProfileEntry
-from autotune.target import Target
+from helpers.cli import cli, listing
+from autotune.profiles.profile import Profile
 
 
 # -- helpers (imported by test_cli_*.py) -------------------------------------------------------
-
-@dataclasses.dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def one_line_error(self, *fragments: str) -> str:
-        """The single error line, after checking exit code 2, one line, no traceback."""
-        assert self.code == 2, (self.code, self.err)
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("autotune: error: ") and "Traceback" not in self.err
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
-
-
-def cli(capsys, *args: object) -> Run:
-    """`autotune ARGS` in this process: exit code, stdout, stderr."""
-    from autotune.cli.main import main
-
-    capsys.readouterr()
-    environ = dict(os.environ)  # main() may set defaults (TRANSFORMERS_VERBOSITY): keep them here
-    try:
-        code = main([str(a) for a in args])
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-def tiny_profile(settings: dict | None = None, *, max_vram: int = 2**30, latency: float = 1.0,
-                 peak: int = 2**20, device: str = "cpu", device_name: str = "Test CPU",
-                 height: int = 64, batch: int = 1, versions: dict | None = None) -> Profile:
-    full = {**{k.name: k.default for k in knobs.all_knobs()}, **(settings or {})}
-    return Profile(
-        target=Target(model="builtin:tiny-sd", height=height, width=64, batch=batch, steps=2,
-                      max_vram=max_vram, device=device, pipeline_class="StableDiffusionPipeline"),
-        fingerprint={"device": device, "device_name": device_name,
-                     "versions": versions or {"torch": "2.13.0", "diffusers": "0.42.1"}},
-        best=ProfileEntry(settings=full, latency_median_s=latency, latency_p90_s=latency * 1.1,
-                          peak_bytes=peak, peak_metric="cpu_live_tensor_peak", runs=3),
-        search={"trials_measured": 4},
-    )
-
-
-def listing(folder: Path) -> list[str]:
-    """Every path under `folder`, to show a command wrote nothing."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def autotune(*args: str, cwd=None) -> subprocess.CompletedProcess:

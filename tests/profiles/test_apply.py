@@ -5,31 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
+from helpers.profiles import make_profile
+from helpers.zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune import knobs
 from autotune.knobs.settings import hooked_modules
 from autotune.profiles.apply import apply_profile, load_pipeline
 from autotune.profiles.discovery import find_profile
 from autotune.errors import NoMatchingProfileError, PipelineStateError, ProfileMismatchError
-from autotune.hardware import cpu_name
 from autotune.profiles.profile import Profile, ProfileEntry
 from autotune.target import Target
 
 TUNED = {"dtype": "bf16", "layerwise_fp8": True, "channels_last": True, "attention": "sliced",
          "vae_slicing": True}
-
-
-def make_profile(settings=None, *, model="builtin:tiny-sd", height=64, width=64, batch=1,
-                 device_name=None, latency=1.0) -> Profile:
-    full = {**{k.name: k.default for k in knobs.all_knobs()}, **(settings or {})}
-    return Profile(
-        target=Target(model=model, height=height, width=width, batch=batch, steps=2, max_vram=2**30,
-                      device="cpu", pipeline_class="StableDiffusionPipeline"),
-        fingerprint={"device": "cpu", "device_name": device_name or cpu_name()},
-        best=ProfileEntry(settings=full, latency_median_s=latency, latency_p90_s=latency,
-                          peak_bytes=2**20, peak_metric="cpu_live_tensor_peak", runs=3),
-    )
 
 
 def module_state(pipe) -> dict:

@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 import pg
-from conftest import FakeMeasurer
+from helpers.fakes import FakeMeasurer
 from autotune.knobs import Context
 from autotune.knobs.space import SearchSpace, assignment_key
 from autotune.search.study import Search

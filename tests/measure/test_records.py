@@ -79,7 +79,7 @@ def test_an_unjudged_untimed_trial_has_no_statistics_and_no_scores():
 def test_an_older_version_reads_and_keeps_the_keys_it_had():
     """A measurement of an earlier version (benchmarks/results, 2026-11-26): `load_s` and
     `device_total_bytes` are no fields today; they read, and are written back as they came."""
-    path = Path(__file__).parents[1] / "benchmarks/results/2026-11-26-nvidia-h200.json"
+    path = Path(__file__).parents[2] / "benchmarks/results/2026-11-26-nvidia-h200.json"
     stored = json.loads(path.read_text())["ladder"][0]["measurement"]
     m = Measurement.from_dict(stored)
     assert m.phases.first_run_s == stored["timings"]["first_run_s"] and m.phases.extra == {"load_s": stored["timings"]["load_s"]}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_cli import cli, listing, tiny_profile
+from helpers.cli import cli, listing
+from helpers.profiles import tiny_profile
 
 
 @pytest.fixture

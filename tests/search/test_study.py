@@ -10,42 +10,17 @@ import numpy as np
 
 import optuna
 import pytest
-from conftest import FakeMeasurer, fake_measurement
+from helpers.searches import CTX, SEARCHED, MiB, cost, small_space, target
+from helpers.fakes import FakeMeasurer, fake_measurement
 
 from autotune.measure.records import MemoryReadings, QualityScores
 from autotune.search import confirm
 from autotune.errors import NoFeasibleTrialError, StudyError
-from autotune.knobs import Context
 from autotune.measure.measurer import Measurement
 from autotune.knobs.space import SearchSpace, assignment_key
 from autotune.search.study import Search
 from autotune.search.trials import classify
-from autotune.target import Target
 from autotune.jobs import profile_from
-
-MiB = 2**20
-CTX = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
-
-
-def target(ceiling: int = 100 * MiB) -> Target:
-    return Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=2, max_vram=ceiling)
-
-
-SEARCHED = ("dtype", "vae_slicing")
-
-
-def small_space() -> SearchSpace:
-    """dtype x vae_slicing only (every other knob left out, whatever knobs there are): 6 on CPU."""
-    from autotune import knobs
-
-    return SearchSpace(CTX, exclude=[k.name for k in knobs.all_knobs() if k.name not in SEARCHED])
-
-
-def cost(a):
-    """fp16/bf16 are faster and smaller; slicing saves memory, costs time."""
-    latency = {"fp32": 2.0, "fp16": 1.0, "bf16": 1.1}[a["dtype"]] + (0.3 if a["vae_slicing"] else 0)
-    peak = {"fp32": 80, "fp16": 40, "bf16": 40}[a["dtype"]] * MiB - (10 * MiB if a["vae_slicing"] else 0)
-    return latency, peak
 
 
 def new_search(tmp_path, measurer, ceiling=100 * MiB, **kw):
@@ -420,7 +395,6 @@ def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_j
     """fp32 (80 MiB) runs out of memory under 60 MiB on a GPU: the reference is made without the ceiling."""
     fake = JudgingMeasurer(image=drifting({"fp32": 100.0, "fp16": 22.0, "bf16": 45.0}), enforce_ceiling=True)
     from autotune import hardware
-    from autotune.search import study
 
     monkeypatch.setattr(hardware, "device_name", lambda device: "Fake GPU")  # no GPU here
     monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})

@@ -8,7 +8,8 @@ import pytest
 from autotune import hardware
 from autotune.cli import defaults
 from autotune.errors import InvalidTargetError
-from test_cli import cli, tiny_profile
+from helpers.cli import cli
+from helpers.profiles import tiny_profile
 
 FAKE_GPU = hardware.GpuInfo(index=0, name="NVIDIA H200", total_bytes=141 * 2**30, free_bytes=140 * 2**30,
                             compute_capability="9.0", driver="570.86", source="nvml")

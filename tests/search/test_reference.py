@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import fake_measurement
+from helpers.fakes import fake_measurement
 
 from autotune.measure import quality
 from autotune.search import reference

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from zoo import ZOO_CLASSES, ZOO_NAMES, build, t5_tokenizer, zoo  # noqa: F401  (zoo: fixture)
+from helpers.zoo import ZOO_CLASSES, ZOO_NAMES, build, t5_tokenizer, zoo  # noqa: F401  (zoo: fixture)
 
 #: What each pipeline needs beyond the prompt to run once (the worker derives this on its own).
 CALL = {

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
+from helpers.zoo import zoo  # noqa: F401  (session fixture: tiny pipelines saved as folders)
 
 from autotune.errors import AutotuneError, ModelNotFoundError
 from autotune.models.pipelines import (

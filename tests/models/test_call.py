@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from zoo import build
+from helpers.zoo import build
 
 from autotune.models.call import (
     accepted_call_args,
