@@ -108,17 +108,14 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
 
 
 def build_target(args: argparse.Namespace) -> Any:
-    """The target, the ceiling parsed once (the most common mistake: said before anything slower)."""
+    """The target (the ceiling was parsed with the flags: the most common mistake is said first)."""
     from autotune import hardware
-    from autotune.units import parse_size
 
-    ceiling = parse_size(args.max_vram)
     options_from(args)
     device = resolve_device(args.device)
     if device == "cuda":
         hardware.require_gpu()
-    return target_from_args(argparse.Namespace(**{**vars(args), "max_vram": None}), device, default_model(device),
-                            max_vram=ceiling)
+    return target_from_args(args, device, default_model(device))
 
 
 def default_out(target: Any) -> Path:
