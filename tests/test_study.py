@@ -424,7 +424,7 @@ def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_j
     from autotune.search import study
 
     monkeypatch.setattr(hardware, "device_name", lambda device: "Fake GPU")  # no GPU here
-    monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})
+    monkeypatch.setattr(hardware, "fingerprint", lambda device: hardware.Fingerprint(device_name="Fake GPU"))
     gpu_target = dataclasses.replace(target(60 * MiB), device="cuda")
     search = Search(gpu_target, small_space(), fake, storage=tmp_path / "s.journal", min_psnr=30.0,
                     reference_dir=tmp_path / "refs")
