@@ -245,6 +245,9 @@ def test_a_section_made_in_code_writes_what_its_writer_wrote():
 def test_a_field_set_after_the_read_is_written():
     fp = Fingerprint.from_dict({"device": "cpu"})
     assert dataclasses.replace(fp, device_name="Other CPU").to_dict() == {"device": "cpu", "device_name": "Other CPU"}
+    mistyped = Fingerprint.from_dict({"device_name": 5, "device": "cpu"})
+    assert mistyped.to_dict() == {"device_name": 5, "device": "cpu"}
+    assert dataclasses.replace(mistyped, device_name="CPU").to_dict() == {"device_name": "CPU", "device": "cpu"}
 
 
 @pytest.mark.parametrize("section, value", [

@@ -59,8 +59,11 @@ class PlainRecord:
         # A field set in code after the read (dataclasses.replace) is written too.
         order = (*order, *(f.name for f in fields if f.name not in order and getattr(self, f.name) != _default(f)),
                  *(k for k in self.extra if k not in order))
-        return {k: self.extra[k] if k in self.extra else _plain(getattr(self, k))
-                for k in order if k in self.extra or k in names}
+        defaults = {f.name: _default(f) for f in fields}
+        # A key kept in `extra` (read with an unexpected type) is written as it came, unless the
+        # field was set since.
+        return {k: self.extra[k] if k in self.extra and getattr(self, k, None) == defaults.get(k)
+                else _plain(getattr(self, k)) for k in order if k in self.extra or k in names}
 
 
 class _Unfit:
