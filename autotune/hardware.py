@@ -6,10 +6,11 @@ import logging
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, ClassVar
 
 from autotune._version import __version__
 from autotune.errors import InvalidTargetError
+from autotune.profiles.sections import PlainRecord
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,42 @@ def versions() -> dict[str, str]:
     return out
 
 
-def fingerprint(device: str) -> dict[str, Any]:
-    """Where a profile was measured. A profile's numbers only hold on a matching fingerprint."""
-    info: dict[str, Any] = {"device": device}
+@dataclasses.dataclass(frozen=True)
+class Fingerprint(PlainRecord):
+    """Where a profile was measured: the device and its memory, the library versions, the model's
+    identity, and how the CUDA backend set up the ceiling (the measurement's `DeviceInfo`, native
+    or emulated). A profile's numbers only hold on a matching fingerprint. Read and written by
+    the profile's section codec (profiles/sections.py): other facts ride along in `extra`."""
+
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "device": (str,), "device_name": (str,), "total_memory_bytes": (int,), "compute_capability": (str,),
+        "driver": (str,), "versions": (dict,), "model_identity": (str,), "cuda_context_bytes": (int,),
+        "ceiling_mode": (str,), "memory_fraction": (float,), "pytorch_cuda_alloc_conf": (str,),
+        "ceiling_note": (str,)}
+
+    device: str | None = None
+    device_name: str | None = None
+    total_memory_bytes: int | None = None
+    compute_capability: str | None = None
+    driver: str | None = None
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The model's identity (models/identity.py), so a relative model folder still matches later.
+    model_identity: str | None = None
+    cuda_context_bytes: int | None = None
+    #: How the ceiling was enforced: "native" (the card's own size) or "emulated" (PyTorch capped).
+    ceiling_mode: str | None = None
+    memory_fraction: float | None = None
+    pytorch_cuda_alloc_conf: str | None = None
+    ceiling_note: str | None = None
+
+    @property
+    def emulated(self) -> bool:
+        return self.ceiling_mode == "emulated"
+
+
+def fingerprint(device: str) -> Fingerprint:
+    """This machine, as a profile records it (the setup of the ceiling is added by the search)."""
+    info: dict[str, object] = {"device": device}
     if device == "cuda":
         gpu = require_gpu()
         info.update(device_name=gpu.name, total_memory_bytes=gpu.total_bytes,
@@ -179,4 +213,4 @@ def fingerprint(device: str) -> dict[str, Any]:
         info.update(device_name=cpu_name(), total_memory_bytes=total_ram_bytes(),
                     compute_capability=None, driver=None)
     info["versions"] = versions()
-    return info
+    return Fingerprint.from_dict(info)

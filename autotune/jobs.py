@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from autotune import hardware
+from autotune.hardware import Fingerprint
 from autotune.errors import InvalidTargetError, NoFeasibleTrialError, PlannerUnsupportedError, StudyError
 from autotune.measure.measurer import Measurer, SubprocessMeasurer
+from autotune.measure.timing import TimingRecord
 from autotune.models.pipelines import model_info
 from autotune.planner import Planner
 from autotune.profiles.profile import Profile, ProfileEntry
@@ -62,7 +64,7 @@ def entry_from(record: TrialRecord, quality_against: str | None = None) -> Profi
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=m.memory.to_dict(),
-                        predicted_peak_bytes=predicted, timing=m.timing.to_dict() if m.timing else {},
+                        predicted_peak_bytes=predicted, timing=m.timing.record() if m.timing else TimingRecord.none(),
                         quality=m.quality.to_dict() if m.quality else {}, quality_against=quality_against,
                         phases={k: round(v, 3) for k, v in m.phases.to_dict().items()})
 
@@ -74,19 +76,20 @@ def profile_from(result: SearchResult, log_dir: Path | None = None) -> Profile:
         raise NoFeasibleTrialError(no_feasible_message(result, log_dir))
     from autotune.models.identity import MODEL_IDENTITY_KEY, model_identity
 
-    fingerprint = hardware.fingerprint(result.target.device)
-    # So a relative model folder still matches when the profile is applied from elsewhere.
-    fingerprint[MODEL_IDENTITY_KEY] = model_identity(result.target.model)
-    # How the ceiling was enforced (native or emulated), the CUDA context, PYTORCH_CUDA_ALLOC_CONF.
-    fingerprint.update({k: v for k, v in best.measurement.device_info.to_dict().items()
-                        if k not in ("worker_pid", "worker_clean_after")})
+    # This machine; the model's identity, so a relative model folder still matches when the
+    # profile is applied from elsewhere; how the ceiling was enforced (native or emulated), the
+    # CUDA context, PYTORCH_CUDA_ALLOC_CONF (the measurement's DeviceInfo, which has the last word).
+    setup = {k: v for k, v in best.measurement.device_info.to_dict().items()
+             if k not in ("worker_pid", "worker_clean_after")}
+    fingerprint = Fingerprint.from_dict({**hardware.fingerprint(result.target.device).to_dict(),
+                                         MODEL_IDENTITY_KEY: model_identity(result.target.model), **setup})
     return Profile(
         target=result.target,
         fingerprint=fingerprint,
         best=entry_from(best, quality_against(result, best)),
         search=search_summary(result),
         alternatives=[entry_from(r, quality_against(result, r)) for r in result.alternatives],
-        confirmation=result.confirmation.to_dict() if result.confirmation else None,
+        confirmation=result.confirmation,
     )
 
 

@@ -216,16 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     info = model_info(args.model)
     height, width = args.height or info.native_height, args.width or info.native_width
     fp = hardware.fingerprint(args.device)
-    device_name = fp["device_name"]
+    device_name = fp.device_name
     date = dt.date.today().isoformat()
     tag = "".join(f"-{slug(t)}" for t in (args.smoke and "smoke", args.tag) if t)
     md_path = args.out_dir / f"{date}-{slug(device_name)}{tag}.md"
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     report = Report(meta={
         "model": args.model, "height": height, "width": width, "batch": args.batch, "steps": args.steps,
-        "device": args.device, "device_name": device_name, "device_total_bytes": fp.get("total_memory_bytes"),
-        "driver": fp.get("driver"), "compute_capability": fp.get("compute_capability"),
-        "versions": fp["versions"], "date": date, "budget_s": args.budget_s,
+        "device": args.device, "device_name": device_name, "device_total_bytes": fp.total_memory_bytes,
+        "driver": fp.driver, "compute_capability": fp.compute_capability,
+        "versions": fp.versions, "date": date, "budget_s": args.budget_s,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     })
     measurer = SubprocessMeasurer(timeout_s=args.ladder_timeout, log_dir=run_dir / "ladder-logs")
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             best = result.profile.best
             summary += (f" Best: {_settings(best.settings)}, {_s(best.latency_median_s)}, "
                         f"{format_size(best.peak_bytes)} ({best.peak_metric}); ceiling "
-                        f"{result.profile.fingerprint.get('ceiling_mode', 'n/a')}.")
+                        f"{result.profile.fingerprint.ceiling_mode or 'n/a'}.")
             result.profile.save(md_path.with_name(f"{md_path.stem}-{slug(ceiling)}.yaml"))
         else:
             summary += " No feasible trial: no profile."

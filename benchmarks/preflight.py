@@ -46,7 +46,7 @@ class Check:
         return f"- {self.name}: **{verdict}** ({self.seconds:.1f} s) {self.detail}"
 
 
-def check_imports(device: str) -> tuple[Check, dict[str, Any]]:
+def check_imports(device: str) -> tuple[Check, Any]:
     start = time.monotonic()
     import diffusers  # noqa: F401
     import optuna  # noqa: F401
@@ -55,8 +55,8 @@ def check_imports(device: str) -> tuple[Check, dict[str, Any]]:
     from autotune import hardware
 
     fp = hardware.fingerprint(device)
-    v = fp["versions"]
-    detail = (f"{fp['device_name']}, driver {fp.get('driver') or '-'}; torch {v['torch']}, diffusers "
+    v = fp.versions
+    detail = (f"{fp.device_name}, driver {fp.driver or '-'}; torch {v['torch']}, diffusers "
               f"{v['diffusers']}, optuna {v['optuna']}, transformers {v['transformers']}, python {v['python']}")
     return Check("imports", True, detail, time.monotonic() - start), fp
 

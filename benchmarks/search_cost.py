@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="search-cost-"))
     report: dict[str, Any] = {
         "benchmark": "search_cost", "date": dt.date.today().isoformat(), "device": args.device,
-        "device_name": fp["device_name"], "driver": fp.get("driver"), "versions": fp["versions"],
+        "device_name": fp.device_name, "driver": fp.driver, "versions": fp.versions,
         "target": target.to_dict(), "command": " ".join(["search_cost.py", *(argv if argv is not None else sys.argv[1:])]),
         "searches": [],
     }
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{short['later_trials_reused']} of {short['later_trials']} later trials", flush=True)
         save()
         if seed == 0:
-            print(f"spread: {args.repeat} trials of the defaults on {fp['device_name']}", flush=True)
+            print(f"spread: {args.repeat} trials of the defaults on {fp.device_name}", flush=True)
             report["spread"] = spread(target, args.repeat, run_dir / "spread-logs", deadline, args.max_run_time)
             print(f"  spread {report['spread']['spread']}", flush=True)
             save()

@@ -22,7 +22,7 @@ def test_no_gpu_has_no_name_and_the_cpu_its_model(monkeypatch):
 
 @pytest.mark.parametrize("device", ["cpu"])
 def test_the_fingerprint_names_the_device_as_device_name_does(device):
-    assert hardware.fingerprint(device)["device_name"] == hardware.device_name(device)
+    assert hardware.fingerprint(device).device_name == hardware.device_name(device)
 
 
 def test_the_version_comes_from_its_own_module():

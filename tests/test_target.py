@@ -282,3 +282,12 @@ def test_ceiling_optional_when_not_required():
     assert target_from_args(args, "cpu", "builtin:tiny-sd", max_vram=4 * GiB).max_vram == 4 * GiB
     flagged = _parse(["--max-vram", "2GB"], ceiling_required=False)
     assert target_from_args(flagged, "cpu", "builtin:tiny-sd", max_vram=4 * GiB).max_vram == 2 * GiB
+
+
+def test_size_flags_parse_to_bytes_once_with_the_flags(capsys):
+    args = _parse(["--max-vram", "1.5GB", "--max-ram", "512MB"])
+    assert args.max_vram == 3 * GiB // 2 and args.max_ram == 512 * 2**20  # bytes, as parsed
+    with pytest.raises(SystemExit):
+        _parse(["--max-vram", "1GB", "--max-ram", "32"])
+    assert "--max-ram must be a size with a unit" in capsys.readouterr().err  # names the flag given
+    assert _parse([], ceiling_required=False).max_vram is None

@@ -48,7 +48,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, list[An
 def caveats(a: Any, b: Any) -> list[str]:
     """Why B-vs-A numbers may not compare like for like: other hardware, other peak metric."""
     notes = []
-    there, here = a.fingerprint.get("device_name"), b.fingerprint.get("device_name")
+    there, here = a.fingerprint.device_name, b.fingerprint.device_name
     if there != here:
         notes.append(f"measured on different devices ({there} vs {here}): latencies differ by hardware too")
     if a.best.peak_metric != b.best.peak_metric:

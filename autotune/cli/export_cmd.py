@@ -7,6 +7,7 @@ measured and the storage is not written to.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_from(result)  # NoFeasibleTrialError when no trial fits: nothing is written
     best = result.best
     if best is not None:  # the machine that measured, not the one exporting
-        profile.fingerprint["device_name"] = best.measurement.device_name
+        profile.fingerprint = dataclasses.replace(profile.fingerprint, device_name=best.measurement.device_name)
     profile.save(out)
     print(f"profile of study {args.study!r} ({len(result.records)} trials measured) written to {out}")
     return 0

@@ -51,8 +51,18 @@ class OneLineParser(argparse.ArgumentParser):
         return message
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        message = self._unknown_word() or message
+        message = self._unknown_word() or self._spaced_unit() or message
         self.exit(EXIT_USAGE, f"autotune: error: {message} (see `{self.prog} --help`)\n")
+
+    def _spaced_unit(self) -> str | None:
+        """'unexpected argument GB; did you mean --max-vram 8GB?' also when the size flag, read as
+        it is parsed (target_args.SizeAction), already refused the bare number before it."""
+        for token in self._seen:
+            if re.fullmatch(r"(?i)[kmgt]i?b?|b", token):
+                message = self._unexpected([token])
+                if "did you mean" in message:
+                    return message
+        return None
 
     def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
         for action in self._actions:

@@ -36,11 +36,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from autotune.errors import InvalidTargetError
     from autotune.planner.seeding import speed_prior
-    from autotune.units import parse_size
 
     if args.top < 1:
         raise InvalidTargetError(f"--top must be 1 or more, got {args.top}")
-    max_vram = None if args.max_vram is None else parse_size(args.max_vram)  # before slower work
+    max_vram: int | None = args.max_vram  # bytes: parsed with the flags (target_args.SizeAction)
     device = resolve_device(args.device)
     target = target_from_args(args, device, default_model(device))
     start = time.monotonic()

@@ -72,7 +72,7 @@ def _model(model: str) -> str:
 
 def _device(profile: Any) -> str:
     """'cpu', or 'cuda (NVIDIA H200)': which card measured a GPU profile matters to its numbers."""
-    name = profile.fingerprint.get("device_name")
+    name = profile.fingerprint.device_name
     if profile.target.device != "cuda" or not name:
         return profile.target.device
     return f"cuda ({name[:24]})"
@@ -82,6 +82,6 @@ def _row_json(path: Path, profile: Any) -> dict[str, Any]:
     t, best = profile.target, profile.best
     return {"file": str(path), "model": t.model, "width": t.width, "height": t.height, "batch": t.batch,
             "steps": t.steps, "max_vram_bytes": t.max_vram, "device": t.device,
-            "device_name": profile.fingerprint.get("device_name"),
+            "device_name": profile.fingerprint.device_name,
             "latency_median_s": best.latency_median_s, "peak_bytes": best.peak_bytes,
             "peak_metric": best.peak_metric, "created": profile.created}

@@ -108,17 +108,14 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
 
 
 def build_target(args: argparse.Namespace) -> Any:
-    """The target, the ceiling parsed once (the most common mistake: said before anything slower)."""
+    """The target (the ceiling was parsed with the flags: the most common mistake is said first)."""
     from autotune import hardware
-    from autotune.units import parse_size
 
-    ceiling = parse_size(args.max_vram)
     options_from(args)
     device = resolve_device(args.device)
     if device == "cuda":
         hardware.require_gpu()
-    return target_from_args(argparse.Namespace(**{**vars(args), "max_vram": None}), device, default_model(device),
-                            max_vram=ceiling)
+    return target_from_args(args, device, default_model(device))
 
 
 def default_out(target: Any) -> Path:
@@ -181,10 +178,10 @@ def run(args: argparse.Namespace) -> int:
         print(summary(result, defaults, args.time_budget))
         print(f"profile written to {out}  (show it: autotune show {out})")
         fp = tuned.profile.fingerprint
-        if fp.get("ceiling_mode") == "emulated":
+        if fp.emulated:
             print(textwrap.fill(
-                f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.get('device_name')} "
-                f"({size(fp.get('total_memory_bytes'))}) by capping PyTorch's share of it; allocation "
+                f"note: the {size(target.max_vram)} ceiling was emulated on a {fp.device_name} "
+                f"({size(fp.total_memory_bytes)}) by capping PyTorch's share of it; allocation "
                 "patterns differ on a real card of that size: confirm the profile there", WIDTH))
     return 0
 
@@ -267,9 +264,9 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     lines.extend(quality_lines(result, best))
     conf = result.confirmation
     if conf is not None and conf.runner_up is not None:
-        runner = next(c for c in conf.candidates if c["number"] == conf.runner_up)
+        runner = conf.candidate(conf.runner_up)
         verdict = "significant" if conf.significant else "not significant"
-        lines.append(_clip(f"runner-up  {settings_diff(runner['settings'], defaults)}"))
+        lines.append(_clip(f"runner-up  {settings_diff(runner.settings if runner else {}, defaults)}"))
         lines.append(textwrap.fill(
             f"           {100 * (conf.margin or 0):+.1f}% vs the winner over {conf.rounds} interleaved rounds in "
             f"{conf.sessions} sessions (p={conf.p_value:.3f}, {verdict}); decided by {conf.decided_by}",

@@ -31,14 +31,14 @@ def run(args: argparse.Namespace) -> int:
           f"ceiling {size(t.max_vram)} on {t.device}")
     if getattr(t, "call_args", None):
         print("call     " + " ".join(f"{k}={v}" for k, v in t.call_args.items()))
-    versions = fp.get("versions", {})
-    print(f"measured on {fp.get('device_name')} ({fp.get('device')}), torch {versions.get('torch')}, "
+    versions = fp.versions
+    print(f"measured on {fp.device_name} ({fp.device}), torch {versions.get('torch')}, "
           f"diffusers {versions.get('diffusers')}, autotune {versions.get('autotune')}")
-    if fp.get("ceiling_mode") == "emulated":
-        print(f"ceiling  emulated on a {size(fp.get('total_memory_bytes'))} card (PyTorch capped to "
-              f"{fp.get('memory_fraction', 0):.4f} of it); confirm on a real {size(t.max_vram)} card")
-    if fp.get("pytorch_cuda_alloc_conf"):
-        print(f"PYTORCH_CUDA_ALLOC_CONF={fp['pytorch_cuda_alloc_conf']}")
+    if fp.emulated:
+        print(f"ceiling  emulated on a {size(fp.total_memory_bytes)} card (PyTorch capped to "
+              f"{fp.memory_fraction or 0:.4f} of it); confirm on a real {size(t.max_vram)} card")
+    if fp.pytorch_cuda_alloc_conf:
+        print(f"PYTORCH_CUDA_ALLOC_CONF={fp.pytorch_cuda_alloc_conf}")
     print("\nsettings")
     for name, value in best.settings.items():
         print(f"  {name:<14} {value}{'' if defaults.get(name) == value else '   (changed)'}")
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak     {size(best.peak_bytes)} ({best.peak_metric})")
     search = profile.search
     if search:
-        print(f"search   {search.get('trials_measured')} trials measured, {search.get('feasible')} feasible, "
-              f"{search.get('sampler')} seed {search.get('seed')}, {search.get('duration_s')} s")
+        print(f"search   {search.trials_measured} trials measured, {search.feasible} feasible, "
+              f"{search.sampler} seed {search.seed}, {search.duration_s} s")
     if profile.alternatives:
         print("\nalternatives (feasible, Pareto-optimal: each uses less memory than every faster one)")
         rows = [(seconds(a.latency_median_s), size(a.peak_bytes), settings_diff(a.settings, defaults))

@@ -3,7 +3,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
+
+
+class SizeAction(argparse.Action):
+    """A size flag (`--max-vram 8GB`) read into bytes as it is parsed: the one reading of it, and
+    a wrong size is a usage error before anything slower runs."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        from autotune.errors import InvalidTargetError
+        from autotune.units import parse_size
+
+        try:
+            setattr(namespace, self.dest, parse_size(str(values), what=option_string or self.dest))
+        except InvalidTargetError as exc:
+            parser.error(str(exc))
 
 
 def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
@@ -21,11 +37,12 @@ def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
                    help="another argument of the pipeline call, repeatable; values read as YAML scalars "
                         "(e.g. --call-arg strength=0.6 --call-arg use_resolution_binning=false)")
     if ceiling_required:
-        p.add_argument("--max-vram", required=True, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
+        p.add_argument("--max-vram", required=True, action=SizeAction,
+                       help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
     else:
-        p.add_argument("--max-vram", help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (default: none)")
-    p.add_argument("--max-ram", help="host RAM ceiling, e.g. 32GB: a trial whose worker's resident set "
-                                     "peaks above it is infeasible (default: none)")
+        p.add_argument("--max-vram", action=SizeAction, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (default: none)")
+    p.add_argument("--max-ram", action=SizeAction, help="host RAM ceiling, e.g. 32GB: a trial whose worker's "
+                                                        "resident set peaks above it is infeasible (default: none)")
     p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
                    help="search a value left out by default (e.g. --include compile)")
     p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",
@@ -65,7 +82,7 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
                      max_vram: int | None = None) -> Any:
     """A validated Target; sizes left out take the model's native size (0 is an error, not "unset").
 
-    The ceiling is `--max-vram` when given, else `max_vram` from the caller (e.g. the device's
+    The ceiling is `--max-vram` when given (bytes, as `SizeAction` parsed it; text is read too), else `max_vram` from the caller (e.g. the device's
     memory), else `target.NO_CEILING` ("no ceiling", possible only when the parser was built with
     `ceiling_required=False`; check `target.has_ceiling`). `--call-arg`s and `--frames` are checked
     against the pipeline class's `__call__` here, before anything slow runs.
@@ -74,10 +91,10 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
     from autotune.errors import InvalidTargetError
     from autotune.models.pipelines import model_info
     from autotune.target import NO_CEILING, Target
-    from autotune.units import parse_size
+    from autotune.units import size_bytes
 
     if args.max_vram is not None:
-        max_vram = parse_size(args.max_vram)
+        max_vram = size_bytes(args.max_vram, what="--max-vram")
     call_args = parse_call_args(getattr(args, "call_args", None) or [])
     if args.model is not None and not args.model.strip():
         raise InvalidTargetError("--model is empty; give builtin:tiny-sd, a hub id or a diffusers folder, "
@@ -89,7 +106,7 @@ def target_from_args(args: argparse.Namespace, device: str, default_model: str, 
                     batch=args.batch, steps=args.steps, max_vram=NO_CEILING if max_vram is None else max_vram,
                     device=device, pipeline_class=info.pipeline_class,
                     frames=getattr(args, "frames", None), call_args=call_args,
-                    max_ram=parse_size(args.max_ram) if getattr(args, "max_ram", None) is not None else None)
+                    max_ram=size_bytes(args.max_ram, what="--max-ram") if getattr(args, "max_ram", None) is not None else None)
     cls = pipeline_class(info.pipeline_class)
     if cls is not None:
         check_call_args(cls, target)

@@ -13,6 +13,9 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
+from typing import ClassVar
+
+from autotune.profiles.sections import PlainRecord
 
 #: Below this many runs no 95% interval for a median exists (n=5: 1 - 2/32 < 0.95).
 MIN_RUNS_FOR_CI = 6
@@ -72,6 +75,37 @@ class TimingStats:
     def to_dict(self) -> dict[str, float | int | None]:
         return {**dataclasses.asdict(self), "ci_rel_half_width": self.ci_rel_half_width,
                 "spread": self.spread}
+
+    def record(self) -> TimingRecord:
+        """These statistics as a profile entry keeps them."""
+        return TimingRecord.from_dict(self.to_dict())
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingRecord(PlainRecord):
+    """A profile entry's timing statistics (`TimingStats.record()`), read back through the
+    profile's section codec; empty (`TimingRecord.none()`) where no statistics were kept."""
+
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "runs": (int,), **{name: (float,) for name in (
+            "median_s", "ci_low_s", "ci_high_s", "min_s", "max_s", "iqr_s", "ci_rel_half_width", "spread")}}
+
+    runs: int | None = None
+    median_s: float | None = None
+    ci_low_s: float | None = None
+    ci_high_s: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+    iqr_s: float | None = None
+    #: Half the median's 95% interval over the median (None: too few runs).
+    ci_rel_half_width: float | None = None
+    #: Interquartile range over the median.
+    spread: float | None = None
+
+    @classmethod
+    def none(cls) -> TimingRecord:
+        """No statistics (a version 1 profile's entries; written `timing: {}`)."""
+        return cls.from_dict({})
 
 
 def timing_stats(samples: Sequence[float]) -> TimingStats:

@@ -80,8 +80,8 @@ def profile_identities(profile: Profile) -> list[str]:
     """The identities a profile's model may have: `target.model` resolved here, and the identity
     recorded when it was made (if any)."""
     found = [model_identity(profile.target.model)]
-    stored = profile.fingerprint.get(MODEL_IDENTITY_KEY)
-    if isinstance(stored, str) and stored and stored not in found:
+    stored = profile.fingerprint.model_identity
+    if stored and stored not in found:
         found.append(stored)
     return found
 

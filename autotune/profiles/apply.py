@@ -18,7 +18,7 @@ from autotune.errors import InvalidTargetError, PipelineStateError, ProfileMisma
 from autotune.knobs import Value
 from autotune.knobs.settings import apply_settings, hooked_modules
 from autotune.models.builtins import BUILTIN_PREFIX
-from autotune.models.identity import MODEL_IDENTITY_KEY, matches_model, pipe_identity, profile_identities
+from autotune.models.identity import matches_model, pipe_identity, profile_identities
 from autotune.models.pipelines import build_pipeline
 from autotune.profiles.discovery import ChoiceReason, discover_profile
 from autotune.profiles.entries import choose_entry
@@ -86,9 +86,9 @@ def profile_model_source(profile: Profile) -> str:
     names it (a built-in, a hub id, a folder relative to here), else the folder its recorded
     identity names (a relative path written from another working directory)."""
     model = profile.target.model
-    stored = profile.fingerprint.get(MODEL_IDENTITY_KEY)
+    stored = profile.fingerprint.model_identity
     if (not model.startswith(BUILTIN_PREFIX) and not Path(model).expanduser().exists()
-            and isinstance(stored, str) and Path(stored).is_absolute() and Path(stored).is_dir()):
+            and stored and Path(stored).is_absolute() and Path(stored).is_dir()):
         return stored
     return model
 
@@ -208,7 +208,7 @@ def _check_fingerprint(pipe: Any, profile: Profile, strict: bool) -> None:
             raise ProfileMismatchError(message + " (pass strict=False to apply it anyway)")
         warnings.warn(message, stacklevel=3)
     here = hardware.device_name(profile.target.device)
-    there = profile.fingerprint.get("device_name")
+    there = profile.fingerprint.device_name
     if here and there and here != there:
         warnings.warn(
             f"profile was measured on {there!r}, this is {here!r}: its latency and memory numbers "

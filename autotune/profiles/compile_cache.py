@@ -18,7 +18,8 @@ from pathlib import Path
 
 from autotune import hardware, knobs
 from autotune.knobs import Value
-from autotune.profiles.profile import CompileArtifacts, Section
+from autotune.profiles.profile import CompileArtifacts
+from autotune.profiles.sections import Section
 from autotune.target import Target
 
 log = logging.getLogger(__name__)

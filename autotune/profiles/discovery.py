@@ -147,7 +147,7 @@ class RankedProfile:
         name, t, theirs = runner.path.name, self.profile.target, runner.profile.target
         reason = self.reason(runner)
         if reason is ChoiceReason.THIS_DEVICE:
-            return f"measured on this device, unlike {name} ({runner.profile.fingerprint.get('device_name')})"
+            return f"measured on this device, unlike {name} ({runner.profile.fingerprint.device_name})"
         if reason is ChoiceReason.FASTEST_UNDER_MAX_VRAM:
             return (f"its fastest entry under max_vram is faster ({self.latency_s:.3f} s vs "
                     f"{runner.latency_s:.3f} s for {name})")
@@ -163,12 +163,12 @@ class RankedProfile:
 
     def _trials(self, short: bool = False) -> str:
         search = self.profile.search
-        if not search.get("trials_measured"):
+        if not search.trials_measured:
             return ""
-        stopped = search.get("stopped_by")
+        stopped = search.stopped_by
         note = f", stopped by {stopped}" if stopped and stopped != "trials" else ""
-        return f", {search['trials_measured']} trials{note}" if short else \
-            f" ({search['trials_measured']} trials measured{note})"
+        return f", {search.trials_measured} trials{note}" if short else \
+            f" ({search.trials_measured} trials measured{note})"
 
 
 def rank_profiles(candidates: list[tuple[Profile, Path]], max_vram: int | None = None) -> list[RankedProfile]:
@@ -182,7 +182,7 @@ def rank_profiles(candidates: list[tuple[Profile, Path]], max_vram: int | None =
     ranked = []
     for prof, path in candidates:
         t = prof.target
-        on_here = prof.fingerprint.get("device_name") == here[t.device]
+        on_here = prof.fingerprint.device_name == here[t.device]
         card = capacity[t.device]
         fits = card is None or t.max_vram <= card
         if max_vram is None:

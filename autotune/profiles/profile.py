@@ -13,14 +13,20 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from autotune.errors import AutotuneError, ProfileError
+from autotune.hardware import Fingerprint
 from autotune.knobs import Value
 from autotune.knobs.space import check_values
+from autotune.measure.timing import TimingRecord
+from autotune.profiles.sections import Section
+from autotune.search.confirm import Confirmation
+from autotune.search.summary import SearchSummary
 from autotune.target import Target
 
 #: 2 added per-entry `timing` (median's 95% interval, spread), `phases` and `quality`, and the
@@ -28,12 +34,6 @@ from autotune.target import Target
 #: are then empty).
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-
-#: What YAML's safe loader yields and `safe_dump` writes: the values the open sections hold (the
-#: fingerprint, the search summary, the confirmation, the timing statistics), written by their
-#: own packages (hardware, search, measure) and kept as plain data so any of them round-trips.
-PlainData = str | int | float | bool | None | list["PlainData"] | dict[str, "PlainData"]
-Section = dict[str, PlainData]
 
 
 @dataclasses.dataclass
@@ -79,8 +79,8 @@ class ProfileEntry:
     memory: dict[str, int] = dataclasses.field(default_factory=dict)
     #: What the planner predicted for this entry before it was measured (None without planner).
     predicted_peak_bytes: int | None = None
-    #: The timed runs' statistics: runs, median, 95% interval of the median, spread.
-    timing: Section = dataclasses.field(default_factory=dict)
+    #: The timed runs' statistics: runs, median, 95% interval of the median, spread (empty: none).
+    timing: TimingRecord = dataclasses.field(default_factory=TimingRecord.none)
     #: Where the trial's time went (seconds): spawn, build, apply, first run, timed runs, overhead.
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Its output against the reference: psnr_db, ssim, latent_rel_error and the sanity numbers
@@ -89,6 +89,10 @@ class ProfileEntry:
     #: What `quality` is against, in words ("the fp32 reference (every knob at its exact default,
     #: without the memory ceiling)"), or why it was not judged. None in profiles written before it.
     quality_against: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timing, Mapping):  # a plain mapping, read through its codec
+            self.timing = TimingRecord.from_dict(self.timing)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProfileEntry:
@@ -100,7 +104,9 @@ class ProfileEntry:
             _require_number(name, getattr(entry, name), (int,))
         if entry.predicted_peak_bytes is not None:
             _require_number("predicted_peak_bytes", entry.predicted_peak_bytes, (int,))
-        for name in ("memory", "timing", "phases", "quality"):
+        if not isinstance(data.get("timing", {}), dict):
+            raise ProfileError("'timing' must be a mapping")
+        for name in ("memory", "phases", "quality"):
             if not isinstance(getattr(entry, name), dict):
                 raise ProfileError(f"'{name}' must be a mapping")
         if entry.quality_against is not None and not isinstance(entry.quality_against, str):
@@ -114,20 +120,30 @@ class Profile:
     target: Target
     #: Where it was measured (hardware.fingerprint, plus the model's identity and how the ceiling
     #: was enforced): device, device_name, total_memory_bytes, versions, ...
-    fingerprint: Section
+    fingerprint: Fingerprint
     best: ProfileEntry
     #: The search's summary (search.trials.search_summary): trials measured, why it stopped, ...
-    search: Section = dataclasses.field(default_factory=dict)
+    search: SearchSummary = dataclasses.field(default_factory=lambda: SearchSummary.from_dict({}))
     alternatives: list[ProfileEntry] = dataclasses.field(default_factory=list)
-    #: The interleaved re-measurement of the top candidates (confirm.Confirmation.to_dict()):
-    #: the margin over the runner-up and whether it is significant. None if not confirmed.
-    confirmation: Section | None = None
+    #: The interleaved re-measurement of the top candidates (search.confirm): the margin over the
+    #: runner-up and whether it is significant. None if not confirmed.
+    confirmation: Confirmation | None = None
     #: The compile artifacts' sidecar. None when nothing compiles or no warmup ran.
     compile_artifacts: CompileArtifacts | None = None
     created: str = dataclasses.field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     )
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        """Sections given as plain mappings (as code written before the typed records passed them)
+        are read through their codec."""
+        if isinstance(self.fingerprint, Mapping):
+            self.fingerprint = Fingerprint.from_dict(self.fingerprint)
+        if isinstance(self.search, Mapping):
+            self.search = SearchSummary.from_dict(self.search)
+        if isinstance(self.confirmation, Mapping):
+            self.confirmation = Confirmation.from_dict(self.confirmation)
 
     @property
     def settings(self) -> dict[str, Value]:
@@ -138,11 +154,11 @@ class Profile:
             "schema_version": self.schema_version,
             "created": self.created,
             "target": self.target.to_dict(),
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint.to_dict(),
             "settings": self.best.settings,
             "measurements": _entry_measurements(self.best),
-            "search": self.search,
-            "confirmation": self.confirmation,
+            "search": self.search.to_dict(),
+            "confirmation": self.confirmation.to_dict() if self.confirmation is not None else None,
             "compile_artifacts": self.compile_artifacts.to_dict() if self.compile_artifacts else None,
             "alternatives": [
                 {"settings": alt.settings, "measurements": _entry_measurements(alt)}
@@ -164,11 +180,11 @@ class Profile:
             _require(data, ("target", "fingerprint", "settings", "measurements"))
             return cls(
                 target=Target.from_dict(dict(data["target"])),
-                fingerprint=dict(data["fingerprint"]),
+                fingerprint=Fingerprint.from_dict(dict(data["fingerprint"])),
                 best=_entry(data),
-                search=dict(data.get("search") or {}),
+                search=SearchSummary.from_dict(dict(data.get("search") or {})),
                 alternatives=[_entry(alt) for alt in data.get("alternatives") or []],
-                confirmation=_optional_mapping(data, "confirmation"),
+                confirmation=_confirmation(data),
                 compile_artifacts=_compile_artifacts(data),
                 created=str(data.get("created", "")),
                 schema_version=SCHEMA_VERSION,  # read as the current version; saved as such
@@ -248,9 +264,9 @@ def _tag_of(exc: yaml.YAMLError) -> str:
 
 
 def _entry_measurements(entry: ProfileEntry) -> dict[str, Any]:
-    data = dataclasses.asdict(entry)
-    data.pop("settings")
-    return data
+    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry) if f.name != "settings"}
+    return {**data, "timing": entry.timing.to_dict(),
+            **{k: dict(data[k]) for k in ("memory", "phases", "quality")}}
 
 
 def _entry(data: dict[str, Any]) -> ProfileEntry:
@@ -263,6 +279,11 @@ def _entry(data: dict[str, Any]) -> ProfileEntry:
 def _compile_artifacts(data: dict[str, Any]) -> CompileArtifacts | None:
     record = _optional_mapping(data, "compile_artifacts")
     return CompileArtifacts.from_dict(record) if record is not None else None
+
+
+def _confirmation(data: dict[str, Any]) -> Confirmation | None:
+    record = _optional_mapping(data, "confirmation")
+    return Confirmation.from_dict(record) if record is not None else None
 
 
 def _optional_mapping(data: dict[str, Any], key: str) -> dict[str, Any] | None:

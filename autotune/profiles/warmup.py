@@ -25,7 +25,8 @@ from autotune.errors import InvalidTargetError
 from autotune.models.call import call_pipeline
 from autotune.profiles import compile_cache
 from autotune.profiles.apply import apply_profile, load_pipeline
-from autotune.profiles.profile import CompileArtifacts, Profile, Section
+from autotune.profiles.profile import CompileArtifacts, Profile
+from autotune.profiles.sections import Section
 
 log = logging.getLogger(__name__)
 

@@ -49,12 +49,12 @@ def _from_profile(path: Path, study_name: str | None) -> StudySource:
     from autotune.profiles.profile import Profile
 
     profile = Profile.load(path)
-    stored = profile.search.get("storage")
+    stored = profile.search.storage
     if not stored:
         raise StudyError(f"profile {str(path)!r} names no study (no search.storage); give the run "
                          "directory of the search instead")
     storage = _resolve_storage(str(stored), path)
-    name = study_name or profile.search.get("study_name")
+    name = study_name or profile.search.study_name
     return StudySource(storage, _pick_study(storage, name), profile=profile, given=str(path))
 
 

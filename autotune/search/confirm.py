@@ -31,10 +31,11 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
 
 from autotune.knobs.space import Assignment
 from autotune.measure.timing import RACE_MARGIN, mean_interval, sign_test_p
+from autotune.profiles.sections import PlainRecord
 
 #: Candidates whose latency is within this fraction of the best are re-measured (trials slower
 #: than that are raced: they stop at their minimum runs, timing.py).
@@ -86,21 +87,51 @@ class Plan:
         return self.candidates + ([self.reference] if self.reference is not None else [])
 
 
-@dataclasses.dataclass
-class Confirmation:
-    """What the interleaved re-measurement decided, saved in the profile."""
+@dataclasses.dataclass(frozen=True)
+class ConfirmedCandidate(PlainRecord):
+    """One arm of the confirmation as the profile keeps it: its latency in the search and side
+    by side, its peak, its ratio to the winner and in how many sessions it was timed."""
 
-    rounds: int  # timed rounds used, over all sessions
-    runs_per_round: int
-    candidates: list[dict[str, Any]]
-    winner: int
-    runner_up: int | None
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "number": (int,), "settings": (dict,), "search_latency_s": (float,), "confirmed_latency_s": (float,),
+        "peak_bytes": (int,), "vs_winner": (float,), "sessions": (int,), "p_value_holm": (float,),
+        "round_medians_s": (list,)}
+
+    number: int | None = None
+    settings: Assignment | None = None
+    search_latency_s: float | None = None
+    confirmed_latency_s: float | None = None
+    peak_bytes: int | None = None
+    vs_winner: float | None = None
+    sessions: int | None = None
+    #: Holm-corrected sign-test p-value against the winner (None: the winner itself).
+    p_value_holm: float | None = None
+    round_medians_s: list[float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation(PlainRecord):
+    """What the interleaved re-measurement decided, saved in the profile and the study. Read as
+    leniently as any profile section (profiles/sections.py): a field missing stays at its default."""
+
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
+        "rounds": (int,), "runs_per_round": (int,), "candidates": (list,), "winner": (int,), "runner_up": (int,),
+        "margin": (float,), "p_value": (float,), "significant": (bool,), "decided_by": (str,), "note": (str,),
+        "sessions": (int,), "reference": (int,), "speedup": (float,), "speedup_ci": (list,),
+        "equivalence_margin": (float,)}
+    NESTED: ClassVar[dict[str, type[PlainRecord]]] = {"candidates": ConfirmedCandidate}
+
+    rounds: int = 0  # timed rounds used, over all sessions
+    runs_per_round: int = 0
+    candidates: tuple[ConfirmedCandidate, ...] = ()
+    winner: int | None = None
+    runner_up: int | None = None
     #: Runner-up's latency over the winner's, minus 1 (median of the per-round ratios).
-    margin: float | None
+    margin: float | None = None
     #: Holm-corrected sign-test p-value of the runner-up against the winner.
-    p_value: float | None
-    significant: bool
-    decided_by: str
+    p_value: float | None = None
+    significant: bool = False
+    decided_by: str = ""
     note: str = ""
     sessions: int = 1
     #: The defaults, measured side by side as a reference arm (None: not measured).
@@ -110,13 +141,8 @@ class Confirmation:
     speedup_ci: list[float] | None = None
     equivalence_margin: float = EQUIVALENCE_MARGIN
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def candidate(self, number: int | None) -> ConfirmedCandidate | None:
+        return next((c for c in self.candidates if c.number == number), None) if number is not None else None
 
 
 def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
@@ -270,11 +296,12 @@ def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[fl
         interval = mean_interval(session_log_ratios(runner_up.number, winner.number, usable), _level(len(rest)))
         significant = p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
     speedup, speedup_ci = _speedup(reference, winner.number, usable)
-    table = [{"number": c.number, "settings": c.settings, "search_latency_s": c.latency_s,
-              "confirmed_latency_s": statistics.median(_pooled(c.number, usable)), "peak_bytes": c.peak_bytes,
-              "vs_winner": vs_winner(c.number) if c.number != winner.number else 1.0,
-              "sessions": sum(c.number in s for s in usable), "p_value_holm": adjusted.get(c.number),
-              "round_medians_s": _pooled(c.number, usable)} for c in [winner, *rest]]
+    table = tuple(ConfirmedCandidate(
+        number=c.number, settings=c.settings, search_latency_s=c.latency_s,
+        confirmed_latency_s=statistics.median(_pooled(c.number, usable)), peak_bytes=c.peak_bytes,
+        vs_winner=vs_winner(c.number) if c.number != winner.number else 1.0,
+        sessions=sum(c.number in s for s in usable), p_value_holm=adjusted.get(c.number),
+        round_medians_s=_pooled(c.number, usable)) for c in [winner, *rest])
     total_rounds = sum(len(s.get(winner.number, [])) for s in usable)
     return Confirmation(rounds=total_rounds, runs_per_round=runs_per_round, candidates=table,
                         winner=winner.number, runner_up=runner_up.number if runner_up else None,

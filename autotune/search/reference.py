@@ -18,6 +18,7 @@ from typing import Any
 
 from autotune.measure.measurer import Measurer, TrialJob
 from autotune.knobs.space import Assignment, canonical
+from autotune.search.summary import ReferenceInfo
 from autotune.target import NO_CEILING, Target
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,10 @@ class Reference:
     def exists(self) -> bool:
         return self.problem is None and self.path.exists()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "reference_dtype": self.dtype, "settings": self.settings, "made": self.made,
-                "problem": self.problem}
+    def info(self) -> ReferenceInfo:
+        """What a quality guard (and the profile) records of it."""
+        return ReferenceInfo(key=self.key, reference_dtype=self.dtype, settings=self.settings, made=self.made,
+                             problem=self.problem)
 
 
 def reference_key(target: Target, dtype: str, seed: int, device_name: str | None) -> str:

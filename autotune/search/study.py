@@ -100,7 +100,7 @@ class Search:
         """How this search judges quality (None: it does not)."""
         if self.reference is None:
             return None
-        return QualityGuard(self.options.min_psnr, self.reference.to_dict(), self.options.allow_unjudged)
+        return QualityGuard(self.options.min_psnr, self.reference.info(), self.options.allow_unjudged)
 
     @property
     def reference_path(self) -> Path | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from autotune.knobs.space import Assignment
 from autotune.search import confirm as confirming
 from autotune.search.ranking import fastest_feasible
 from autotune.search.stop import StopReason
+from autotune.search.summary import QualitySummary, ReferenceInfo, RefusedTrial, SearchSummary
 from autotune.target import Target
 
 Outcome = Literal["feasible", "over_ceiling", "over_ram", "below_quality", "oom", "failed", "pruned"]
@@ -38,27 +39,32 @@ class QualityIssue:
 @dataclasses.dataclass(frozen=True)
 class QualityGuard:
     """How a search judges quality: the floor for lossy settings, the reference the numbers are
-    against (reference.Reference.to_dict(); its `problem` says why there is none) and whether
+    against (reference.Reference.info(); its `problem` says why there is none) and whether
     lossy settings that could not be judged may still be feasible (`--allow-unjudged`)."""
 
     min_psnr: float | None
-    reference: dict[str, Any] | None = None
+    reference: ReferenceInfo | None = None
     allow_unjudged: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reference, Mapping):  # as stored: an empty mapping is no reference
+            object.__setattr__(self, "reference", ReferenceInfo.from_dict(self.reference) if self.reference else None)
 
     @property
     def problem(self) -> str | None:
-        return (self.reference or {}).get("problem") if self.reference else "no reference was made"
+        return self.reference.problem if self.reference else "no reference was made"
 
     @property
     def against(self) -> str:
         """What the quality numbers are against, in words."""
-        ref = self.reference or {}
-        if ref.get("problem") or not ref:
+        ref = self.reference
+        if ref is None or ref.problem:
             return f"nothing: {self.problem}"
-        return f"the {ref.get('reference_dtype')} reference (every knob at its exact default, {ref.get('made')})"
+        return f"the {ref.reference_dtype} reference (every knob at its exact default, {ref.made})"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"min_psnr": self.min_psnr, "reference": self.reference.to_dict() if self.reference else None,
+                "allow_unjudged": self.allow_unjudged}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QualityGuard:
@@ -220,43 +226,32 @@ def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.sto
                  grace_period=shared_study.GRACE_S)
 
 
-def search_summary(result: SearchResult) -> dict[str, Any]:
-    return {
-        "trials_measured": len(result.records),
-        "feasible": result.count("feasible"),
-        "over_ceiling": result.count("over_ceiling"),
-        "over_ram": result.count("over_ram"),
-        "below_quality": result.count("below_quality"),
-        "oom": result.count("oom"),
-        "failed": result.count("failed"),
-        "pruned_by_planner": len(result.pruned),
-        "proposals": result.proposals,
-        "interrupted": result.interrupted,
-        "reused": result.reused,
-        "stopped_by": result.stop_reason.value,
-        "median_overhead_s": _median_overhead(result.records),
-        "amortize_images": result.amortize,
-        "quality": quality_summary(result),
-        "sampler": result.sampler,
-        "seed": result.seed,
-        "duration_s": round(result.duration_s, 2),
-        "study_name": result.study_name,
-        "storage": result.storage,
-    }
+def search_summary(result: SearchResult) -> SearchSummary:
+    return SearchSummary(
+        trials_measured=len(result.records), feasible=result.count("feasible"),
+        over_ceiling=result.count("over_ceiling"), over_ram=result.count("over_ram"),
+        below_quality=result.count("below_quality"), oom=result.count("oom"), failed=result.count("failed"),
+        pruned_by_planner=len(result.pruned), proposals=result.proposals, interrupted=result.interrupted,
+        reused=result.reused, stopped_by=result.stop_reason.value,
+        median_overhead_s=_median_overhead(result.records), amortize_images=result.amortize,
+        quality=quality_summary(result), sampler=result.sampler, seed=result.seed,
+        duration_s=round(result.duration_s, 2), study_name=result.study_name, storage=result.storage)
 
 
-def quality_summary(result: SearchResult) -> dict[str, Any] | None:
+def quality_summary(result: SearchResult) -> QualitySummary | None:
     """The quality guard in a profile: the floor, the reference (settings, dtype, how it was made,
     or why there is none) and every trial it refused for more than the floor."""
     guard = result.guard
-    if guard is None:
-        return {"min_psnr_db": result.min_psnr, "reference": result.reference} if result.reference else None
-    return {"min_psnr_db": guard.min_psnr, "reference": result.reference, "against": guard.against,
-            "reference_dtype": (guard.reference or {}).get("reference_dtype"),
-            "reference_made": (guard.reference or {}).get("made"), "problem": guard.problem,
-            "allow_unjudged": guard.allow_unjudged,
-            "issues": [{"trial": r.number, "kind": r.quality_issue.kind, "issue": r.quality_issue.message}
-                       for r in result.records if r.quality_issue]}
+    if guard is None:  # an older study: the floor and the reference's settings only
+        return (QualitySummary.from_dict({"min_psnr_db": result.min_psnr, "reference": result.reference})
+                if result.reference else None)
+    ref = guard.reference
+    return QualitySummary(
+        min_psnr_db=guard.min_psnr, reference=result.reference, against=guard.against,
+        reference_dtype=ref.reference_dtype if ref else None, reference_made=ref.made if ref else None,
+        problem=guard.problem, allow_unjudged=guard.allow_unjudged,
+        issues=tuple(RefusedTrial(trial=r.number, kind=r.quality_issue.kind, issue=r.quality_issue.message)
+                     for r in result.records if r.quality_issue))
 
 
 def quality_against(result: SearchResult, record: TrialRecord) -> str:

@@ -47,7 +47,7 @@ def test_search_show_apply_end_to_end(tmp_path, capsys):
     assert run.code == 0, run.err
     assert str(out) in run.out
     profile = Profile.load(out)
-    assert profile.target.max_vram == 2 * 2**30 and profile.search["trials_measured"] == 1
+    assert profile.target.max_vram == 2 * 2**30 and profile.search.trials_measured == 1
     assert profile.best.peak_metric == "cpu_live_tensor_peak"
 
     shown = cli(capsys, "show", out)

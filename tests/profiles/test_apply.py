@@ -1,6 +1,8 @@
 """apply_profile / load_pipeline: deterministic, strict about mismatches, findable by target."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -151,7 +153,7 @@ def test_default_attention_leaves_user_processors_alone(tiny_pipe):
 
 def folder_profile(model: str, **fingerprint) -> Profile:
     p = make_profile(model=model)
-    p.fingerprint.update(fingerprint)
+    p.fingerprint = dataclasses.replace(p.fingerprint, **fingerprint)
     return p
 
 

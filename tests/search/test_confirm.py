@@ -92,7 +92,7 @@ def test_the_reference_arm_gives_the_speed_up_side_by_side():
     result = decide([A, B], [rounds, rounds], runs_per_round=3, reference=defaults.number)
     assert result.winner == 1 and result.reference == 9
     assert result.speedup == pytest.approx(1.5)  # not the search's 2.0 / 1.0
-    assert [c["number"] for c in result.candidates] == [1, 2]  # the reference never wins
+    assert [c.number for c in result.candidates] == [1, 2]  # the reference never wins
 
 
 # -- sizing to the time left --------------------------------------------------------------------

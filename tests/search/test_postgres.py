@@ -134,7 +134,7 @@ def test_export_writes_the_profile_of_a_journal_study_and_writes_nothing_else(tm
     expected = profile_from(search.result())
     assert exported.best.settings == expected.best.settings
     assert [a.settings for a in exported.alternatives] == [a.settings for a in expected.alternatives]
-    assert exported.search["trials_measured"] == 4
+    assert exported.search.trials_measured == 4
     assert journal.read_bytes() == before  # reading a study writes nothing to it
 
 

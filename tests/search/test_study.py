@@ -52,7 +52,7 @@ def test_best_is_fastest_feasible_and_alternatives_are_pareto(tmp_path):
     assert result.count("over_ceiling") == 2  # both fp32 assignments exceed 60 MiB
     profile = profile_from(result)
     assert profile.best.settings == result.best.assignment
-    assert profile.search["trials_measured"] == 6 and profile.search["feasible"] == 4
+    assert profile.search.trials_measured == 6 and profile.search.feasible == 4
 
 
 def test_nothing_feasible_raises_with_counts(tmp_path):
@@ -230,7 +230,7 @@ def test_the_winner_is_confirmed_side_by_side(tmp_path):
     assert conf.significant and conf.margin == pytest.approx(0.2)
     assert conf.sessions == 2 and conf.rounds == 2 * confirm.ROUNDS  # warm-up rounds dropped
     profile = profile_from(result)
-    assert profile.confirmation["significant"] and profile.confirmation["rounds"] == 2 * confirm.ROUNDS
+    assert profile.confirmation.significant and profile.confirmation.rounds == 2 * confirm.ROUNDS
 
 
 def cost_tie(a):
@@ -357,15 +357,16 @@ def test_a_lossy_winner_below_the_floor_is_rejected_and_an_exact_knob_passes(tmp
     profile = profile_from(result)
     assert profile.best.quality["psnr_db"] == pytest.approx(45.0, abs=0.5)
     assert "fp32 reference" in profile.best.quality_against
-    summary = profile.search["quality"]
-    assert summary["min_psnr_db"] == 30.0 and summary["reference"] == search.reference_assignment()
-    assert summary["reference_dtype"] == "fp32" and summary["problem"] is None
+    summary = profile.search.quality
+    assert summary.min_psnr_db == 30.0 and summary.reference == search.reference_assignment()
+    assert summary.reference_dtype == "fp32" and summary.problem is None
 
 
 def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass():
+    from autotune.search.summary import ReferenceInfo
     from autotune.search.trials import QualityGuard, quality_verdict
 
-    guard = QualityGuard(30.0, {"reference_dtype": "fp32", "made": "without the memory ceiling", "problem": None})
+    guard = QualityGuard(30.0, ReferenceInfo(reference_dtype="fp32", made="without the memory ceiling"))
     noisy = fake_measurement(None)
     noisy.quality = QualityScores(psnr_db=12.0, ssim=0.3)
     constraint, issue = quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, guard)
@@ -387,8 +388,8 @@ def test_an_exact_setting_that_returns_nan_is_reported_as_a_bug_not_feasible(tmp
     assert broken.outcome == "below_quality" and broken.quality_issue.kind == "exact_changed"
     assert "vae_slicing=True changed the output: 100% of its output is NaN" in broken.quality_issue.message
     assert broken not in result.pareto and result.best is not broken
-    issues = profile_from(result).search["quality"]["issues"]
-    assert [i["trial"] for i in issues] == [broken.number] and issues[0]["kind"] == "exact_changed"
+    issues = profile_from(result).search.quality.issues
+    assert [i.trial for i in issues] == [broken.number] and issues[0].kind == "exact_changed"
 
 
 def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_judged(tmp_path, monkeypatch):
@@ -397,7 +398,7 @@ def test_at_a_ceiling_the_exact_reference_does_not_fit_a_lossy_winner_is_still_j
     from autotune import hardware
 
     monkeypatch.setattr(hardware, "device_name", lambda device: "Fake GPU")  # no GPU here
-    monkeypatch.setattr(hardware, "fingerprint", lambda device: {"device_name": "Fake GPU"})
+    monkeypatch.setattr(hardware, "fingerprint", lambda device: hardware.Fingerprint(device_name="Fake GPU"))
     gpu_target = dataclasses.replace(target(60 * MiB), device="cuda")
     search = Search(gpu_target, small_space(), fake, storage=tmp_path / "s.journal", min_psnr=30.0,
                     reference_dir=tmp_path / "refs")
@@ -429,11 +430,11 @@ def test_without_a_reference_lossy_trials_are_not_feasible_unless_allowed(tmp_pa
     lossy = [r for r in result.records if r.assignment["dtype"] != "fp32"]
     assert lossy and all(r.outcome == "below_quality" and r.quality_issue.kind == "unjudged" for r in lossy)
     profile = profile_from(result)
-    assert "reference run without the memory ceiling ended in failed" in profile.search["quality"]["problem"]
+    assert "reference run without the memory ceiling ended in failed" in profile.search.quality.problem
     assert profile.best.quality_against.startswith("not judged:")
     allowed = new_search(tmp_path / "b", JudgingMeasurer(reference_fails=True), min_psnr=30.0,
                          reference_dir=tmp_path / "b" / "refs", allow_unjudged=True).run(6)
-    assert allowed.best.assignment["dtype"] == "fp16" and profile_from(allowed).search["quality"]["allow_unjudged"]
+    assert allowed.best.assignment["dtype"] == "fp16" and profile_from(allowed).search.quality.allow_unjudged
 
 
 def test_a_search_reusing_trials_judges_every_entry_it_stores(tmp_path):
