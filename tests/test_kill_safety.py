@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from autotune.profiles.profile import Profile, remove_stale_temps
+from autotune.search.summary import SearchSummary
 from helpers.profiles import tiny_profile
 
 KILLS = 25
@@ -29,15 +30,22 @@ KILLS = 25
 WRITER = textwrap.dedent("""
     import os, sys, time
     from autotune.profiles.profile import Profile
+    a, b = Profile.load(sys.argv[1]), Profile.load(sys.argv[2])
+    start = time.perf_counter()
+    a.to_yaml()
+    render_s = time.perf_counter() - start
+    # A slow disk: the fsync between the temp file and the rename takes as long as rendering the
+    # YAML (at least 30 ms), so about half of each save is inside the write, however loaded the
+    # machine is.
+    sync_s = max(0.03, render_s)
     real_fsync = os.fsync
-    def slow_fsync(fd):  # a slow disk: widens the window between the temp file and the rename
-        time.sleep(0.03)
+    def slow_fsync(fd):
+        time.sleep(sync_s)
         real_fsync(fd)
     os.fsync = slow_fsync
-    a, b = Profile.load(sys.argv[1]), Profile.load(sys.argv[2])
     out = sys.argv[3]
     a.save(out)
-    print("ready", flush=True)
+    print("ready", 2 * (render_s + sync_s), flush=True)  # and how long a save of b then a takes
     while True:
         b.save(out)
         a.save(out)
@@ -48,7 +56,7 @@ def _profiles(tmp_path: Path) -> tuple[Path, Path]:
     """Two profiles that differ everywhere, big enough (~100 KB) that a kill often lands mid-write."""
     a, b = tiny_profile(latency=1.0), tiny_profile(latency=2.0, peak=2**21)
     for i, profile in enumerate((a, b)):
-        profile.search = {f"note_{n}": "x" * 60 * (i + 1) for n in range(800)}
+        profile.search = SearchSummary.from_dict({f"note_{n}": "x" * 60 * (i + 1) for n in range(800)})
     a.save(tmp_path / "a.yaml")
     b.save(tmp_path / "b.yaml")
     return tmp_path / "a.yaml", tmp_path / "b.yaml"
@@ -65,8 +73,9 @@ def test_a_profile_killed_mid_write_is_the_old_or_the_new_one(tmp_path):
     for _ in range(KILLS):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(a), str(b), str(out)],
                                   stdout=subprocess.PIPE, text=True)
-        assert writer.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.3))  # a save of ~100 KB takes tens of ms or more on a slow machine
+        ready, cycle_s = writer.stdout.readline().split()
+        assert ready == "ready"
+        time.sleep(rng.uniform(0.0, 1.5 * float(cycle_s)))  # inside a save of b, of a, or between
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         writer.stdout.close()
