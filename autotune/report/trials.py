@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from autotune.knobs.space import Assignment
 from autotune.measure.measurer import Measurement
 from autotune.search import ledger
 from autotune.search.ranking import compile_share, fastest, pareto_front
@@ -35,7 +36,7 @@ MIN_PSNR_ATTR = ledger.ATTR_MIN_PSNR
 class TrialRow:
     number: int
     category: str
-    settings: dict[str, Any]
+    settings: Assignment
     latency_s: float | None = None
     peak_bytes: int | None = None
     predicted_bytes: int | None = None
