@@ -60,7 +60,7 @@ def entry_from(record: TrialRecord, quality_against: str | None = None) -> Profi
     m = record.measurement
     if m.latency_median_s is None or m.latency_p90_s is None or m.peak_bytes is None:
         raise ValueError(f"trial {record.number} has no complete measurement")
-    predicted = record.prediction["total_bytes"] if record.prediction else None
+    predicted = record.prediction.total_bytes if record.prediction else None
     return ProfileEntry(settings=record.assignment, latency_median_s=round(m.latency_median_s, 6),
                         latency_p90_s=round(m.latency_p90_s, 6), peak_bytes=m.peak_bytes,
                         peak_metric=m.peak_metric, runs=len(m.latencies_s), memory=m.memory.to_dict(),

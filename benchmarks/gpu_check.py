@@ -318,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             "confirmation": s.confirmation.to_dict() if s.confirmation else None,
             "study": s.study_name, "records": [
                 {"number": r.number, "outcome": r.outcome, "assignment": r.assignment,
-                 "measurement": r.measurement.to_dict(), "prediction": r.prediction} for r in s.records],
-            "pruned": [{"number": r.number, "assignment": r.assignment, "prediction": r.prediction}
-                       for r in s.pruned],
+                 "measurement": r.measurement.to_dict(),
+                 "prediction": r.prediction.to_dict() if r.prediction else None} for r in s.records],
+            "pruned": [{"number": r.number, "assignment": r.assignment,
+                        "prediction": r.prediction.to_dict() if r.prediction else None} for r in s.pruned],
         })
         report.meta["wall_s"] = time.monotonic() - start
         report.write(md_path)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from autotune.units import format_size
+
+if TYPE_CHECKING:
+    from autotune.knobs import Value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -26,7 +29,7 @@ def size(value: float | None) -> str:
     return format_size(value)
 
 
-def settings_diff(settings: dict[str, Any], defaults: dict[str, Any]) -> str:
+def settings_diff(settings: Mapping[str, Value], defaults: Mapping[str, Value]) -> str:
     """Only what differs from the defaults: 'dtype=fp16 vae_slicing=True', or 'defaults'."""
     changed = [f"{k}={v}" for k, v in settings.items() if defaults.get(k) != v]
     return " ".join(changed) or "defaults"

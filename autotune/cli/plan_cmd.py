@@ -5,11 +5,20 @@ import argparse
 import sys
 import textwrap
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import print_json, settings_diff, size, table
 from autotune.cli.target_args import add_target_arguments, target_from_args
+
+if TYPE_CHECKING:
+    from autotune.knobs.space import Assignment, SearchSpace
+    from autotune.planner.prediction import Prediction
+    from autotune.target import Target
+
+    #: One candidate and its prediction, as the table and --json list them.
+    Row = tuple[Assignment, Prediction]
 
 
 def add_parser(sub: Any) -> None:
@@ -70,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_all(target: Any, include: list[str], exclude: list[str], *,
-                 device_was_auto: bool) -> tuple[Any, list[tuple[dict[str, Any], Any]]]:
+def _predict_all(target: Target, include: list[str], exclude: list[str], *,
+                 device_was_auto: bool) -> tuple[SearchSpace, list[Row]]:
     """Every candidate with its prediction; says what it is doing on stderr (traces take 1-20 s)."""
     from tqdm import tqdm
 
@@ -94,8 +103,8 @@ def _predict_all(target: Any, include: list[str], exclude: list[str], *,
     return space, rows
 
 
-def _print_table(rows: list[tuple[dict[str, Any], Any]], args: argparse.Namespace, device: str,
-                 max_vram: int | None, fits: Any, defaults: dict[str, Any]) -> None:
+def _print_table(rows: list[Row], args: argparse.Namespace, device: str, max_vram: int | None,
+                 fits: Callable[[Prediction], bool], defaults: Assignment) -> None:
     shown = rows if args.every else _one_per_placement(rows)
     on_gpu = device == "cuda"
     if on_gpu:
@@ -125,7 +134,7 @@ def _spread_names() -> str:
     return " and ".join(k.name for k in knobs.all_knobs() if k.speed.spread)
 
 
-def _one_per_placement(rows: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+def _one_per_placement(rows: list[Row]) -> list[Row]:
     """Keep the first row (rows are already in display order) of each combination of the spread knobs."""
     from autotune.planner.seeding import spread_key
 

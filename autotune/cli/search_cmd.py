@@ -9,13 +9,19 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune import knobs
 from autotune.cli.defaults import MODEL_DEFAULT_HELP, add_device_argument, default_model, resolve_device
 from autotune.cli.format import check_output_path, print_json, seconds, settings_diff, size
 from autotune.cli.target_args import add_target_arguments, target_from_args
 from autotune.search.options import DEFAULT_RUN_DIR, REFERENCE_DTYPES, STUDIES_FILE, SearchOptions
+
+if TYPE_CHECKING:
+    from autotune.knobs.space import Assignment, SearchSpace
+    from autotune.measure.records import Measurement
+    from autotune.search.trials import SearchResult, TrialRecord
+    from autotune.target import Target
 
 #: The summary and the trial lines fit this many columns.
 WIDTH = 100
@@ -107,7 +113,7 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
                          reuse=not args.no_reuse, use_planner=not args.no_planner)
 
 
-def build_target(args: argparse.Namespace) -> Any:
+def build_target(args: argparse.Namespace) -> Target:
     """The target (the ceiling was parsed with the flags: the most common mistake is said first)."""
     from autotune import hardware
 
@@ -118,7 +124,7 @@ def build_target(args: argparse.Namespace) -> Any:
     return target_from_args(args, device, default_model(device))
 
 
-def default_out(target: Any) -> Path:
+def default_out(target: Target) -> Path:
     model = target.model.replace("builtin:", "").replace("/", "-")
     gib = target.max_vram / 2**30
     frames = f"-f{target.frames}" if target.frames else ""
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_header(target: Any, space: Any, log_dir: Path | None) -> None:
+def _print_header(target: Target, space: SearchSpace, log_dir: Path | None) -> None:
     err = sys.stderr
     print(f"target: {target.model} {target.width}x{target.height} batch {target.batch}, "
           f"{target.steps} steps, ceiling {size(target.max_vram)} ({target.max_vram} bytes) on {target.device}",
@@ -213,14 +219,14 @@ class TrialPrinter:
 
     COLUMNS = "{:>5}  {:<13} {:>9} {:>6} {:>10} {:>10} {:>6}  {}"
 
-    def __init__(self, defaults: dict[str, Any], total: int, verbose: bool = False) -> None:
+    def __init__(self, defaults: Assignment, total: int, verbose: bool = False) -> None:
         self.defaults, self.total, self.verbose = defaults, total, verbose
 
     def header(self) -> None:
         print(self.COLUMNS.format("trial", "outcome", "latency", "±", "peak", "predicted", "psnr", "settings"),
               file=sys.stderr)
 
-    def __call__(self, record: Any, done: int, best: Any) -> None:
+    def __call__(self, record: TrialRecord, done: int, best: TrialRecord | None) -> None:
         m = record.measurement
         precision = m.timing.ci_rel_half_width if m.timing else None
         detail = m.error if record.outcome == "failed" else settings_diff(record.assignment, self.defaults)
@@ -229,7 +235,7 @@ class TrialPrinter:
         line = self.COLUMNS.format(
             record.number, record.outcome, seconds(m.latency_median_s),
             "-" if precision is None else f"{100 * precision:.1f}%", size(m.peak_bytes),
-            size(record.prediction["total_bytes"]) if record.prediction else "-",
+            size(record.prediction.total_bytes) if record.prediction else "-",
             f"{m.quality.psnr_db:.0f}" if m.quality and m.quality.psnr_db is not None else "-", detail)
         print(_clip(line), file=sys.stderr)
         if self.verbose:
@@ -244,14 +250,14 @@ PHASES = (("spawn_s", "spawn"), ("import_s", "imports"), ("device_setup_s", "dev
           ("release_s", "release"), ("overhead_s", "overhead"))
 
 
-def phases_line(m: Any) -> str:
+def phases_line(m: Measurement) -> str:
     phases = m.phases.to_dict()
     parts = [f"{name} {phases[key]:.2f}" for key, name in PHASES if key in phases]
     runs = f" ({m.timing.runs} runs)" if m.timing else ""
     return "phases (s): " + ", ".join(parts) + runs
 
 
-def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
+def summary(result: SearchResult, defaults: Assignment, budget: float | None) -> str:
     """The end of a search in a few lines of at most WIDTH columns."""
     lines = []
     best = result.best
@@ -295,7 +301,7 @@ def summary(result: Any, defaults: dict[str, Any], budget: float | None) -> str:
     return "\n".join(lines)
 
 
-def quality_lines(result: Any, best: Any) -> list[str]:
+def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:
     """The winner's quality and what it is against; trials the guard refused for more than the
     floor (a bug in an exact knob, a broken output, lossy and unjudged); a missing reference."""
     from autotune.search.trials import quality_against
@@ -326,12 +332,14 @@ def quality_lines(result: Any, best: Any) -> list[str]:
     return lines
 
 
-def _record_json(record: Any) -> dict[str, Any]:
+def _record_json(record: TrialRecord) -> dict[str, Any]:
+    """One trial of `search --json`: a JSON document of its own keys (settings, phases, predicted),
+    assembled from the measurement's and the prediction's codecs."""
     m, stored = record.measurement, record.measurement.to_dict()
     return {"number": record.number, "outcome": record.outcome, "settings": record.assignment,
             "latency_median_s": m.latency_median_s, "latency_p90_s": m.latency_p90_s,
             "timing": stored["timing"], "peak_bytes": m.peak_bytes, "peak_metric": m.peak_metric,
             "memory": stored["memory"], "overhead_s": m.overhead_s, "phases": stored["timings"],
             "conditions": stored["conditions"], "quality": stored["quality"], "quality_issue": record.quality_issue.message if record.quality_issue else None,
-            "predicted": record.prediction, "error": m.error,
+            "predicted": record.prediction.to_dict() if record.prediction else None, "error": m.error,
             "log": m.log_path}

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autotune.target import Scalar, Target
 
 
 class SizeAction(argparse.Action):
@@ -49,14 +52,14 @@ def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
                    help="do not search this knob or value (e.g. --exclude dtype=fp16)")
 
 
-def parse_call_args(items: list[str]) -> dict[str, Any]:
+def parse_call_args(items: list[str]) -> dict[str, Scalar]:
     """['strength=0.6', 'use_resolution_binning=false'] -> {'strength': 0.6, 'use_resolution_binning': False}.
     Values parse like YAML scalars (25, 0.6, true, null); anything else stays text."""
     import yaml
 
     from autotune.errors import InvalidTargetError
 
-    parsed: dict[str, Any] = {}
+    parsed: dict[str, Scalar] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -79,7 +82,7 @@ def parse_call_args(items: list[str]) -> dict[str, Any]:
 
 
 def target_from_args(args: argparse.Namespace, device: str, default_model: str, *,
-                     max_vram: int | None = None) -> Any:
+                     max_vram: int | None = None) -> Target:
     """A validated Target; sizes left out take the model's native size (0 is an error, not "unset").
 
     The ceiling is `--max-vram` when given (bytes, as `SizeAction` parsed it; text is read too), else `max_vram` from the caller (e.g. the device's

@@ -10,52 +10,27 @@ space plans in seconds.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autotune import knobs
 from autotune.errors import PlannerUnsupportedError
+from autotune.knobs import Value
 from autotune.knobs.context import DENOISERS, role_of
+from autotune.knobs.space import Assignment
 from autotune.planner import calibration
 from autotune.planner.placement import PHASE_LABELS, PhaseCost
+from autotune.planner.prediction import Prediction
 from autotune.target import Target
 
+if TYPE_CHECKING:
+    import torch
+
+    from autotune.models.pipelines import ModelInfo
+    from autotune.planner.inputs import Shapes
+    from autotune.planner.stats import WeightStats
+
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """Predicted peak of one assignment, in the unit of the device's own peak metric."""
-
-    total_bytes: int
-    peak_phase: str
-    resident_weights_bytes: int
-    activation_bytes: int
-    workspace_bytes: int
-    allocator_bytes: int
-    runtime_bytes: int
-    phases: dict[str, int]
-    metric: str
-    context_floor_bytes: int = 0
-
-    @property
-    def lower_bound_bytes(self) -> int:
-        """Traced weights + activations + the smallest possible CUDA context: what a run needs at
-        the very least. No fitted term is in it, so pruning on it never drops a candidate because
-        of a calibration that does not carry over to another card or shape."""
-        return self.resident_weights_bytes + self.activation_bytes + self.context_floor_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "lower_bound_bytes": self.lower_bound_bytes}
-
-    def over(self, ceiling: int) -> float:
-        """Relative excess of the prediction over the ceiling (<= 0 fits)."""
-        return (self.total_bytes - ceiling) / ceiling
-
-    def surely_over(self, ceiling: int, margin: float) -> bool:
-        """True when even the lower bound exceeds the ceiling by more than `margin`."""
-        return self.lower_bound_bytes > ceiling * (1 + margin)
 
 
 class Planner:
@@ -83,19 +58,19 @@ class Planner:
         self._knobs = knobs.all_knobs()
         self._placement = next((k for k in self._knobs if k.plan.resident is not None), None)
         self._mode = FakeTensorMode(allow_non_fake_inputs=True)
-        self._modules: dict[tuple, Any] = {}
+        self._modules: dict[tuple, torch.nn.Module] = {}
         self._traces: dict[tuple, int] = {}
-        self._stats: dict[tuple, Any] = {}
+        self._stats: dict[tuple, WeightStats] = {}
 
     # -- what each knob does to a component ----------------------------------------------------
 
-    def _with(self, hook: str, component: str, assignment: dict[str, Any]) -> list[tuple[knobs.Knob, Any]]:
+    def _with(self, hook: str, component: str, assignment: Assignment) -> list[tuple[knobs.Knob, Value]]:
         """(knob, value) of every knob whose PlanEffect has `hook` for this component's role."""
         role = role_of(component)
         return [(k, assignment.get(k.name, k.default)) for k in self._knobs
                 if getattr(k.plan, hook) is not None and role is not None and k.plan.touches(role)]
 
-    def _torch_dtype(self, component: str, assignment: dict[str, Any]) -> Any:
+    def _torch_dtype(self, component: str, assignment: Assignment) -> torch.dtype:
         """The dtype a component runs in: the one its weights load in, except that SDXL pipelines
         upcast an fp16 VAE with `force_upcast` to fp32 for the decode (its fp16 activations
         overflow), doubling the decode's memory."""
@@ -106,13 +81,13 @@ class Planner:
             return torch.float32
         return dtype
 
-    def _module_key(self, component: str, assignment: dict[str, Any]) -> tuple:
+    def _module_key(self, component: str, assignment: Assignment) -> tuple:
         return (component, self._torch_dtype(component, assignment),
                 *((k.name, v) for k, v in self._with("modify", component, assignment)))
 
     # -- cached building blocks ----------------------------------------------------------------
 
-    def _module(self, component: str, assignment: dict[str, Any]) -> Any:
+    def _module(self, component: str, assignment: Assignment) -> torch.nn.Module:
         """The fake module of a component, built in its dtype and modified by the knobs that
         change its weights (one module per distinct set of those values)."""
         key = self._module_key(component, assignment)
@@ -126,13 +101,13 @@ class Planner:
             self._modules[key] = module
         return self._modules[key]
 
-    def _activation(self, component: str, assignment: dict[str, Any]) -> int:
+    def _activation(self, component: str, assignment: Assignment) -> int:
         key = (*self._module_key(component, assignment), *(v for _, v in self._with("configure", component, assignment)))
         if key not in self._traces:
             self._traces[key] = self._trace(component, assignment)
         return self._traces[key]
 
-    def _trace(self, component: str, assignment: dict[str, Any]) -> int:
+    def _trace(self, component: str, assignment: Assignment) -> int:
         from autotune.planner import inputs, trace
 
         module = self._module(component, assignment)
@@ -149,7 +124,8 @@ class Planner:
                               module.dtype, call.text_tokens(self._max_sequence_length))
         return trace.trace_denoiser_step(component, module, shapes, call, self._mode).activation_bytes
 
-    def _shapes(self, vae: Any, channels: int, cfg_batch: int, dtype: Any, tokens: int = 0) -> Any:
+    def _shapes(self, vae: torch.nn.Module, channels: int, cfg_batch: int, dtype: torch.dtype,
+                tokens: int = 0) -> Shapes:
         """One call on the target's latents, as `vae` shapes them (frames for a video VAE)."""
         from autotune.models.pipelines import vae_spatial_scale
         from autotune.planner import inputs
@@ -160,7 +136,7 @@ class Planner:
                              height=self.target.height // scale, width=self.target.width // scale,
                              text_tokens=tokens, dtype=dtype)
 
-    def _weight_stats(self, component: str, assignment: dict[str, Any]) -> Any:
+    def _weight_stats(self, component: str, assignment: Assignment) -> WeightStats:
         from autotune.planner.stats import weight_stats
 
         storing = self._with("storage", component, assignment)
@@ -173,14 +149,14 @@ class Planner:
             self._stats[key] = weight_stats(module, storage=storage)
         return self._stats[key]
 
-    def _workspace_factor(self, assignment: dict[str, Any]) -> float:
+    def _workspace_factor(self, assignment: Assignment) -> float:
         factors = [k.plan.vae_workspace_factor(assignment.get(k.name, k.default)) for k in self._knobs
                    if k.plan.vae_workspace_factor is not None]
         return min((f for f in factors if f is not None), default=calibration.VAE_DECODE_WORKSPACE_FACTOR)
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def predict(self, assignment: dict[str, Any]) -> Prediction:
+    def predict(self, assignment: Assignment) -> Prediction:
         stats = {c: self._weight_stats(c, assignment) for c in self._names}
         on_gpu = self.target.device == "cuda"
         phases = []
@@ -202,7 +178,7 @@ class Planner:
             context_floor_bytes=calibration.CUDA_CONTEXT_FLOOR_BYTES if on_gpu else 0,
         )
 
-    def _resident(self, component: str, stats: dict[str, Any], assignment: dict[str, Any]) -> int:
+    def _resident(self, component: str, stats: dict[str, WeightStats], assignment: Assignment) -> int:
         """Weight bytes on the device while `component` runs: the placement knob says (all of
         them without one)."""
         if self._placement is None:
@@ -211,7 +187,7 @@ class Planner:
         return self._placement.plan.resident(value, component, stats)
 
 
-def _supported(model: str, info: Any) -> str:
+def _supported(model: str, info: ModelInfo) -> str:
     """The denoiser's component name, or PlannerUnsupportedError saying what cannot be traced."""
     from autotune.planner import inputs
 

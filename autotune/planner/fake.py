@@ -3,7 +3,7 @@ compute. Built from configs only, so a hub model is planned without downloading 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def traced_names(index: dict[str, Any]) -> list[str]:
+def traced_names(index: Collection[str]) -> list[str]:
     """The components a pipeline runs, in the order it runs them: text encoders, denoiser, VAE."""
     names = sorted(n for n in index if n.startswith("text_encoder"))
     return [*names, *(n for n in ("unet", "transformer", "vae") if n in index)]

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
+
+#: What a denoiser's forward is called with: tensors, flags, and nested conditioning (SDXL's
+#: `added_cond_kwargs` of tensors, PixArt's of Nones); None where a class takes no such input.
+CallValue = Union[torch.Tensor, bool, None, dict[str, Optional[torch.Tensor]]]
+CallKwargs = dict[str, CallValue]
 
 #: Tokens of a CLIP prompt: every CLIP text encoder pads to its 77 positions.
 CLIP_TOKENS = 77
@@ -47,13 +52,13 @@ class DenoiserCall:
     #: Prompt tokens the denoiser attends to, given the pipeline's `max_sequence_length` (or None).
     text_tokens: Callable[[int | None], int]
     #: The call's keyword arguments (created inside the trace, so they count in its peak).
-    kwargs: Callable[[Any, Shapes], dict[str, Any]]
+    kwargs: Callable[[Any, Shapes], CallKwargs]
 
 
-def _unet(module: Any, s: Shapes) -> dict[str, Any]:
+def _unet(module: Any, s: Shapes) -> CallKwargs:
     config = module.config
-    kwargs: dict[str, Any] = {"sample": s.latents(), "timestep": torch.tensor(999),
-                              "encoder_hidden_states": s.context(config.cross_attention_dim)}
+    kwargs: CallKwargs = {"sample": s.latents(), "timestep": torch.tensor(999),
+                          "encoder_hidden_states": s.context(config.cross_attention_dim)}
     if config.get("addition_embed_type") == "text_time":  # SDXL: pooled text + 6 size ids
         time_ids = 6
         text_dim = config.projection_class_embeddings_input_dim - time_ids * config.addition_time_embed_dim
@@ -62,26 +67,26 @@ def _unet(module: Any, s: Shapes) -> dict[str, Any]:
     return kwargs
 
 
-def _pixart(module: Any, s: Shapes) -> dict[str, Any]:
+def _pixart(module: Any, s: Shapes) -> CallKwargs:
     return {"hidden_states": s.latents(), "encoder_hidden_states": s.context(module.config.caption_channels),
             "encoder_attention_mask": torch.ones(s.batch, s.text_tokens, dtype=torch.long),
             "timestep": torch.full((s.batch,), 999, dtype=torch.long),
             "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}, "return_dict": False}
 
 
-def _wan(module: Any, s: Shapes) -> dict[str, Any]:
+def _wan(module: Any, s: Shapes) -> CallKwargs:
     return {"hidden_states": s.latents(), "timestep": torch.full((s.batch,), 999, dtype=torch.long),
             "encoder_hidden_states": s.context(module.config.text_dim), "return_dict": False}
 
 
-def _sd3(module: Any, s: Shapes) -> dict[str, Any]:
+def _sd3(module: Any, s: Shapes) -> CallKwargs:
     config = module.config
     return {"hidden_states": s.latents(), "encoder_hidden_states": s.context(config.joint_attention_dim),
             "pooled_projections": torch.zeros(s.batch, config.pooled_projection_dim, dtype=s.dtype),
             "timestep": torch.full((s.batch,), 999.0, dtype=s.dtype), "return_dict": False}
 
 
-def _flux(module: Any, s: Shapes) -> dict[str, Any]:
+def _flux(module: Any, s: Shapes) -> CallKwargs:
     """Flux packs 2x2 latent patches into a sequence: [batch, (h/2)(w/2), 4 x channels]."""
     config = module.config
     tokens = (s.height // 2) * (s.width // 2)

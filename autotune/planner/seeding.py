@@ -8,26 +8,25 @@ time); this module only composes them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
-
 from autotune import knobs
+from autotune.knobs.space import Assignment
 
 
-def speed_prior(device: str) -> Callable[[dict[str, Any]], tuple]:
+def speed_prior(device: str) -> Callable[[Assignment], tuple]:
     """A sort key: candidates compared knob by knob in the knobs' `speed.order`, each by its rank."""
     ordered = sorted(knobs.all_knobs(), key=lambda k: k.speed.order)
 
-    def key(a: dict[str, Any]) -> tuple:
+    def key(a: Assignment) -> tuple:
         return tuple(k.speed_rank(a.get(k.name, k.default), device) for k in ordered)
     return key
 
 
-def spread_key(assignment: dict[str, Any]) -> tuple:
+def spread_key(assignment: Assignment) -> tuple:
     """The values of the knobs that decide most (`speed.spread`: offload, dtype)."""
     return tuple(assignment.get(k.name, k.default) for k in knobs.all_knobs() if k.speed.spread)
 
 
-def seed_order(feasible: Iterable[dict[str, Any]], device: str, k: int) -> list[dict[str, Any]]:
+def seed_order(feasible: Iterable[Assignment], device: str, k: int) -> list[Assignment]:
     """Up to k candidates: the likely-fastest of each combination of the spread knobs first."""
     ranked = sorted(feasible, key=speed_prior(device))
     firsts, seen = [], set()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, StudyError
+from autotune.knobs.space import Assignment
 from autotune.report import html as pages
 from autotune.report.source import StudySource, locate, open_study
 from autotune.report.trials import CATEGORIES, LABELS, StudyRows, TrialRow, study_rows
@@ -88,7 +89,7 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-def _changed(settings: dict[str, Any]) -> str:
+def _changed(settings: Assignment) -> str:
     from autotune.knobs import all_knobs
 
     defaults = {k.name: k.default for k in all_knobs()}

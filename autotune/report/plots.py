@@ -91,7 +91,24 @@ def tradeoff_figure(data: StudyRows) -> Any:
     else:
         fig, ax = _subplots(figsize=(9, 5.4))
         strip = None
+    _timed_panel(ax, data, timed, scale)
+    _ceiling_marks(ax, strip, ceiling, bool(show_ceiling), scale)
+    if strip is not None:
+        _untimed_strip(strip, placed, unplaced, ceiling, scale, unit)
+        handles, labels = strip.get_legend_handles_labels()
+        main_handles, main_labels = ax.get_legend_handles_labels()
+        ax.legend(main_handles + handles, main_labels + labels, fontsize=8, loc="best")
+    else:
+        ax.set_xlabel(f"peak memory ({unit})")
+        ax.legend(fontsize=8, loc="best")
+    right = max(data_max, ceiling if show_ceiling else 0) / scale
+    ax.set_xlim(0, right * 1.1)
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.1)
+    return fig
 
+
+def _timed_panel(ax: Any, data: StudyRows, timed: list[TrialRow], scale: float) -> None:
+    """The timed trials by outcome, the feasible Pareto front, the winner, axes and title."""
     for category in TIMED:
         rows = [r for r in timed if r.category == category]
         if rows:
@@ -113,6 +130,9 @@ def tradeoff_figure(data: StudyRows) -> Any:
     metric = next((r.peak_metric for r in timed if r.peak_metric), None)
     ax.set_title(f"{title_of(data)}\nlatency vs peak memory{f' ({metric})' if metric else ''}", fontsize=10)
 
+
+def _ceiling_marks(ax: Any, strip: Any | None, ceiling: int, show_ceiling: bool, scale: float) -> None:
+    """The ceiling as a line on both panels, or only a legend entry when it is far to the right."""
     for axis in (ax, strip):
         if axis is not None and show_ceiling:
             axis.axvline(ceiling / scale, color="#d62728", linestyle="--", linewidth=1.2, zorder=1,
@@ -121,34 +141,28 @@ def tradeoff_figure(data: StudyRows) -> Any:
         ax.plot([], [], color="#d62728", linestyle="--", linewidth=1.2,
                 label=f"ceiling {format_size(ceiling)} (off the chart, to the right)")
 
-    if strip is not None:
-        positions = {c: i for i, c in enumerate(UNTIMED)}
-        for category in UNTIMED:
-            rows = [r for r in placed if r.category == category]
-            if rows:
-                xs = [r.memory_hint(ceiling) / scale for r in rows]
-                _scatter(strip, rows, category, xs, [positions[category]] * len(rows),
-                         f"{LABELS[category]} ({len(rows)})")
-                _label_points(strip, xs, [positions[category]] * len(rows), rows)
-        strip.set_yticks(range(len(UNTIMED)))
-        strip.set_yticklabels(["out of memory\n(asked for)", "pruned\n(predicted)", "failed\n(predicted)"], fontsize=7)
-        strip.set_ylim(-0.6, len(UNTIMED) - 0.4)
-        strip.grid(True, axis="x", alpha=0.3)
-        strip.set_xlabel(f"peak memory ({unit})")
-        if unplaced:
-            strip.annotate("no memory reading: " + ", ".join(f"#{r.number} {LABELS[r.category]}" for r in unplaced[:6])
-                           + (" ..." if len(unplaced) > 6 else ""), xy=(0.01, 0.04), xycoords="axes fraction",
-                           fontsize=7, color="#555555")
-        handles, labels = strip.get_legend_handles_labels()
-        main_handles, main_labels = ax.get_legend_handles_labels()
-        ax.legend(main_handles + handles, main_labels + labels, fontsize=8, loc="best")
-    else:
-        ax.set_xlabel(f"peak memory ({unit})")
-        ax.legend(fontsize=8, loc="best")
-    right = max(data_max, ceiling if show_ceiling else 0) / scale
-    ax.set_xlim(0, right * 1.1)
-    fig.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.1)
-    return fig
+
+def _untimed_strip(strip: Any, placed: list[TrialRow], unplaced: list[TrialRow], ceiling: int, scale: float,
+                   unit: str) -> None:
+    """Trials never timed, one row per outcome, at the memory they asked for or were predicted to
+    need; those with no memory reading named in a note."""
+    positions = {c: i for i, c in enumerate(UNTIMED)}
+    for category in UNTIMED:
+        rows = [r for r in placed if r.category == category]
+        if rows:
+            xs = [r.memory_hint(ceiling) / scale for r in rows]
+            _scatter(strip, rows, category, xs, [positions[category]] * len(rows),
+                     f"{LABELS[category]} ({len(rows)})")
+            _label_points(strip, xs, [positions[category]] * len(rows), rows)
+    strip.set_yticks(range(len(UNTIMED)))
+    strip.set_yticklabels(["out of memory\n(asked for)", "pruned\n(predicted)", "failed\n(predicted)"], fontsize=7)
+    strip.set_ylim(-0.6, len(UNTIMED) - 0.4)
+    strip.grid(True, axis="x", alpha=0.3)
+    strip.set_xlabel(f"peak memory ({unit})")
+    if unplaced:
+        strip.annotate("no memory reading: " + ", ".join(f"#{r.number} {LABELS[r.category]}" for r in unplaced[:6])
+                       + (" ..." if len(unplaced) > 6 else ""), xy=(0.01, 0.04), xycoords="axes fraction",
+                       fontsize=7, color="#555555")
 
 
 def prediction_figure(data: StudyRows) -> Any | None:

@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from autotune.knobs.space import Assignment
 from autotune.measure.measurer import Measurement
 from autotune.search import ledger
 from autotune.search.ranking import compile_share, fastest, pareto_front
@@ -35,7 +36,7 @@ MIN_PSNR_ATTR = ledger.ATTR_MIN_PSNR
 class TrialRow:
     number: int
     category: str
-    settings: dict[str, Any]
+    settings: Assignment
     latency_s: float | None = None
     peak_bytes: int | None = None
     predicted_bytes: int | None = None
@@ -140,7 +141,7 @@ def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | N
         if trial.state == optuna.trial.TrialState.FAIL:  # interrupted: closed on resume
             return TrialRow(trial.number, "failed", dict(trial.params), error="interrupted")
         return "running" if trial.state == optuna.trial.TrialState.RUNNING else "other"
-    prediction = ledger.prediction_of(trial) or {}
+    prediction = ledger.prediction_of(trial)
     quality = {k: float(v) for k, v in (measurement.quality.to_dict() if measurement.quality else {}).items()
                if _number(v)}
     return TrialRow(
@@ -149,7 +150,7 @@ def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | N
         settings=ledger.assignment_of(trial),
         latency_s=_median(list(measurement.latencies_s or [])),
         peak_bytes=measurement.peak_bytes,
-        predicted_bytes=prediction.get("total_bytes"),
+        predicted_bytes=prediction.total_bytes if prediction is not None else None,
         oom_excess_bytes=measurement.memory.oom_excess_bytes,
         peak_metric=measurement.peak_metric,
         quality=quality,

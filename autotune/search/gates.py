@@ -10,11 +10,15 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autotune.knobs.space import Assignment, SearchSpace, assignment_key
 from autotune.search.book import Book
+from autotune.planner.prediction import Prediction
 from autotune.target import Target
+
+if TYPE_CHECKING:
+    from autotune.planner import Planner
 
 
 class Gate(enum.Enum):
@@ -40,14 +44,14 @@ class Proposal:
     """One sampled assignment; the planner's prediction is made only when a gate asks for it."""
 
     assignment: Assignment
-    planner: Any = None
+    planner: Planner | None = None
 
     @functools.cached_property
     def key(self) -> str:
         return assignment_key(self.assignment)
 
     @functools.cached_property
-    def prediction(self) -> Any:
+    def prediction(self) -> Prediction | None:
         return self.planner.predict(self.assignment) if self.planner is not None else None
 
 

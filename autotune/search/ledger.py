@@ -7,6 +7,7 @@ ceiling and guard, so one measurement answers several ceilings.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,12 @@ import optuna
 from autotune.errors import StudyError
 from autotune.knobs.space import Assignment, SearchSpace, assignment_key
 from autotune.measure.measurer import Measurement
+from autotune.planner.prediction import Prediction
 from autotune.search import confirm as confirming
 from autotune.search.trials import QualityGuard, SearchResult, TrialRecord, judge, open_storage
 from autotune.target import Target
+
+log = logging.getLogger(__name__)
 
 # -- trial attributes ---------------------------------------------------------------------------
 ATTR_MEASUREMENT = "measurement"
@@ -87,7 +91,7 @@ def write_measured(study: optuna.Study, trial: optuna.trial.Trial, record: Trial
     if record.quality_issue:
         trial.set_user_attr(ATTR_QUALITY_ISSUE, record.quality_issue.message)
     if record.prediction is not None:
-        trial.set_user_attr(ATTR_PREDICTION, record.prediction)
+        trial.set_user_attr(ATTR_PREDICTION, record.prediction.to_dict())
     if record.outcome == "failed":
         trial.set_user_attr(ATTR_ERROR, record.measurement.error)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -100,7 +104,7 @@ def write_measured(study: optuna.Study, trial: optuna.trial.Trial, record: Trial
 def write_pruned(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord) -> None:
     """Store a trial the planner predicted over the ceiling (never run)."""
     _write(trial, record)
-    trial.set_user_attr(ATTR_PREDICTION, record.prediction)
+    trial.set_user_attr(ATTR_PREDICTION, record.prediction.to_dict() if record.prediction is not None else None)
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
@@ -163,8 +167,17 @@ def assignment_of(trial: optuna.trial.FrozenTrial) -> Assignment:
     return dict(trial.user_attrs.get(ATTR_ASSIGNMENT) or trial.params)
 
 
-def prediction_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
-    return trial.user_attrs.get(ATTR_PREDICTION)
+def prediction_of(trial: optuna.trial.FrozenTrial) -> Prediction | None:
+    """The planner's prediction stored with a trial (None: searched without the planner, or a
+    stored prediction that cannot be read, which is logged: it informs, it decides nothing)."""
+    stored = trial.user_attrs.get(ATTR_PREDICTION)
+    if stored is None:
+        return None
+    try:
+        return Prediction.from_dict(stored)
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning("trial %d: its stored prediction is left out: %s", trial.number, exc)
+        return None
 
 
 def outcome_of(trial: optuna.trial.FrozenTrial) -> str:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
 from autotune.knobs.space import Assignment
 from autotune.measure.measurer import Measurement, TrialJob
+from autotune.planner.prediction import Prediction
 from autotune.search import ledger, shared_study
 from autotune.search.trials import TrialRecord, judge
 
@@ -26,7 +27,7 @@ def make_job(search: Search, assignment: Assignment, number: int, incumbent_s: f
                     precision=o.precision, time_cap_s=o.time_cap_s, reference=reference, incumbent_s=incumbent_s)
 
 
-def measure(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any = None,
+def measure(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Prediction | None = None,
             timeout_s: float | None = None) -> TrialRecord | None:
     """Measure and store one trial; None when another process failed it meanwhile (its settings
     are back in the queue, this measurement is dropped)."""
@@ -38,8 +39,7 @@ def measure(search: Search, trial: optuna.trial.Trial, assignment: Assignment, p
     outcome, constraint, quality, issue = judge(assignment, measurement, target.max_vram, search.guard, target.max_ram)
     if issue:
         log.warning("trial %d refused by the quality guard: %s", trial.number, issue.message)
-    record = TrialRecord(trial.number, assignment, measurement, outcome, constraint,
-                         prediction.to_dict() if prediction is not None else None, quality, issue)
+    record = TrialRecord(trial.number, assignment, measurement, outcome, constraint, prediction, quality, issue)
     ref = search.reference
     judged = ref.key if job.reference is not None and measurement.quality and ref is not None else None
     try:
@@ -52,11 +52,11 @@ def measure(search: Search, trial: optuna.trial.Trial, assignment: Assignment, p
     return record
 
 
-def prune(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Any) -> TrialRecord:
+def prune(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Prediction) -> TrialRecord:
     """A trial the planner predicted over the ceiling: recorded with the prediction, not run."""
     measurement = Measurement(status="pruned", backend="planner", device_name="-",
                               peak_metric=prediction.metric, error="pruned by the planner")
-    record = TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction.to_dict())
+    record = TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction)
     ledger.write_pruned(search.study, trial, record)
     log.info("trial %d pruned: predicted %d bytes > ceiling %d", trial.number,
              prediction.total_bytes, search.target.max_vram)

@@ -16,6 +16,7 @@ import optuna
 
 from autotune.measure.measurer import Measurement
 from autotune.knobs.space import Assignment
+from autotune.planner.prediction import Prediction
 from autotune.search import confirm as confirming
 from autotune.search.ranking import fastest_feasible
 from autotune.search.stop import StopReason
@@ -79,8 +80,8 @@ class TrialRecord:
     measurement: Measurement
     outcome: Outcome
     constraint: float
-    #: The planner's prediction (Prediction.to_dict()), when a planner was used.
-    prediction: dict[str, Any] | None = None
+    #: The planner's prediction, when a planner was used.
+    prediction: Prediction | None = None
     #: How far under the quality floor (<= 0 passes), see `quality_verdict`.
     quality_constraint: float = 0.0
     #: Why the quality guard refused it beyond the floor (None: no issue).

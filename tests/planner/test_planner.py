@@ -152,7 +152,7 @@ def test_search_prunes_predicted_infeasible_and_stores_predictions(tmp_path):
     assert all(j.assignment["dtype"] != "fp32" for j in fake.jobs)   # never measured
     assert {r.assignment["dtype"] for r in result.pruned} == {"fp32"} and len(result.pruned) == 2
     assert len(result.records) == 4                                    # space exhausted: 6 = 4 + 2
-    assert all(r.prediction["total_bytes"] == 4 * MiB for r in result.records)
+    assert all(r.prediction.total_bytes == 4 * MiB for r in result.records)
     # The fp32 baseline was pruned; the first seed measured is the CPU prior's favourite half dtype.
     assert fake.jobs[0].assignment["dtype"] == "bf16"
     resumed = Search(tiny(ceiling=6 * MiB), space, FakeMeasurer(), storage=tmp_path / "s.journal",

@@ -9,6 +9,7 @@ import pytest
 
 from autotune.knobs.space import assignment_key
 from autotune.measure.measurer import Measurement
+from autotune.planner.prediction import Prediction
 from autotune.search import ledger
 from autotune.search.stop import StopReason
 from autotune.search.trials import TrialRecord, open_storage
@@ -81,12 +82,16 @@ def test_what_is_written_reads_back(tmp_path):
     study = optuna.create_study(storage=open_storage(tmp_path / "s.journal"), directions=["minimize", "minimize"])
     trial = study.ask()
     trial.suggest_categorical("dtype", ["fp32", "fp16"])
+    prediction = Prediction(total_bytes=41 * MiB, peak_phase="VAE decode", resident_weights_bytes=20 * MiB,
+                            activation_bytes=21 * MiB, workspace_bytes=0, allocator_bytes=0, runtime_bytes=0,
+                            phases={"VAE decode": 41 * MiB}, metric="fake")
     written = TrialRecord(trial.number, {"dtype": "fp16"}, measurement(1.0, 40 * MiB), "feasible", -0.6,
-                          {"total_bytes": 41 * MiB})
+                          prediction)
     ledger.write_measured(study, trial, written, judged_against="ref-key")
     stored = study.trials[trial.number]
     assert stored.state == optuna.trial.TrialState.COMPLETE and stored.values == [1.0, 40.0 * MiB]
     assert stored.user_attrs["autotune:judged_against"] == "ref-key"
+    assert stored.user_attrs["prediction"] == prediction.to_dict()
     (read,) = ledger.records_of(study, target(), None)
     assert (read.assignment, read.outcome, read.prediction) == (written.assignment, "feasible", written.prediction)
     assert read.constraint == pytest.approx(-0.6)
