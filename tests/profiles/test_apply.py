@@ -259,7 +259,7 @@ def test_a_ceiling_no_entry_fits_is_refused_naming_the_smallest(tiny_pipe):
 
 
 def test_cli_apply_max_vram(tmp_path, capsys):
-    from test_cli import cli
+    from helpers.cli import cli
 
     path = tiered_profile().save(tmp_path / "tiers.yaml")
     png = tmp_path / "x.png"

@@ -193,7 +193,7 @@ def test_a_profile_whose_study_moved_is_found_beside_it(searched, tmp_path):
 
 
 def test_cli_report(searched, tmp_path, capsys):
-    from test_cli import cli
+    from helpers.cli import cli
 
     _, path = searched
     run = cli(capsys, "report", path)

@@ -110,7 +110,7 @@ def test_the_server_is_postgres(postgres_url):
 # -- autotune export: the profile of a stored study, measured by whoever -------------------------
 
 def _export(capsys, *args):
-    from test_cli import cli
+    from helpers.cli import cli
 
     return cli(capsys, "export", *args)
 
@@ -229,7 +229,7 @@ def test_a_trial_keeps_its_heartbeat_from_its_claim_to_its_tell(postgres_url, tm
     another worker failed the trial as dead and this one crashed telling it (UpdateFinishedTrialError)."""
     import time
 
-    from conftest import fake_measurement
+    from helpers.fakes import fake_measurement
     from autotune.search import shared_study
 
     monkeypatch.setattr(shared_study, "HEARTBEAT_S", 0.2)
