@@ -15,6 +15,7 @@ class StopReason(str, enum.Enum):
     SPACE_EXHAUSTED = "space exhausted"
     SAMPLER = "sampler"
     TIME_BUDGET = "time budget"
+    NOTHING_FITS = "nothing fits the time left"
     OTHER_WORKERS = "other workers"
     EXPORTED = "exported"
 
@@ -28,16 +29,18 @@ class StopReason(str, enum.Enum):
         return _WORDS[self]
 
 
+#: Proposals in a row that do not fit the time left before the search stops asking.
+MAX_SKIPS = 3
+
+
 _WORDS = {
     StopReason.TRIALS: "the requested number of trials was measured",
     StopReason.SPACE_EXHAUSTED: "every valid combination was measured",
     StopReason.SAMPLER: "the sampler kept proposing measured combinations",
+    StopReason.NOTHING_FITS: f"{MAX_SKIPS} proposals in a row were each expected to take longer than the time left",
     StopReason.OTHER_WORKERS: "waiting too long for other processes' trials",
     StopReason.EXPORTED: "reading the stored study back (nothing was measured)",
 }
-
-#: Proposals in a row that do not fit the time left before the search stops asking.
-MAX_SKIPS = 3
 
 
 def max_asks(n_trials: int) -> int:
@@ -66,11 +69,16 @@ def _sampler(p: Progress) -> StopReason | None:
 
 
 def _budget(p: Progress) -> StopReason | None:
-    return StopReason.TIME_BUDGET if p.seconds_left <= 0 or p.skips >= MAX_SKIPS else None
+    return StopReason.TIME_BUDGET if p.seconds_left <= 0 else None
+
+
+def _nothing_fits(p: Progress) -> StopReason | None:
+    """Time is left, but no proposal is expected to finish in it."""
+    return StopReason.NOTHING_FITS if p.skips >= MAX_SKIPS else None
 
 
 #: Checked in this order before each proposal; the first that answers ends the loop.
-CONDITIONS = (_space, _sampler, _budget)
+CONDITIONS = (_space, _sampler, _budget, _nothing_fits)
 
 
 def should_stop(progress: Progress) -> StopReason | None:

@@ -22,7 +22,7 @@ def test_nothing_stops_a_fresh_loop():
     (dict(known=10), StopReason.SPACE_EXHAUSTED),
     (dict(asks=stop.max_asks(5)), StopReason.SAMPLER),
     (dict(seconds_left=0.0), StopReason.TIME_BUDGET),
-    (dict(skips=stop.MAX_SKIPS), StopReason.TIME_BUDGET),
+    (dict(skips=stop.MAX_SKIPS), StopReason.NOTHING_FITS),
 ])
 def test_each_condition_names_its_reason(kw, reason):
     assert should_stop(progress(**kw)) is reason
@@ -30,6 +30,11 @@ def test_each_condition_names_its_reason(kw, reason):
 
 def test_the_space_is_checked_before_the_budget():
     assert should_stop(progress(known=10, seconds_left=0.0)) is StopReason.SPACE_EXHAUSTED
+
+
+def test_a_spent_budget_is_said_before_proposals_that_do_not_fit():
+    assert should_stop(progress(seconds_left=0.0, skips=stop.MAX_SKIPS)) is StopReason.TIME_BUDGET
+    assert should_stop(progress(seconds_left=5.0, skips=stop.MAX_SKIPS - 1)) is None
 
 
 def test_a_reason_is_its_stored_string():

@@ -177,7 +177,7 @@ def test_no_trial_starts_unless_its_expected_duration_fits(tmp_path):
     search = new_search(tmp_path, fake)
     result = search.run(6, time_budget_s=20.0)
     # the first trial has no history and runs; the next is expected to take 30 s of the 20
-    assert len(fake.jobs) == 1 and result.stop_reason == "time budget"
+    assert len(fake.jobs) == 1 and result.stop_reason == "nothing fits the time left"
     assert fake.timeouts[0] is not None and fake.timeouts[0] <= 20.0  # stopped at the deadline
 
 
