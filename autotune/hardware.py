@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from autotune._version import __version__
 from autotune.errors import InvalidTargetError
-from autotune.profiles.sections import PlainRecord
+from autotune.plain_record import PlainRecord
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Fingerprint(PlainRecord):
     """Where a profile was measured: the device and its memory, the library versions, the model's
     identity, and how the CUDA backend set up the ceiling (the measurement's `DeviceInfo`, native
     or emulated). A profile's numbers only hold on a matching fingerprint. Read and written by
-    the profile's section codec (profiles/sections.py): other facts ride along in `extra`."""
+    the profile's section codec (plain_record.py): other facts ride along in `extra`."""
 
     TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "device": (str,), "device_name": (str,), "total_memory_bytes": (int,), "compute_capability": (str,),

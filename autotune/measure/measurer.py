@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from autotune.errors import InvalidTargetError
 from autotune.knobs import Value
-from autotune.measure import protocol
+from autotune.measure import protocol, timing
 from autotune.measure.backends.host_memory import HostPeak
 from autotune.measure.process import WorkerGone, WorkerProcess, WorkerTimeout
 from autotune.measure.records import Measurement, Phases, Status, TrialJob
@@ -60,7 +60,7 @@ class SubprocessMeasurer:
     process.
     """
 
-    def __init__(self, timeout_s: float = 600.0, log_dir: Path | None = None,
+    def __init__(self, timeout_s: float = timing.TRIAL_TIMEOUT_S, log_dir: Path | None = None,
                  env: dict[str, str] | None = None,
                  worker_command: Sequence[str] = WORKER_COMMAND, reuse: bool = True) -> None:
         self.timeout_s = timeout_s

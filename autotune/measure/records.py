@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from autotune.knobs import Value
 from autotune.measure.backends.math_flags import MathFlags
+from autotune.measure import timing
 from autotune.measure.timing import StoppingRule, TimingStats
 from autotune.target import Target
 
@@ -252,14 +253,14 @@ class TrialJob:
 
     target: Target
     assignment: dict[str, Value]
-    warmup: int = 1
+    warmup: int = timing.WARMUP
     #: Timed runs: at least `runs`, then more until the median's 95% interval is within
     #: `precision` of it, `time_cap_s` of runs are spent or `max_runs` are made (timing.py).
-    runs: int = 6
+    runs: int = timing.RUNS
     seed: int = 0
     number: int | None = None  # the study's trial number, names the trial's log
-    precision: float = 0.02
-    time_cap_s: float = 10.0
+    precision: float = timing.PRECISION
+    time_cap_s: float = timing.TIME_CAP_S
     max_runs: int = 100
     #: Where the reference output is (quality.py): the first run's output is compared with it.
     reference: str | None = None

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Sequence
 from typing import ClassVar
 
-from autotune.profiles.sections import PlainRecord
+from autotune.plain_record import PlainRecord
 
 #: Below this many runs no 95% interval for a median exists (n=5: 1 - 2/32 < 0.95).
 MIN_RUNS_FOR_CI = 6
@@ -122,6 +122,17 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
                        min_s=min(samples), max_s=max(samples), iqr_s=iqr)
 
 
+#: How a trial is timed unless told otherwise: untimed warm-up runs, then at least `RUNS` timed
+#: ones until the median's 95% interval is within `PRECISION` of it or `TIME_CAP_S` of runs are
+#: spent; a trial not done in `TRIAL_TIMEOUT_S` counts as hung. The one place these numbers live:
+#: `SearchOptions` (the search's flags), `TrialJob` and `SubprocessMeasurer` read them here.
+WARMUP = 1
+RUNS = 6
+PRECISION = 0.02
+TIME_CAP_S = 10.0
+TRIAL_TIMEOUT_S = 600.0
+
+
 @dataclasses.dataclass(frozen=True)
 class StoppingRule:
     """When a trial's timed runs stop: precise enough, or out of time, or out of runs.
@@ -137,8 +148,8 @@ class StoppingRule:
 
     min_runs: int = MIN_RUNS_FOR_CI
     max_runs: int = 100
-    precision: float = 0.02
-    time_cap_s: float = 10.0
+    precision: float = PRECISION
+    time_cap_s: float = TIME_CAP_S
     incumbent_s: float | None = None
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from autotune import hardware, knobs
 from autotune.knobs import Value
 from autotune.profiles.profile import CompileArtifacts
-from autotune.profiles.sections import Section
+from autotune.plain_record import Section
 from autotune.target import Target
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from autotune.hardware import Fingerprint
 from autotune.knobs import Value
 from autotune.knobs.space import check_values
 from autotune.measure.timing import TimingRecord
-from autotune.profiles.sections import Section
+from autotune.plain_record import Section
 from autotune.search.confirm import Confirmation
 from autotune.search.summary import SearchSummary
 from autotune.target import Target

@@ -26,7 +26,7 @@ from autotune.models.call import call_pipeline
 from autotune.profiles import compile_cache
 from autotune.profiles.apply import apply_profile, load_pipeline
 from autotune.profiles.profile import CompileArtifacts, Profile
-from autotune.profiles.sections import Section
+from autotune.plain_record import Section
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import ClassVar
 
 from autotune.knobs.space import Assignment
 from autotune.measure.timing import RACE_MARGIN, mean_interval, sign_test_p
-from autotune.profiles.sections import PlainRecord
+from autotune.plain_record import PlainRecord
 
 #: Candidates whose latency is within this fraction of the best are re-measured (trials slower
 #: than that are raced: they stop at their minimum runs, timing.py).
@@ -112,7 +112,7 @@ class ConfirmedCandidate(PlainRecord):
 @dataclasses.dataclass(frozen=True)
 class Confirmation(PlainRecord):
     """What the interleaved re-measurement decided, saved in the profile and the study. Read as
-    leniently as any profile section (profiles/sections.py): a field missing stays at its default."""
+    leniently as any profile section (plain_record.py): a field missing stays at its default."""
 
     TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
         "rounds": (int,), "runs_per_round": (int,), "candidates": (list,), "winner": (int,), "runner_up": (int,),

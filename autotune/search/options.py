@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from autotune.errors import InvalidSearchOptionError
+from autotune.measure import timing
 from autotune.planner.calibration import DEFAULT_PRUNE_MARGIN
 
 #: The default quality floor for lossy settings, PSNR in dB against the reference. 30 dB is an
@@ -41,12 +42,12 @@ class SearchOptions:
     seed: int = 0
     #: Untimed runs, then at least `runs` timed ones until the median is within `precision` of
     #: itself (95% interval) or `time_cap_s` of runs are spent.
-    warmup: int = 1
-    runs: int = 6
-    precision: float = 0.02
-    time_cap_s: float = 10.0
+    warmup: int = timing.WARMUP
+    runs: int = timing.RUNS
+    precision: float = timing.PRECISION
+    time_cap_s: float = timing.TIME_CAP_S
     #: Seconds before a trial counts as hung.
-    trial_timeout_s: float = 600.0
+    trial_timeout_s: float = timing.TRIAL_TIMEOUT_S
     #: A wall for the whole search (None: no limit).
     time_budget_s: float | None = None
     #: The quality floor for lossy settings (None: off).

@@ -1,14 +1,14 @@
 """What a search leaves in its profile, typed: the summary (`SearchSummary`), the quality guard's
 part of it (`QualitySummary`, with each refused trial as a `RefusedTrial`), and the reference a
 guard judges against (`ReferenceInfo`). Written by search/trials.py; read and written back through
-the profile's section codec (profiles/sections.py), so the YAML keys are the ones always written."""
+the profile's section codec (plain_record.py), so the YAML keys are the ones always written."""
 from __future__ import annotations
 
 import dataclasses
 from typing import ClassVar
 
 from autotune.knobs import Value
-from autotune.profiles.sections import PlainRecord
+from autotune.plain_record import PlainRecord
 
 
 @dataclasses.dataclass(frozen=True)

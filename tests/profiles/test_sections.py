@@ -1,4 +1,4 @@
-"""The profile's typed sections (profiles/sections.py and its records): a profile written before
+"""The profile's typed sections (plain_record.py and its records): a profile written before
 they were typed reads back and writes the same YAML; read as leniently as the free mappings were."""
 from __future__ import annotations
 

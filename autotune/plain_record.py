@@ -1,5 +1,6 @@
-"""The codec of a profile's open sections: typed frozen records read from, and written back to,
-the plain mappings YAML holds.
+"""Typed frozen records read from, and written back to, the plain mappings YAML and JSON hold:
+the codec of a profile's open sections, kept at the package root because the packages that
+write those sections (hardware, measure, search) use it and must not depend on profiles/.
 
 The fingerprint (hardware.Fingerprint), the search summary (search.trials.SearchSummary), the
 confirmation (search.confirm.Confirmation) and the timing statistics are written by their own
