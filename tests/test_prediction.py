@@ -9,7 +9,7 @@ import pytest
 
 from autotune.planner.prediction import Prediction
 from autotune.search import ledger
-from autotune.search.trials import open_storage
+from autotune.search.ledger import open_storage
 from autotune.target import Target
 
 MiB = 2**20

@@ -72,7 +72,7 @@ def _resolve_storage(stored: str, profile_path: Path) -> str:
 def open_study(source: StudySource) -> Any:
     import optuna
 
-    from autotune.search.trials import open_storage
+    from autotune.search.ledger import open_storage
 
     return optuna.load_study(study_name=source.study_name, storage=open_storage(source.storage, must_exist=True))
 
@@ -81,7 +81,7 @@ def _pick_study(storage: str, wanted: str | None) -> str:
     """`wanted` if the storage holds it, else the most recently started study."""
     import optuna
 
-    from autotune.search.trials import open_storage
+    from autotune.search.ledger import open_storage
 
     summaries = optuna.get_all_study_summaries(open_storage(storage, must_exist=True))
     names = [s.study_name for s in summaries]

@@ -20,7 +20,7 @@ from autotune.knobs.space import Assignment, SearchSpace, assignment_key
 from autotune.measure.measurer import Measurement
 from autotune.planner.prediction import Prediction
 from autotune.search import confirm as confirming
-from autotune.search.trials import QualityGuard, SearchResult, TrialRecord, judge, open_storage
+from autotune.search.trials import QualityGuard, SearchResult, TrialRecord, judge
 from autotune.target import Target
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,16 @@ def write_confirmation(study: optuna.Study, confirmation: confirming.Confirmatio
     if confirmation is not None:
         study.set_user_attr(ATTR_CONFIRMATION, confirmation.to_dict())
     study.set_user_attr(ATTR_CONFIRMATION_SKIPPED, skipped)
+
+
+def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """The study storage (storage.py), with heartbeats on databases so that several processes
+    can share one study (shared_study.py)."""
+    from autotune.search import shared_study
+    from autotune.search.storage import open_storage as _open
+
+    return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
+                 grace_period=shared_study.GRACE_S)
 
 
 def latest_study(storage: optuna.storages.BaseStorage, target_key: str) -> str | None:

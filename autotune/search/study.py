@@ -32,7 +32,8 @@ from autotune.search.book import Book
 from autotune.search.options import SearchOptions
 from autotune.search.ranking import feasible_front
 from autotune.search.stop import StopReason
-from autotune.search.trials import ProgressFn, QualityGuard, SearchResult, TrialRecord, open_storage
+from autotune.search.ledger import open_storage
+from autotune.search.trials import ProgressFn, QualityGuard, SearchResult, TrialRecord
 from autotune.target import Target
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,8 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-import optuna
 
 from autotune.measure.measurer import Measurement
 from autotune.knobs.space import Assignment
@@ -215,16 +213,6 @@ def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
     if outcome == "feasible" and quality > 0:
         outcome = "below_quality"
     return outcome, memory, quality, issue
-
-
-def open_storage(storage: str | Path, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
-    """The study storage (storage.py), with heartbeats on databases so that several processes
-    can share one study (shared_study.py)."""
-    from autotune.search import shared_study
-    from autotune.search.storage import open_storage as _open
-
-    return _open(storage, must_exist=must_exist, heartbeat_interval=shared_study.HEARTBEAT_S,
-                 grace_period=shared_study.GRACE_S)
 
 
 def search_summary(result: SearchResult) -> SearchSummary:

@@ -18,7 +18,7 @@ from autotune.report import build_report
 from autotune.report.source import locate
 from autotune.report.trials import study_rows
 from autotune.search.study import Search
-from autotune.search.trials import open_storage
+from autotune.search.ledger import open_storage
 from autotune.jobs import profile_from
 
 pytest.importorskip("matplotlib")

@@ -12,7 +12,8 @@ from autotune.measure.measurer import Measurement
 from autotune.planner.prediction import Prediction
 from autotune.search import ledger
 from autotune.search.stop import StopReason
-from autotune.search.trials import TrialRecord, open_storage
+from autotune.search.ledger import open_storage
+from autotune.search.trials import TrialRecord
 from autotune.target import Target
 
 MiB = 2**20
