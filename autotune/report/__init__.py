@@ -6,7 +6,7 @@
 - `tradeoff.png`: latency vs peak memory of every trial, outcomes marked, Pareto front, ceiling;
 - `prediction.png`: the planner's predicted peak vs the measured one (when the planner ran);
 - `knobs.png`: each searched knob's effect on latency and peak;
-- `quality.png`: latency vs PSNR/SSIM to the exact reference (when the search measured quality);
+- `quality.png`: latency vs PSNR/SSIM to the reference (its dtype named) (when the search measured quality);
 - `trials.csv`: one row per trial;
 - `report.html`: all of the above plus Optuna's interactive Pareto, slice and importance plots,
   self-contained (PNGs as base64, plotly.js inline).

@@ -96,6 +96,10 @@ def _changed(settings: Assignment) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items() if k in defaults and defaults[k] != v) or "defaults"
 
 
+#: The quality numbers trials.csv carries, when the search measured any.
+QUALITY_COLUMNS = ("psnr_db", "ssim", "latent_rel_error", "denoiser_sqnr_db")
+
+
 def trials_frame(data: StudyRows) -> Any:
     """One row per trial: outcome, latency, peak, prediction and its error, quality, settings."""
     import pandas as pd
@@ -114,11 +118,12 @@ def trials_frame(data: StudyRows) -> Any:
             "prediction_error": None if error is None else f"{error:+.1%}",
             "psnr_db": r.quality.get("psnr_db"), "ssim": r.quality.get("ssim"),
             "latent_rel_error": r.quality.get("latent_rel_error"),
+            "denoiser_sqnr_db": r.quality.get("denoiser_sqnr_db"),
             "settings": _changed(r.settings), "error": (r.error or "")[:120],
         })
     frame = pd.DataFrame.from_records(records)
     if not data.has_quality:
-        frame = frame.drop(columns=["psnr_db", "ssim", "latent_rel_error"])
+        frame = frame.drop(columns=list(QUALITY_COLUMNS))
     return frame
 
 
@@ -182,7 +187,7 @@ def _summary(source: StudySource, data: StudyRows) -> list[tuple[str, str]]:
             ("study", f"{source.study_name} in {source.storage}"),
             ("trials", counts + (f"; proposals that measured nothing: {unmeasured}" if unmeasured else ""))]
     if data.min_psnr is not None:
-        rows.append(("quality floor", f"PSNR >= {data.min_psnr:g} dB against the exact reference"))
+        rows.append(("quality floor", f"PSNR >= {data.min_psnr:g} dB against {data.reference}"))
     best = data.best()
     if best is not None:
         rows.append(("winner", _describe(best)))
@@ -210,7 +215,7 @@ _NOTES = {
                 "is the fastest setting for a lower ceiling.",
     "prediction": "The planner's prediction made before each trial ran, against what the trial measured.",
     "knobs": "Trials change several knobs at once: read the medians as tendencies, the slice plots below for detail.",
-    "quality": "Distance of each trial's output from the exact (fp32) reference: same prompt, seed and steps.",
+    "quality": "Distance of each trial's output from {reference}: same prompt, seed and steps.",
 }
 
 
@@ -220,7 +225,8 @@ def _html(source: StudySource, data: StudyRows, files: dict[str, Path], interact
     for name, heading in (("tradeoff", "Latency vs peak memory"), ("prediction", "Planner prediction vs measurement"),
                           ("knobs", "Each knob's effect"), ("quality", "Image quality")):
         if name in files:
-            sections.append((heading, _NOTES[name], pages.png_tag(files[name], heading)))
+            note = _NOTES[name].format(reference=data.reference)
+            sections.append((heading, note, pages.png_tag(files[name], heading)))
     embed = pages.PlotlyEmbedder()
     for heading, note, figure in interactive:
         sections.append((heading, note, embed(figure)))

@@ -6,7 +6,7 @@
   were predicted to need.
 - `prediction_figure`: the planner's predicted peak against the measured one.
 - `knob_figure`: each searched knob's effect: latency and peak of every timed trial by its value.
-- `quality_figure`: latency against PSNR/SSIM to the exact reference, with the quality floor.
+- `quality_figure`: latency against PSNR/SSIM to the reference, with the quality floor.
 Optuna's own Pareto, slice and importance plots go into the HTML (html.py).
 """
 from __future__ import annotations
@@ -267,13 +267,14 @@ def _jitter(number: int) -> float:
 
 
 def quality_figure(data: StudyRows) -> Any | None:
-    """Latency against PSNR and SSIM to the exact reference; None without quality numbers."""
+    """Latency against PSNR and SSIM to the reference; None without quality numbers."""
     rows = [r for r in data.rows if r.quality and r.latency_s is not None]
     if not rows:
         return None
     fig, axes = _subplots(1, 2, figsize=(10, 4.6), sharey=True)
-    for ax, key, name in ((axes[0], "psnr_db", "PSNR to the exact reference (dB; 100 = identical)"),
-                          (axes[1], "ssim", "SSIM to the exact reference (1 = identical)")):
+    reference = f"{data.reference_dtype} reference" if data.reference_dtype else "reference"
+    for ax, key, name in ((axes[0], "psnr_db", f"PSNR to the {reference} (dB; 100 = identical)"),
+                          (axes[1], "ssim", f"SSIM to the {reference} (1 = identical)")):
         for category in TIMED:
             chosen = [r for r in rows if r.category == category and key in r.quality]
             if chosen:

@@ -75,6 +75,14 @@ class StudyRows:
     confirmation: dict[str, Any] | None = None
     #: Images the search spread compile time over when ranking (None: it did not).
     amortize: int | None = None
+    #: The dtype of the reference the quality numbers are against (None: the study does not say).
+    reference_dtype: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the quality numbers are against, as the report names it."""
+        dtype = f"{self.reference_dtype} " if self.reference_dtype else ""
+        return f"the {dtype}reference (every knob at its exact default)"
 
     def cost_s(self, row: TrialRow) -> float:
         """How the search ranked the trial (ranking.py): latency plus the amortized compile."""
@@ -127,7 +135,8 @@ def study_rows(study: Any) -> StudyRows:
     return StudyRows(rows=rows, ceiling=ceiling, target=target,
                      min_psnr=float(min_psnr) if min_psnr is not None else None,
                      not_measured=skipped, space=searched, confirmation=attrs.get(ledger.ATTR_CONFIRMATION),
-                     amortize=attrs.get(ledger.ATTR_AMORTIZE))
+                     amortize=attrs.get(ledger.ATTR_AMORTIZE),
+                     reference_dtype=(attrs.get(ledger.ATTR_REFERENCE) or {}).get("dtype"))
 
 
 def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | None:

@@ -131,6 +131,7 @@ def quality_study(storage_path, name="quality"):
     study.set_user_attr("target", target(CEILING).to_dict())
     study.set_user_attr("space", {"dtype": ["fp32", "fp16", "bf16"], "vae_slicing": [False, True]})
     study.set_user_attr("autotune:min_psnr", 30.0)
+    study.set_user_attr("autotune:reference", {"dtype": "bf16"})
     dist = {"dtype": optuna.distributions.CategoricalDistribution(["fp32", "fp16", "bf16"]),
             "vae_slicing": optuna.distributions.CategoricalDistribution([False, True])}
     for dtype, slicing, psnr, outcome in (("fp32", False, 100.0, "over_ceiling"), ("fp16", False, 24.0, None),
@@ -139,7 +140,8 @@ def quality_study(storage_path, name="quality"):
         settings = {**small_space().default(), "dtype": dtype, "vae_slicing": slicing}
         measurement = {"status": "ok", "backend": "fake", "device_name": "fake", "peak_metric": "fake_peak",
                        "latencies_s": [latency] * 3, "peak_bytes": peak,
-                       "quality": {"psnr_db": psnr, "ssim": psnr / 100, "latent_rel_error": 1 / psnr}}
+                       "quality": {"psnr_db": psnr, "ssim": psnr / 100, "latent_rel_error": 1 / psnr,
+                                   "denoiser_sqnr_db": psnr + 10}}
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE, values=[latency, peak], params={"dtype": dtype, "vae_slicing": slicing},
             distributions=dist, system_attrs={"constraints": [(peak - CEILING) / CEILING]},
@@ -159,11 +161,15 @@ def test_quality_below_the_floor_is_marked_and_plotted(tmp_path):
     assert report.files["quality"].read_bytes()[:8] == PNG
     page = report.files["html"].read_text()
     assert "below the quality floor" in page and "PSNR &gt;= 30 dB" in page
-    assert "psnr_db" in report.files["trials"].read_text().splitlines()[0]
+    # the reference is named by what it was (the study's --reference-dtype), never "exact"
+    assert "against the bf16 reference" in page and "exact reference" not in page
+    header = report.files["trials"].read_text().splitlines()[0].split(",")
+    assert {"psnr_db", "ssim", "latent_rel_error", "denoiser_sqnr_db"} <= set(header)
     from autotune.report.plots import quality_figure
 
     figure = quality_figure(data)
     assert "quality floor 30 dB" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert figure.axes[0].get_xlabel().startswith("PSNR to the bf16 reference")
 
 
 def test_a_run_dir_gives_its_latest_study_and_study_picks_another(searched, tmp_path):
