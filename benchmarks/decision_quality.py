@@ -368,6 +368,9 @@ class Outcome:
     confirmed: bool
     decided_by: str
     note: str
+    #: The truly fastest measured trial was re-measured in the confirmation (False: it was not
+    #: picked, or there was none; a miss then comes from the search's own measurement).
+    best_confirmed: bool = False
 
 
 def run_one(scenario: Scenario, seed: int, noise: Noise, space_best: float, workdir: Path) -> Outcome:
@@ -392,10 +395,12 @@ def run_one(scenario: Scenario, seed: int, noise: Noise, space_best: float, work
     w_lat, w_peak, _ = scenario.table.truth(winner.assignment)
     lost = any(t[0] * 1.03 <= w_lat and t[1] > w_peak for t in truth.values())
     conf = result.confirmation
+    best_number = min(truth, key=lambda n: truth[n][0])
     return Outcome(seed=seed, within_2pct=w_lat <= best_true * 1.02, regret=w_lat / best_true - 1,
                    regret_space=w_lat / space_best - 1, lost_on_memory=lost, time_s=clock.now - start,
                    confirmed=conf is not None, decided_by=conf.decided_by if conf else "search order",
-                   note=(conf.note if conf else "") or "")
+                   note=(conf.note if conf else "") or "",
+                   best_confirmed=conf is not None and conf.candidate(best_number) is not None)
 
 
 def space_best(table: Table, ceiling: int) -> float:
@@ -415,6 +420,9 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     return {
         "searches": n,
         "p_within_2pct": sum(o.within_2pct for o in outcomes) / n,
+        # the misses, by where they came from: the best never reached the confirmation, or did
+        "misses_not_confirmed": sum(not o.within_2pct and not o.best_confirmed for o in outcomes),
+        "misses_confirmed": sum(not o.within_2pct and o.best_confirmed for o in outcomes),
         "regret_median": statistics.median(o.regret for o in outcomes),
         "regret_p95": _quantile([o.regret for o in outcomes], 0.95),
         "regret_space_median": statistics.median(o.regret_space for o in outcomes),
@@ -428,25 +436,43 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
-def run_arm(seeds: int, noise: Noise, only: Sequence[str] | None = None) -> dict[str, Any]:
+def _run_seeds(scenario_name: str, seeds: Sequence[int], noise: Noise) -> list[Outcome]:
+    """One process's share of a scenario's seeds (a top-level function: it runs in a pool)."""
     import logging
 
     logging.disable(logging.WARNING)  # the loop's per-search warnings are counted, not printed
+    scenario = next(s for s in SCENARIOS if s.name == scenario_name)
+    best = space_best(scenario.table, scenario.ceiling)
+    # journals in memory where there is a tmpfs: the journal fsyncs every write
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="decision-quality-", dir=shm) as tmp:
+        return [run_one(scenario, seed, noise, best, Path(tmp)) for seed in seeds]
+
+
+def run_arm(seeds: int, noise: Noise, only: Sequence[str] | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Every scenario's seeds, split over `jobs` processes (each search is seeded: the split
+    changes nothing but the wall time)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     results: dict[str, Any] = {}
     for scenario in SCENARIOS:
         if only and scenario.name not in only:
             continue
-        best = space_best(scenario.table, scenario.ceiling)
         started = time.monotonic()
-        # journals in memory where there is a tmpfs: the journal fsyncs every write
-        shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
-        with tempfile.TemporaryDirectory(prefix="decision-quality-", dir=shm) as tmp:
-            outcomes = [run_one(scenario, seed, noise, best, Path(tmp)) for seed in range(seeds)]
+        shares = [list(range(seeds))[i::jobs] for i in range(jobs)]
+        if jobs == 1:
+            outcomes = _run_seeds(scenario.name, shares[0], noise)
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                parts = list(pool.map(_run_seeds, [scenario.name] * jobs, shares, [noise] * jobs))
+            outcomes = sorted((o for part in parts for o in part), key=lambda o: o.seed)
         summary = summarize(outcomes)
+        summary["outcomes"] = [dataclasses.asdict(o) for o in outcomes]
         summary["cpu_s"] = time.monotonic() - started
         summary["notes"] = sorted({o.note for o in outcomes if o.note})[:5]
         results[scenario.name] = summary
-        print(f"{scenario.name}: {json.dumps({k: v for k, v in summary.items() if k != 'notes'})}",
+        print(f"{scenario.name}: {json.dumps({k: v for k, v in summary.items() if k not in ('notes', 'outcomes')})}",
               file=sys.stderr, flush=True)
     return results
 
@@ -502,7 +528,7 @@ def _baseline_arm(commit: str, args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         out = Path(tmp) / "arm.json"
         cmd = [sys.executable, __file__, "--seeds", str(args.seeds), "--process-sd", str(args.process_sd),
-               "--json-only", str(out)] + (["--only", *args.only] if args.only else [])
+               "--jobs", str(args.jobs), "--json-only", str(out)] + (["--only", *args.only] if args.only else [])
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": tmp})
         return json.loads(out.read_text())
 
@@ -512,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--baseline", help="a commit whose rules run as the 'today' arm")
     parser.add_argument("--process-sd", type=float, default=Noise.process_sd)
+    parser.add_argument("--jobs", type=int, default=1, help="processes to split the seeds over")
     parser.add_argument("--only", nargs="*", help="scenario names")
     parser.add_argument("--out", type=Path, help="the markdown report (a .json beside it)")
     parser.add_argument("--json-only", type=Path, help=argparse.SUPPRESS)
@@ -523,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO))
     noise = Noise(process_sd=args.process_sd)
     if args.json_only is not None:
-        args.json_only.write_text(json.dumps(run_arm(args.seeds, noise, args.only)))
+        args.json_only.write_text(json.dumps(run_arm(args.seeds, noise, args.only, args.jobs)))
         return 0
     arms: dict[str, dict[str, Any]] = {}
     for item in args.load_arm:  # the same name twice merges its scenarios (an arm run in parts)
@@ -532,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         arms[f"today ({args.baseline})"] = _baseline_arm(args.baseline, args)
     if not args.report_only:
-        arms["this tree"] = run_arm(args.seeds, noise, args.only)
+        arms["this tree"] = run_arm(args.seeds, noise, args.only, args.jobs)
     text = report(arms, args, noise)
     print(text)
     if args.out:

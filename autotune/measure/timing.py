@@ -22,7 +22,8 @@ MIN_RUNS_FOR_CI = 6
 #: Runs so slow that `min_runs` would blow the time cap stop at this many (a median of three).
 MIN_RUNS_WHEN_SLOW = 3
 #: A trial whose median is surely this much slower than the incumbent's stops at its minimum
-#: runs (racing): it cannot be a finalist (confirm.WITHIN), so a precise number buys nothing.
+#: runs (racing): a precise number buys nothing, since a finalist is re-measured side by side
+#: anyway (confirm.WITHIN, twice this margin) and a slower one is out of the race.
 RACE_MARGIN = 0.10
 #: A trial whose every timed run so far took more than this many times the incumbent's median
 #: stops at once: no noise seen here (run-to-run IQR 25-35% on an H100) doubles a latency, and

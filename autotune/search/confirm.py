@@ -1,7 +1,7 @@
 """Confirming the winner: is the fastest trial really faster, or did noise pick it?
 
 A search measures each candidate once, minutes apart, while clocks, temperature and host load
-drift, and a fresh worker reads slow at first. So the top feasible candidates (within `WITHIN` of
+drift, and a fresh worker reads slow at first. So the top feasible candidates (within `window()` of
 the best) are measured again side by side, with the defaults as a reference arm: a *session*
 loads every arm in a fresh worker, discards each worker's first round (its warm-up), then times
 interleaved rounds whose order rotates (A B C, B C A, C A B), so every round compares the arms
@@ -19,7 +19,8 @@ for the number of rivals. `SESSIONS` sessions always run; then the confirmation 
 The decision keeps the fastest. A candidate that needs less memory wins instead only when it is
 shown *equivalent* (its interval within the margin): a difference that is merely not significant
 is not a tie. The runner-up's sign-test p-value over the pooled rounds is Holm-corrected over the
-comparisons made, and "significant" also needs the session interval above 1.
+comparisons made, and "significant" also needs the session interval above 1. Exits, equivalence
+and significance all need `DECIDING_SESSIONS` sessions: two that agree by chance prove nothing.
 
 The rounds are sized to the time left (`plan`): the reference arm, then the slowest candidates
 are dropped, then rounds, until two sessions fit; if even two candidates at `MIN_ROUNDS` do not
@@ -37,11 +38,18 @@ from autotune.knobs.space import Assignment
 from autotune.measure.timing import RACE_MARGIN, mean_interval, sign_test_p
 from autotune.plain_record import PlainRecord
 
-#: Candidates whose latency is within this fraction of the best are re-measured (trials slower
-#: than that are raced: they stop at their minimum runs, timing.py).
-WITHIN = RACE_MARGIN
+#: Candidates whose latency in the search is within this fraction of the best are re-measured.
+#: On a GPU twice the racing margin (timing.RACE_MARGIN): each trial was timed once, minutes
+#: apart, so clock drift and a process offset can put the truly fastest 15-20% behind the best
+#: measured (benchmarks/results/2026-12-02-decision-quality-simulated.md: with 10%, most misses
+#: were a truly fastest trial never re-measured); the race drops the clearly slower.
+WITHIN = 2 * RACE_MARGIN
+#: ... except where trials drift less: on CPU five separate trials of one setting spread 2.9%
+#: (benchmarks/results/2026-11-27-search-cost-cpu-tiny-sd.md), and every arm of a confirmation
+#: costs a worker start (~4 s) per session.
+WITHIN_BY_DEVICE = {"cpu": RACE_MARGIN}
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
-MAX_CANDIDATES = 6
+MAX_CANDIDATES = 8
 #: Timed rounds per session, after the discarded warm-up round.
 ROUNDS = 6
 #: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the
@@ -52,8 +60,12 @@ WARMUP_ROUNDS = 1
 #: Sessions always run: each loads every arm in a fresh worker and times the rounds. A session
 #: is the unit of evidence (a process offset is shared by all its rounds).
 SESSIONS = 2
+#: A rival leaves the race, and a smaller candidate is called equivalent, only on at least this
+#: many sessions: two sessions that agree by chance give a t interval (one degree of freedom)
+#: narrow enough to pass for a decision.
+DECIDING_SESSIONS = 3
 #: More sessions run, for the arms still undecided (`open_arms`), while time allows, up to this.
-MAX_SESSIONS = 8
+MAX_SESSIONS = 12
 RUNS_PER_ROUND = 3
 SIGNIFICANCE = 0.05
 #: A smaller candidate replaces a faster one only if it is shown at most this much slower.
@@ -145,10 +157,18 @@ class Confirmation(PlainRecord):
         return next((c for c in self.candidates if c.number == number), None) if number is not None else None
 
 
-def pick_candidates(records: Sequence[Candidate], within: float = WITHIN,
-                    limit: int = MAX_CANDIDATES, memory_room: int | None = None) -> list[Candidate]:
-    """The fastest candidate and those within `within` of it, fastest first; with
-    `memory_room`, only as many as fit on the device together (they are loaded side by side)."""
+def window(device: str) -> float:
+    """How far behind the best a candidate may be and still be re-measured, on `device`."""
+    return WITHIN_BY_DEVICE.get(device, WITHIN)
+
+
+def pick_candidates(records: Sequence[Candidate], within: float | None = None,
+                    limit: int | None = None, memory_room: int | None = None) -> list[Candidate]:
+    """The fastest candidate and those within `within` (`WITHIN`) of it, fastest first, at most
+    `limit` (`MAX_CANDIDATES`); with `memory_room`, only as many as fit on the device together
+    (they are loaded side by side)."""
+    within = WITHIN if within is None else within
+    limit = MAX_CANDIDATES if limit is None else limit
     ranked = sorted(records, key=lambda c: (c.latency_s, c.number))
     if not ranked:
         return []
@@ -173,16 +193,18 @@ def plan_cost_s(arms: Sequence[Candidate], sessions: int, rounds: int,
 
 
 def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candidate | None = None,
-         sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS) -> Plan:
+         sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS,
+         within: float | None = None) -> Plan:
     """The largest confirmation that fits in `seconds_left`: the reference arm goes first, then
-    the slowest candidates (down to two), then rounds (down to `min_rounds`)."""
+    the slowest candidates (down to two), then rounds (down to `min_rounds`). `within` is the
+    window the candidates were picked in (named when there is only one)."""
     picked = sorted(candidates, key=lambda c: (c.latency_s, c.number))
     if reference is not None and any(c.number == reference.number for c in picked):
         reference = None  # the defaults are a candidate already
     dropped: list[int] = []
     if len(picked) < 2:
         return Plan(picked, reference, sessions, rounds, 0.0, skipped="no other candidate within "
-                    f"{100 * WITHIN:.0f}% of the winner: nothing to re-measure")
+                    f"{100 * (WITHIN if within is None else within):.0f}% of the winner: nothing to re-measure")
     while True:
         arms = picked + ([reference] if reference is not None else [])
         cost = plan_cost_s(arms, sessions, rounds)
@@ -246,8 +268,8 @@ def leader(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -
 def open_arms(numbers: Sequence[int], sessions: Sequence[dict[int, list[float]]]) -> list[int]:
     """The leader and the rivals not yet decided against it: a rival is out once it is surely
     slower (its interval above 1) or surely within `EQUIVALENCE_MARGIN` either way (any pick is
-    then good to the margin). Fewer than `SESSIONS` sessions decide nothing."""
-    if len(sessions) < SESSIONS:
+    then good to the margin). Fewer than `DECIDING_SESSIONS` sessions decide nothing."""
+    if len(sessions) < DECIDING_SESSIONS:
         return list(numbers)
     best = leader(numbers, sessions)
     rivals = [n for n in numbers if n != best]
@@ -294,7 +316,9 @@ def decide(candidates: Sequence[Candidate], sessions: Sequence[dict[int, list[fl
     if runner_up is not None:
         margin, p_value = vs_winner(runner_up.number) - 1, adjusted[runner_up.number]
         interval = mean_interval(session_log_ratios(runner_up.number, winner.number, usable), _level(len(rest)))
-        significant = p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
+        shared = len(session_log_ratios(runner_up.number, winner.number, usable))
+        significant = (p_value < SIGNIFICANCE and interval is not None and interval[1] > 0
+                       and shared >= DECIDING_SESSIONS)
     speedup, speedup_ci = _speedup(reference, winner.number, usable)
     table = tuple(ConfirmedCandidate(
         number=c.number, settings=c.settings, search_latency_s=c.latency_s,
@@ -320,6 +344,8 @@ def _winner(measured: Sequence[Candidate], usable: Sequence[dict[int, list[float
     fastest = next(c for c in finalists if c.number == fastest_number)
     bound = math.log(1 + EQUIVALENCE_MARGIN)
     smaller = [c for c in finalists if c.number != fastest.number and c.peak_bytes < fastest.peak_bytes]
+    if most < DECIDING_SESSIONS:
+        smaller = []  # too few sessions to show equivalence
     equivalent = []
     for c in smaller:  # shown within the margin either way, at the Bonferroni level over those tested
         interval = mean_interval(session_log_ratios(c.number, fastest.number, usable), _level(len(smaller)))

@@ -58,7 +58,8 @@ def pick(search: Search) -> list[confirming.Candidate]:
     feasible = search.book.feasible()
     if not feasible:
         return []
-    return confirming.pick_candidates([candidate(search, r) for r in feasible], memory_room=memory_room(search))
+    return confirming.pick_candidates([candidate(search, r) for r in feasible],
+                                      within=confirming.window(search.target.device), memory_room=memory_room(search))
 
 
 def _reference_arm(search: Search, picked: list[confirming.Candidate]) -> confirming.Candidate | None:
@@ -81,7 +82,8 @@ def confirm(search: Search, deadline: float) -> Decision | None:
     picked = pick(search)
     if math.isinf(deadline):
         deadline = clock.now() + search.options.confirm_timeout_s
-    plan = confirming.plan(picked, deadline - clock.now(), _reference_arm(search, picked))
+    plan = confirming.plan(picked, deadline - clock.now(), _reference_arm(search, picked),
+                           within=confirming.window(search.target.device))
     if plan.skipped:
         return Decision(skipped=plan.skipped, warn=len(picked) >= 2)
     if plan.dropped:
