@@ -301,6 +301,13 @@ def summary(result: SearchResult, defaults: Assignment, budget: float | None) ->
     return "\n".join(lines)
 
 
+def _per_call(q: Any) -> str:
+    """", denoiser 56.0 dB and VAE decode 80.1 dB SQNR per call" (what was measured of it)."""
+    parts = [f"{what} {value:.1f} dB" for what, value in (("denoiser", q.denoiser_sqnr_db),
+                                                          ("VAE decode", q.decode_sqnr_db)) if value is not None]
+    return f", {' and '.join(parts)} SQNR per call" if parts else ""
+
+
 def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:
     """The winner's quality and what it is against; trials the guard refused for more than the
     floor (a bug in an exact knob, a broken output, lossy and unjudged); a missing reference."""
@@ -313,7 +320,7 @@ def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:
     if q and q.psnr_db is not None:
         lines.append(textwrap.fill(
             f"quality    PSNR {q.psnr_db:.1f} dB, SSIM {q.ssim if q.ssim is not None else float('nan'):.4f}"
-            + (f", denoiser {q.denoiser_sqnr_db:.1f} dB SQNR per call" if q.denoiser_sqnr_db is not None else "")
+            + _per_call(q)
             + f"{floor} against {quality_against(result, best)}", WIDTH, subsequent_indent="           "))
     elif result.guard is not None:
         lines.append(_clip(f"quality    {quality_against(result, best)}"))

@@ -1,30 +1,61 @@
 """Judging a trial's output: the reference trial saves its own, every other trial is scored
-against it end to end (quality.py) and, where the reference kept denoiser calls, per call
-(denoiser_calls.py). Runs in the worker, on the first plain run's output."""
+against it end to end (quality.py) and, where the reference kept them, per call: its denoiser's
+calls (denoiser_calls.py) and its VAE decode (decode_calls.py). Runs in the worker, on the first
+plain run's output."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from autotune.measure import denoiser_calls, quality
+from autotune.measure import decode_calls, denoiser_calls, quality
 from autotune.measure.quality import Reference
 from autotune.measure.records import QualityScores, TrialJob
 
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Recorders:
+    """What the judged run recorded of its denoiser's calls and its VAE decode."""
+
+    denoiser: denoiser_calls.Recorder | None = None
+    decode: decode_calls.DecodeRecorder | None = None
+
+
+@contextlib.contextmanager
+def recording(pipe: Any, keep: bool, steps: int) -> Iterator[Recorders]:
+    """Record the calls the per-call errors need while the judged run runs (`keep`: the
+    reference's, stored with it)."""
+    with denoiser_calls.recording(pipe, keep, steps) as denoiser, decode_calls.recording(pipe, keep) as decode:
+        yield Recorders(denoiser, decode)
+
+
+def _per_call(what: str, replay: Any, *args: Any) -> float | None:
+    """One per-call error, rounded; a replay that fails leaves it unmeasured, never the trial."""
+    try:
+        value = replay(*args)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        log.warning("the %s's per-call error could not be measured: %s: %s", what, type(exc).__name__, exc)
+        return None
+    return None if value is None else round(value, 3)
+
+
 def score(pipe: Any, job: TrialJob, output: Any, captured: list[Any],
-          recorder: denoiser_calls.Recorder | None, references: dict[str, Reference]) -> QualityScores:
+          recorders: Recorders | None, references: dict[str, Reference]) -> QualityScores:
     """The output's scores; with `job.save_reference` it is saved as the reference first (its
     scores are then against itself). `references` caches the loaded references by path."""
     from autotune.models.call import output_array
 
+    recorders = recorders or Recorders()
     latents = captured[0].detach().float().cpu().numpy() if captured else None
     images = output_array(output)
     if job.save_reference:
-        calls = recorder.reference_arrays() if recorder is not None else {}
+        calls = {**(recorders.denoiser.reference_arrays() if recorders.denoiser is not None else {}),
+                 **(recorders.decode.reference_arrays() if recorders.decode is not None else {})}
         quality.save_reference(Path(job.save_reference), images, latents, calls)
         own = {"images": images} if latents is None else {"images": images, "latents": latents}
         return quality.compare(images, latents, own)
@@ -33,11 +64,7 @@ def score(pipe: Any, job: TrialJob, output: Any, captured: list[Any],
     if reference is None:
         reference = references[job.reference] = quality.load_reference(Path(job.reference))
     scores = quality.compare(images, latents, reference)
-    try:
-        per_call = denoiser_calls.replay_sqnr(pipe, recorder, reference)
-    except (RuntimeError, TypeError, ValueError, KeyError) as exc:  # never fails the trial
-        log.warning("the per-call error could not be measured: %s: %s", type(exc).__name__, exc)
-        per_call = None
-    if per_call is not None:
-        scores = dataclasses.replace(scores, denoiser_sqnr_db=round(per_call, 3))
-    return scores
+    return dataclasses.replace(
+        scores,
+        denoiser_sqnr_db=_per_call("denoiser", denoiser_calls.replay_sqnr, pipe, recorders.denoiser, reference),
+        decode_sqnr_db=_per_call("VAE decode", decode_calls.replay_sqnr, pipe, recorders.decode, reference))

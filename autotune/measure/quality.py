@@ -2,8 +2,9 @@
 error of the final latents; and the sanity floor every output must pass (finite, not constant),
 with the stricter one an exact setting must pass.
 
-Besides the image, the per-call error of the denoiser on the reference's own inputs (SQNR,
-denoiser_calls.py) judges exact settings: it measures the knob, not the chaos of sampling.
+Besides the image, the per-call error of the denoiser on the reference's own inputs and of the
+VAE decode on the reference's own latent (SQNR, denoiser_calls.py, decode_calls.py) judges exact
+settings: it measures the knob, not the chaos of sampling.
 
 The reference is the same prompt, seed and steps run with every knob at its exact default, in the
 reference dtype, without the memory ceiling (reference.py makes it). Images are compared as the
@@ -180,10 +181,10 @@ def exact_problem(quality: QualityScores) -> str | None:
     broken = broken_output(quality)
     if broken:
         return broken
-    per_call = quality.denoiser_sqnr_db
-    if per_call is not None and not per_call >= EXACT_MIN_SQNR_DB:
-        return (f"its denoiser is {per_call:.1f} dB SQNR from the reference's on the same inputs, under the "
-                f"{EXACT_MIN_SQNR_DB:g} dB float reordering keeps")
+    for what, per_call in (("denoiser", quality.denoiser_sqnr_db), ("VAE decode", quality.decode_sqnr_db)):
+        if per_call is not None and not per_call >= EXACT_MIN_SQNR_DB:
+            return (f"its {what} is {per_call:.1f} dB SQNR from the reference's on the same inputs, under the "
+                    f"{EXACT_MIN_SQNR_DB:g} dB float reordering keeps")
     value = quality.psnr_db if quality.psnr_db is not None else math.nan
     if not value >= EXACT_MIN_PSNR_DB:  # NaN fails too
         return f"PSNR {value:.1f} dB against the reference, under the {EXACT_MIN_PSNR_DB:g} dB any float reordering keeps"

@@ -222,7 +222,7 @@ class DeviceConditions:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QualityScores:
-    """The judged output against the reference (quality.py, denoiser_calls.py)."""
+    """The judged output against the reference (quality.py, denoiser_calls.py, decode_calls.py)."""
 
     psnr_db: float | None = None
     ssim: float | None = None
@@ -233,6 +233,8 @@ class QualityScores:
     latent_rel_error: float | None = None
     #: The denoiser's per-call error against the reference's on the same inputs.
     denoiser_sqnr_db: float | None = None
+    #: The VAE decode's error on the reference's own latent (decode_calls.py).
+    decode_sqnr_db: float | None = None
 
     def to_dict(self) -> dict[str, float]:
         return _set(self)

@@ -113,13 +113,13 @@ class Worker:
                 result.phases.warmup_s += (time.perf_counter() - start,)
 
     def _recording(self, job: TrialJob) -> Any:
-        """While the judged run runs: the denoiser calls it makes (denoiser_calls.py)."""
+        """While the judged run runs: the denoiser calls and the VAE decode it makes (judge.py)."""
 
-        from autotune.measure import denoiser_calls
+        from autotune.measure import judge
 
         if not self._to_judge or self.pipe is None:
             return contextlib.nullcontext(None)
-        return denoiser_calls.recording(self.pipe, keep=bool(job.save_reference), steps=job.target.steps)
+        return judge.recording(self.pipe, keep=bool(job.save_reference), steps=job.target.steps)
 
     def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
                       recorder: Any = None) -> None:

@@ -97,7 +97,7 @@ def _changed(settings: Assignment) -> str:
 
 
 #: The quality numbers trials.csv carries, when the search measured any.
-QUALITY_COLUMNS = ("psnr_db", "ssim", "latent_rel_error", "denoiser_sqnr_db")
+QUALITY_COLUMNS = ("psnr_db", "ssim", "latent_rel_error", "denoiser_sqnr_db", "decode_sqnr_db")
 
 
 def trials_frame(data: StudyRows) -> Any:
@@ -119,6 +119,7 @@ def trials_frame(data: StudyRows) -> Any:
             "psnr_db": r.quality.get("psnr_db"), "ssim": r.quality.get("ssim"),
             "latent_rel_error": r.quality.get("latent_rel_error"),
             "denoiser_sqnr_db": r.quality.get("denoiser_sqnr_db"),
+            "decode_sqnr_db": r.quality.get("decode_sqnr_db"),
             "settings": _changed(r.settings), "error": (r.error or "")[:120],
         })
     frame = pd.DataFrame.from_records(records)
