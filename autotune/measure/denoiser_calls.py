@@ -159,9 +159,11 @@ def _rebuild(spec: dict[str, Json], key: str, reference: dict[str, np.ndarray], 
     return spec["value"]
 
 
-def replay_sqnr(pipe: Any, recorder: Recorder | None, reference: dict[str, np.ndarray]) -> float | None:
+def replay_sqnr(pipe: Any, recorder: Recorder | None, reference: dict[str, np.ndarray],
+                cap: float | None = None) -> float | None:
     """The lowest SQNR (dB) of this pipeline's denoiser over the reference's kept calls, fed the
-    same inputs; None when the reference kept no calls or this trial saw no denoiser call."""
+    same inputs; None when the reference kept no calls or this trial saw no denoiser call.
+    `cap`: as quality.sqnr's (None: its default)."""
     import torch
 
     from autotune.measure import quality
@@ -177,5 +179,6 @@ def replay_sqnr(pipe: Any, recorder: Recorder | None, reference: dict[str, np.nd
             args = [_rebuild(a, f"arg{i}", reference, recorder.placement, default) for i, a in enumerate(call["args"])]
             kwargs = {k: _rebuild(v, k, reference, recorder.placement, default) for k, v in call["kwargs"].items()}
             out = _output_tensor(module(*args, **kwargs))
-            scores.append(quality.sqnr(out.detach().float().cpu().numpy(), reference[f"{PREFIX}{n}.out"]))
+            got, want = out.detach().float().cpu().numpy(), reference[f"{PREFIX}{n}.out"]
+            scores.append(quality.sqnr(got, want) if cap is None else quality.sqnr(got, want, cap=cap))
     return min(scores) if scores else None

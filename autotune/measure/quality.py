@@ -61,15 +61,18 @@ def data_range(reference: np.ndarray) -> float:
     return max(high - low, 1e-12)
 
 
-def psnr(output: np.ndarray, reference: np.ndarray, peak: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB; `peak` is the data range (read from the reference by default)."""
+def psnr(output: np.ndarray, reference: np.ndarray, peak: float | None = None,
+         cap: float = PSNR_IDENTICAL_DB) -> float:
+    """Peak signal-to-noise ratio in dB; `peak` is the data range (read from the reference by
+    default). `cap` is what identical outputs score; a larger one (math.inf) shows float noise,
+    which scores 110-140 dB, where the guard's own numbers all read 100."""
     peak = data_range(reference) if peak is None else peak
     mse = float(np.mean((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
     if not math.isfinite(mse):  # NaN or inf in the output: as bad as it gets
         return 0.0
     if mse <= 0:
-        return PSNR_IDENTICAL_DB
-    return max(0.0, min(PSNR_IDENTICAL_DB, 10 * math.log10(peak**2 / mse)))
+        return cap
+    return max(0.0, min(cap, 10 * math.log10(peak**2 / mse)))
 
 
 def ssim_window(height: int, width: int) -> int:
@@ -124,16 +127,16 @@ def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
 
 
-def sqnr(output: np.ndarray, reference: np.ndarray) -> float:
+def sqnr(output: np.ndarray, reference: np.ndarray, cap: float = PSNR_IDENTICAL_DB) -> float:
     """Signal-to-quantization-noise ratio in dB: ||reference||^2 / ||output - reference||^2,
-    capped at PSNR_IDENTICAL_DB; a non-finite output scores 0 (how torchao's autoquant gates)."""
+    capped at `cap` (as `psnr`); a non-finite output scores 0 (how torchao's autoquant gates)."""
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     noise = float(np.sum((output.astype(np.float64) - reference.astype(np.float64)) ** 2))
     if not math.isfinite(noise):
         return 0.0
     if noise <= 0:
-        return PSNR_IDENTICAL_DB
-    return max(0.0, min(PSNR_IDENTICAL_DB, 10 * math.log10(signal / noise))) if signal > 0 else 0.0
+        return cap
+    return max(0.0, min(cap, 10 * math.log10(signal / noise))) if signal > 0 else 0.0
 
 
 def _std(images: np.ndarray, peak: float) -> float:

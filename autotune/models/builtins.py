@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ModelNotFoundError
+from autotune.models.trained import TRAINED, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,18 @@ def _packaged_configs(name: str) -> dict[str, dict[str, Any]]:
     return configs
 
 
+def _shapes_configs() -> dict[str, dict[str, Any]]:
+    """tiny-sd's architecture; the VAE's scaling factor is the one its trained latents need."""
+    from autotune.models.trained import weights_meta
+
+    configs = _tiny_configs()
+    configs["vae"]["scaling_factor"] = weights_meta("tiny-sd-shapes")["scaling_factor"]
+    return configs
+
+
 BUILTINS = {
     "tiny-sd": _tiny_configs,
+    "tiny-sd-shapes": _shapes_configs,
     "sd15": lambda: _packaged_configs("sd15"),
     "sdxl": lambda: _packaged_configs("sdxl"),
 }
@@ -127,6 +138,9 @@ def build_builtin(model: str, torch_dtype: Any) -> Any:
                 cfg = {k: v for k, v in configs[name].items() if k not in ("architectures", "_name_or_path")}
                 parts[name] = cls(CLIPTextConfig(**cfg))
                 parts[name.replace("text_encoder", "tokenizer")] = offline_clip_tokenizer()
+    name = model[len(BUILTIN_PREFIX):]
+    if name in TRAINED:
+        load_trained(name, parts)
     scheduler_cfg = configs["scheduler"]
     parts["scheduler"] = getattr(diffusers_schedulers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg)
     pipeline_cls = getattr(__import__("diffusers"), index["_class_name"])

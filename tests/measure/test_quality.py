@@ -129,3 +129,16 @@ def test_sqnr_and_the_per_call_floor_of_exact_settings():
     # the end-to-end image may drift (sampling chaos) while each call stays exact: passes
     assert exact_problem(QualityScores(psnr_db=20.0, denoiser_sqnr_db=95.0)) is None
     assert "SQNR" in exact_problem(QualityScores(psnr_db=60.0, denoiser_sqnr_db=EXACT_MIN_SQNR_DB - 1))
+
+
+def test_a_larger_cap_shows_float_noise_the_default_reads_as_identical():
+    import math
+
+    from autotune.measure import quality
+
+    ref = np.linspace(0, 1, 3 * 16 * 16, dtype=np.float32).reshape(1, 16, 16, 3)
+    noisy = np.nextafter(ref, np.float32(2))
+    assert quality.psnr(noisy, ref) == quality.PSNR_IDENTICAL_DB
+    assert 120 < quality.psnr(noisy, ref, cap=math.inf) < 160
+    assert quality.psnr(ref, ref, cap=math.inf) == math.inf
+    assert quality.sqnr(noisy, ref) == quality.PSNR_IDENTICAL_DB < quality.sqnr(noisy, ref, cap=math.inf)

@@ -44,7 +44,7 @@ def test_model_info_builtins(model, pipeline_class, size):
 
 
 def test_builtin_names():
-    assert builtin_names() == ["builtin:tiny-sd", "builtin:sd15", "builtin:sdxl"]
+    assert builtin_names() == ["builtin:tiny-sd", "builtin:tiny-sd-shapes", "builtin:sd15", "builtin:sdxl"]
 
 
 def test_unknown_builtin():
