@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """What the README's main job costs, beside the import it is measured against, N times over.
 
-Each run, in fresh run directories: `python -c 'import torch, diffusers'` in a fresh process
-(wall time), then the README's search as the README prints it (`autotune search --max-vram 2GB
---trials 8`, a fresh `--run-dir` and `--out`), then the import again. It prints and writes (.md
+Each run, in a fresh working folder (so a fresh `.autotune/` run dir): `python -c 'import torch,
+diffusers'` in a fresh process (wall time), then the README's search exactly as the README gives
+it, then the import again. It prints and writes (.md
 and .json, rewritten after every run): the search's wall time, its ratio to the mean of the two
 imports beside it, the median `overhead_s` per trial (from the profile), the winner and its
 latency, whether it was confirmed, and the load average before and after, since a shared
@@ -39,8 +39,9 @@ from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.knobs import all_knobs  # noqa: E402
 from autotune.profiles.profile import atomic_write_text  # noqa: E402
 
-#: The README's main job, flags as the README gives them (the run dir and profile are added).
-JOB = ("search", "--max-vram", "2GB", "--trials", "8")
+#: The README's main job, exactly as the README gives it; each run is in a fresh working folder,
+#: so its run dir (`.autotune/`) and profile are new and its output is the README's transcript.
+JOB = ("search", "--max-vram", "2GB", "--trials", "8", "--out", "profiles/example-cpu.yaml")
 IMPORT = "import torch, diffusers"
 #: Issue 20's targets for this job.
 MAX_RATIO = 15.0
@@ -66,11 +67,13 @@ def one_run(index: int, work: Path, log_path: Path, extra: list[str]) -> dict[st
     """The import, the README's search in fresh directories, the import again."""
     load_before = os.getloadavg()[0]
     import_before = timed_import()
-    out = work / f"run-{index}.yaml"
-    command = [sys.executable, "-m", "autotune.cli.main", *JOB, *extra, "--run-dir", str(work / f"run-{index}"),
-               "--out", str(out)]
+    folder = work / f"run-{index}"
+    (folder / "profiles").mkdir(parents=True)
+    out = folder / JOB[JOB.index("--out") + 1]
+    command = [sys.executable, "-m", "autotune.cli.main", *JOB, *extra]
     start = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=work, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.monotonic() - start
     import_after = timed_import()
     log_path.write_text(f"$ autotune {' '.join(JOB + tuple(extra))}\n--- stderr ---\n{done.stderr}--- stdout ---\n{done.stdout}")
