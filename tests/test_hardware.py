@@ -30,3 +30,14 @@ def test_the_version_comes_from_its_own_module():
     from autotune._version import __version__
 
     assert autotune.__version__ == __version__ == hardware.versions()["autotune"]
+
+
+def test_half_precision_is_native_only_with_a_flag_that_computes_it():
+    assert hardware.cpu_lacks_native_half(frozenset({"avx2", "fma", "f16c"}))  # f16c only converts
+    assert not hardware.cpu_lacks_native_half(frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert not hardware.cpu_lacks_native_half(frozenset({"fp", "asimd", "asimdhp"}))  # Arm FP16
+
+
+def test_an_unreadable_cpu_is_not_assumed_slow(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: None)
+    assert not hardware.cpu_lacks_native_half()

@@ -10,6 +10,7 @@ from autotune.knobs.registry import (
     Conflict,
     Context,
     Knob,
+    SLOW,
     PlanEffect,
     SpeedPrior,
     Stage,
@@ -31,7 +32,7 @@ for _module in sorted(m.name for m in _pkgutil.iter_modules(_builtin.__path__)):
 check_conflicts()
 
 __all__ = [
-    "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "PlanEffect", "SpeedPrior", "Stage", "Value",
+    "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "PlanEffect", "SLOW", "SpeedPrior", "Stage", "Value",
     "all_knobs", "compiles", "conflicts", "get", "iter_conflicts", "load_key", "load_kwargs", "register",
     "register_conflict",
 ]

@@ -83,6 +83,12 @@ class PlanEffect:
         return role in self.roles
 
 
+#: A `SpeedPrior.rank` for a value measured to be many times slower on this device (half
+#: precision on a CPU without native support): every candidate with it is proposed after the
+#: likely-fast ones, and none is among the first that cover the `spread` knobs' values.
+SLOW = 100
+
+
 @dataclasses.dataclass(frozen=True)
 class SpeedPrior:
     """What a knob's values usually cost in speed, before anything is measured: the search

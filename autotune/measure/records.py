@@ -71,6 +71,8 @@ class Phases:
     build_s: float | None = None
     to_device_s: float | None = None
     apply_s: float | None = None
+    #: The first (warm-up) run; on CPU without compile, the memory-tracked run of
+    #: `worker.MEMORY_RUN_STEPS` steps.
     first_run_s: float | None = None
     #: The warm-up runs after the first (stored as warmup_1_s, warmup_2_s...).
     warmup_s: tuple[float, ...] = ()

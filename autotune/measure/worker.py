@@ -40,8 +40,12 @@ __all__ = ["HostWeights", "Worker", "measure", "run_pipeline", "serve"]
 
 log = logging.getLogger("autotune.worker")
 
-#: Steps of the run that measures CPU memory when it cannot ride along the warm-up (compiled
-#: trials): every denoising step allocates the same shapes, so two steps reach the same peak.
+#: Steps of the run that measures CPU memory (the tracked warm-up, or its own run after a
+#: compiled trial's timed runs): every denoising step allocates the same shapes, so two steps
+#: reach the peak of all of them (the text encoder and the VAE decode run once either way), but
+#: for the scheduler's per-step arrays: builtin:tiny-sd at 64 px read 7017664 bytes at 2 steps
+#: against 7019712 at 4 (tests/measure/test_worker.py holds it within 0.1%), for a fraction of
+#: the full run's time.
 MEMORY_RUN_STEPS = 2
 
 
@@ -89,7 +93,9 @@ class Worker:
     def _warm_up(self, job: TrialJob, result: Measurement) -> None:
         """The first run holds compile and autotuning time: reported, never mixed into latency.
         Where tracking memory is slow (CPU) and nothing is compiled, the first run also measures
-        memory, so no extra run is paid for it."""
+        memory, so no extra run is paid for it, and it makes only `MEMORY_RUN_STEPS` steps: it
+        runs every kernel the timed runs will, and an untimed run of the full steps would buy
+        nothing but time (on a CPU without native half precision: 6 s of a bf16 trial)."""
         self._tracked_warmup = False
         self._to_judge = bool(job.save_reference or job.reference)
         for i in range(max(1, job.warmup)):
@@ -97,7 +103,7 @@ class Worker:
             start = time.perf_counter()
             if track:  # a dispatch mode may pick other kernels: its output is not judged
                 with self.backend.track(self.pipe) as reading:
-                    run_pipeline(self.pipe, job)
+                    run_pipeline(self.pipe, job, steps=memory_run_steps(job))
                     self.backend.synchronize()
                 self._store_reading(reading)
                 self._tracked_warmup = True
@@ -165,7 +171,7 @@ class Worker:
             if not self._tracked_warmup and result.peak_bytes is None:
                 start = time.perf_counter()
                 with self.backend.track(self.pipe) as reading:
-                    run_pipeline(self.pipe, job, steps=min(job.target.steps, MEMORY_RUN_STEPS))
+                    run_pipeline(self.pipe, job, steps=memory_run_steps(job))
                     self.backend.synchronize()
                 self._store_reading(reading)
                 result.phases.memory_run_s = time.perf_counter() - start
@@ -242,6 +248,11 @@ class Worker:
         result.phases.release_s = released.release_s
         result.device_info.worker_clean_after = released.clean
         return result
+
+
+def memory_run_steps(job: TrialJob) -> int:
+    """The steps of the run whose memory is tracked: as few as reach the peak of the full run."""
+    return min(job.target.steps, MEMORY_RUN_STEPS)
 
 
 def _compiles(job: TrialJob) -> bool:

@@ -26,11 +26,19 @@ def spread_key(assignment: Assignment) -> tuple:
     return tuple(assignment.get(k.name, k.default) for k in knobs.all_knobs() if k.speed.spread)
 
 
+def predictably_slow(assignment: Assignment, device: str) -> bool:
+    """Whether a value of the assignment is `SLOW` on this device (e.g. fp16 on an AVX2 CPU)."""
+    return any(k.speed_rank(assignment.get(k.name, k.default), device) >= knobs.SLOW for k in knobs.all_knobs())
+
+
 def seed_order(feasible: Iterable[Assignment], device: str, k: int) -> list[Assignment]:
-    """Up to k candidates: the likely-fastest of each combination of the spread knobs first."""
+    """Up to k candidates: the likely-fastest of each combination of the spread knobs first
+    (leaving out predictably slow values: they come after every likely-fast candidate)."""
     ranked = sorted(feasible, key=speed_prior(device))
     firsts, seen = [], set()
     for a in ranked:
+        if predictably_slow(a, device):
+            continue
         spread = spread_key(a)
         if spread not in seen:
             seen.add(spread)

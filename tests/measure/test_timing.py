@@ -62,6 +62,13 @@ def test_a_trial_far_behind_the_incumbent_stops_after_one_run():
     assert not StoppingRule(min_runs=6).done([6.1], elapsed_s=6.1)  # no incumbent yet: no race
 
 
+def test_a_run_longer_than_the_time_cap_still_stops_a_trial_far_behind_at_one_run():
+    # a loaded machine: the incumbent ran 18 s, this trial's one run 104 s, past the 10 s cap
+    assert StoppingRule(min_runs=6, time_cap_s=10.0, incumbent_s=18.0).done([104.0], elapsed_s=104.0)
+    # not far behind: past the cap it still makes its three runs
+    assert not StoppingRule(min_runs=6, time_cap_s=10.0, incumbent_s=18.0).done([30.0], elapsed_s=30.0)
+
+
 def test_the_incumbent_travels_with_the_rule():
     rule = StoppingRule(incumbent_s=0.5)
     assert StoppingRule.from_dict(rule.to_dict()) == rule
