@@ -5,7 +5,8 @@ the exact settings' per-call floor (quality.EXACT_MIN_SQNR_DB).
 For each number of steps, the reference (every knob at its exact default, fp32) is made once in
 this process (denoiser calls kept: denoiser_calls.py), then every setting below is measured as a
 search trial would be (autotune.measure.worker.measure, 1 timed run) and judged against it: end-to-end
-PSNR/SSIM of the image, latent error, and the lowest per-call denoiser SQNR.
+PSNR/SSIM of the image, latent error, the lowest per-call denoiser SQNR and the VAE decode's
+SQNR on the reference's latent.
 
 Then the trajectory table: the exact settings again, and a controlled perturbation (one ulp per
 element of the denoiser's output, on every call or on the first only: measure/perturb.py), with
@@ -64,7 +65,8 @@ def measure(model: str, size: int, steps: int, device: str, rows: list[dict[str,
             q = m.quality.to_dict() if m.quality else {}
             rows.append({"settings": " ".join(f"{k}={v}" for k, v in changed.items()) or "defaults",
                          "steps": steps, "status": m.status, "psnr_db": q.get("psnr_db"), "ssim": q.get("ssim"),
-                         "latent_rel_error": q.get("latent_rel_error"), "denoiser_sqnr_db": q.get("denoiser_sqnr_db")})
+                         "latent_rel_error": q.get("latent_rel_error"), "denoiser_sqnr_db": q.get("denoiser_sqnr_db"),
+                         "decode_sqnr_db": q.get("decode_sqnr_db")})
             print(rows[-1], flush=True)
             write(rows)
 
@@ -176,11 +178,13 @@ def main() -> int:
         lines = [f"# Per-call vs end-to-end quality, {args.model} {args.size}x{args.size}, on {device_name}", "",
                  "Against the fp32 reference (every knob at its exact default); one run per setting. "
                  "`denoiser SQNR`: the lowest over the first, middle and last denoiser call, fed the "
-                 "reference's inputs (100 = identical). Written by `benchmarks/quality_per_call.py "
-                 f"--steps {' '.join(map(str, args.steps))} --size {args.size}`.", "",
-                 "| steps | settings | PSNR dB | SSIM | latent rel. error | denoiser SQNR dB |", "|---|---|---|---|---|---|"]
+                 "reference's inputs; `VAE decode SQNR`: the reference's own latent decoded by the "
+                 "trial's VAE (100 = identical). Written by `benchmarks/quality_per_call.py "
+                 f"--model {args.model} --name {args.name} --steps {' '.join(map(str, args.steps))} --size {args.size}`.", "",
+                 "| steps | settings | PSNR dB | SSIM | latent rel. error | denoiser SQNR dB | VAE decode SQNR dB |",
+                 "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['steps']} | {r['settings']} | {r['psnr_db']} | {r['ssim']} | {r['latent_rel_error']} | "
-                  f"{r['denoiser_sqnr_db']} |" for r in rows]
+                  f"{r['denoiser_sqnr_db']} | {r.get('decode_sqnr_db')} |" for r in rows]
         if paths:
             lines += ["", "## Trajectory: float noise end to end and per call, uncapped", "",
                       "The exact settings, and one ulp per element added to the denoiser's output "
