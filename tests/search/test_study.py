@@ -235,6 +235,26 @@ def test_the_winner_is_confirmed_side_by_side(tmp_path):
     assert profile.confirmation.significant and profile.confirmation.rounds == sessions * confirm.ROUNDS
 
 
+def test_a_confirmation_cut_to_one_session_decides_nothing(tmp_path):
+    # the second session's workers could not load in time: one session is one process per arm,
+    # so a process offset could decide it; the search order stands, and the reason is kept
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.2, "bf16": 1.0}.get(a["dtype"], 2.0))
+    first = fake._compare
+
+    def compare(jobs, rounds, runs_per_round, deadline):
+        if fake.compared:
+            fake.compared.append(list(jobs))
+            return {}, "trial 2 could not be reloaded (time budget)"
+        return first(jobs, rounds, runs_per_round, deadline)
+
+    fake.compare = compare
+    result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
+    assert len(fake.compared) == 2 and result.confirmation is None
+    assert result.best.assignment["dtype"] == "fp16"  # the search's order, not the one session's
+    assert "did not complete (1 of 2 sessions completed)" in result.confirmation_skipped
+    assert "could not be reloaded" in result.confirmation_skipped
+
+
 def cost_tie(a):
     latency, peak = cost(a)
     return (latency, peak - (5 * MiB if a["dtype"] == "bf16" else 0))
