@@ -31,6 +31,10 @@ def test_the_table_multiplies_latencies_and_adds_peaks(dq):
     assert latency == pytest.approx(0.94 * 0.71 * 0.62 * 0.995)
     assert peak == int((7.00 - 3.14 + 0.01 - 0.39) * GiB)
     assert noise == table.compiled_noise and table.truth({})[2] == table.eager_noise
+    # a compile mode the table does not name runs as a full compile
+    assert table.truth({"compile": "full-cuda-graphs"})[0] == table.truth({"compile": "full"})[0]
+    # decisions are scored on the median run, noise included: eager reads 1 + 0.3 ln 2 its floor
+    assert table.typical({}) == pytest.approx(0.94 * (1 + 0.30 * math.log(2)))
 
 
 def test_a_new_worker_reads_slow_and_settles(dq):
