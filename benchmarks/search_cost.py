@@ -125,22 +125,22 @@ def side_by_side(target: Target, short: dict[str, Any], long: dict[str, Any], se
     deadline = time.monotonic() + timeout_s
     timed: list[dict[int, list[float]]] = []
     notes: list[str] = []
-    own = measurer is None
-    measurer = SubprocessMeasurer(log_dir=log_dir) if own else measurer
-    try:
-        for s in range(sessions):
-            order = [0, 1] if s % 2 == 0 else [1, 0]  # new workers, the other order
-            medians, note = measurer.compare([jobs[n] for n in order], confirm.ROUNDS + confirm.WARMUP_ROUNDS,
-                                             confirm.RUNS_PER_ROUND, deadline)
-            if note:
-                notes.append(note)
-            session = {order[i]: values[confirm.WARMUP_ROUNDS:] for i, values in medians.items()}
-            if not all(session.get(n) for n in (0, 1)):
-                break  # cut short (time, a failed load): what was complete decides
-            timed.append(session)
-    finally:
-        if own:
-            measurer.close()
+    for s in range(sessions):
+        order = [0, 1] if s % 2 == 0 else [1, 0]  # new workers, the other order
+        session_measurer = measurer or SubprocessMeasurer(log_dir=log_dir / f"session-{s}")
+        try:
+            medians, note = session_measurer.compare([jobs[n] for n in order],
+                                                     confirm.ROUNDS + confirm.WARMUP_ROUNDS,
+                                                     confirm.RUNS_PER_ROUND, deadline)
+        finally:
+            if measurer is None:
+                session_measurer.close()
+        if note:
+            notes.append(note)
+        session = {order[i]: values[confirm.WARMUP_ROUNDS:] for i, values in medians.items()}
+        if not all(session.get(n) for n in (0, 1)):
+            break  # cut short (time, a failed load): what was complete decides
+        timed.append(session)
     logs = confirm.session_log_ratios(0, 1, timed)
     interval = mean_interval(logs)
     decided = confirm.decide(arms, timed, confirm.RUNS_PER_ROUND, "; ".join(notes)) if timed else None
