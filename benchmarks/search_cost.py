@@ -21,7 +21,10 @@ the device and the model, rewritten after each so a run killed at any point keep
 The load average is recorded before and after each step (the machine may be shared).
 With `--budget-s` no spread trial starts once the whole run has spent it.
 
-    python benchmarks/search_cost.py --model builtin:tiny-sd --seeds 1  # CPU, ~35 min on 2 cores
+    python benchmarks/search_cost.py --model builtin:tiny-sd            # CPU, hours on 2 cores
+    python benchmarks/search_cost.py --model builtin:tiny-sd --height 64 --width 64 --steps 4 \
+        --max-vram 2GB --trials 8 --long-factor 2 --seeds 1 --sessions 3 --repeat 2 \
+        --max-run-time 2                                              # the 2026-12-02 CPU run
     python benchmarks/search_cost.py --model builtin:sd15 --height 128 --width 128 --steps 4 \\
         --trials 6 --no-regret                                         # CPU, SD1.5 architecture
     python benchmarks/search_cost.py --model builtin:sd15 --device cuda --height 512 --width 512

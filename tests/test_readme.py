@@ -50,7 +50,7 @@ def test_readme_multi_worker_block_runs_as_written(tmp_path):
 QUICKSTART_SEARCH = "autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.yaml"
 
 
-@pytest.mark.slow  # a real 8-trial search on the built-in default: ~1.5 min on 2 idle CPU cores
+@pytest.mark.slow  # a real 8-trial search on the built-in default: ~1.5 min on 2 idle CPU cores, >20 min at load 14
 def test_readme_search_transcript_has_the_structure_a_run_prints(tmp_path):
     """The README's "What a search looks like" block, read now (someone may have just rerun it),
     against the same command run in a fresh folder on CPU: the same header lines, trial table
@@ -66,7 +66,7 @@ def test_readme_search_transcript_has_the_structure_a_run_prints(tmp_path):
     argv = shlex.split(QUICKSTART_SEARCH)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore",  # the CPU transcript
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = transcript.without_log_records(proc.stderr + proc.stdout)  # as the README shows them
     assert transcript.differences(documented, transcript.parse(printed)) == [], printed
