@@ -77,6 +77,13 @@ def test_noise_is_not_a_difference(documented):
     assert differences(parse(documented), run(NOISY_RUN)) == []
 
 
+def test_a_winner_without_an_interval_is_no_difference(documented):
+    # 2026-12-02 at load 14: the winner raced at its minimum runs, so no ±
+    raced = NOISY_RUN.replace("0.338 s ±1.2% median of 9 runs", "12.140 s median of 3 runs")
+    assert "12.140 s median of 3 runs, peak" in raced and "±1.2%" not in raced
+    assert differences(parse(documented), run(raced)) == []
+
+
 def test_without_the_optional_confirmation_line_is_no_difference(documented):
     quiet = "\n".join(line for line in NOISY_RUN.splitlines() if not line.startswith("defaults "))
     assert differences(parse(documented), run(quiet)) == []

@@ -26,6 +26,9 @@ OPTIONAL_SUMMARY = frozenset({"defaults"})
 #: what is installed).
 LABEL_ONLY = frozenset({"space:", "not searched:", "runner-up", "defaults"})
 
+#: The precision of a latency in the summary, printed only when the trial's runs gave an interval
+#: (a trial raced at its minimum runs has none): dropped before the summary is compared.
+_PRECISION = re.compile(r" ±\d+(?:\.\d+)?%")
 _PATH = re.compile(r"(?<!\S)[^\s()]*/[^\s()]*")
 _SETTING = re.compile(r"(?<!\S)(?:[a-z_][a-z0-9_]*=\S+|defaults|\S+\.\.\.)(?!\S)")
 _SETTINGS_RUN = re.compile(r"<settings>(?:\s+<settings>)+")
@@ -112,7 +115,7 @@ def parse(text: str) -> Structure:
     header = tuple(Line(label, mask(_strip_label(label, text.strip())))
                    for first, text in _logical(lines[:start]) for label in [_header_label(first)])
     trials = tuple(Line("trial", mask(line)) for line in lines[start + 1:end])
-    summary = tuple(Line(label, mask(_strip_label(label, text)))
+    summary = tuple(Line(label, mask(_PRECISION.sub("", _strip_label(label, text))))
                     for first, text in _logical(lines[end:]) for label in [_summary_label(first)])
     return Structure(_collapse(header), columns, trials, summary)
 
