@@ -45,3 +45,29 @@ def test_readme_multi_worker_block_runs_as_written(tmp_path):
     assert (tmp_path / "demo-profile.yaml").exists()
     if db.startswith("postgresql"):
         optuna.delete_study(study_name="demo", storage=db)
+
+
+QUICKSTART_SEARCH = "autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.yaml"
+
+
+@pytest.mark.slow  # a real 8-trial search on the built-in default: ~1.5 min on 2 idle CPU cores, >20 min at load 14
+def test_readme_search_transcript_has_the_structure_a_run_prints(tmp_path):
+    """The README's "What a search looks like" block, read now (someone may have just rerun it),
+    against the same command run in a fresh folder on CPU: the same header lines, trial table
+    columns and summary labels, numbers, paths and settings masked (tests/helpers/transcript.py)."""
+    import os
+    import shlex
+    import subprocess
+
+    from helpers import transcript
+
+    documented = transcript.parse(transcript.readme_block(README.read_text(), QUICKSTART_SEARCH))
+    (tmp_path / "profiles").mkdir()  # as in a checkout, where the quickstart runs
+    argv = shlex.split(QUICKSTART_SEARCH)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore",  # the CPU transcript
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = transcript.without_log_records(proc.stderr + proc.stdout)  # as the README shows them
+    assert transcript.differences(documented, transcript.parse(printed)) == [], printed
+    assert (tmp_path / "profiles" / "example-cpu.yaml").exists()
