@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autotune import hardware  # noqa: E402
 from autotune.cli.format import settings_diff  # noqa: E402
 from autotune.knobs import all_knobs  # noqa: E402
-from autotune.knobs.space import Assignment, assignment_key  # noqa: E402
+from autotune.knobs.space import assignment_key  # noqa: E402
 from autotune.measure.measurer import SubprocessMeasurer, TrialJob  # noqa: E402
 from autotune.measure.timing import mean_interval  # noqa: E402
 from autotune.search import confirm  # noqa: E402
@@ -301,7 +301,7 @@ def long_search_name(long: dict[str, Any], space_size: int | None) -> str:
 
 def regret_lines(entry: dict[str, Any], space_size: int | None) -> list[str]:
     """The long search's winner, and the regret as measured side by side with its interval."""
-    long, short = entry["long"], entry["short"]
+    long = entry["long"]
     lines = [f"{long_search_name(long, space_size)}: winner {long['best'] and long['best']['settings']} "
              f"{_fmt(long['best'] and long['best']['latency_median_s'], ' s')} in its own search"]
     side = entry.get("side_by_side")
