@@ -515,9 +515,10 @@ def report(arms: dict[str, dict[str, Any]], args: argparse.Namespace, noise: Noi
         f"{100 * noise.process_sd:.0f}% sd (assumed); a new worker starts {noise.slow_start[0]:.2f}-"
         f"{noise.slow_start[1]:.2f}x slower, decaying by e every {noise.slow_start_runs:g} runs; spawn {noise.spawn_s:.0f} s, load "
         f"{noise.load_s:.0f} s, cold compile 75 s (regional 30 s, 20 s warm).",
-        "- within 2%: the winner's true latency is within 2% of the truly fastest feasible trial the search "
-        "measured (the decision's own choice set); regret: the same ratio minus 1 (median / p95); "
-        "lost on memory: a measured feasible trial at least 3% faster needed more memory than the winner (for any reason; rule: the decision was the memory rule itself, counted in the later runs only); "
+        "- within 2%: the winner's true latency (`Table.typical`: the median run, noise included) is within 2% "
+        "of the truly fastest feasible trial the search measured (the decision's own choice set); regret: the "
+        "same ratio minus 1 (median / p95); lost on memory: a measured feasible trial at least 3% faster needed "
+        "more memory than the winner (for any reason; rule: the decision was the memory rule itself); "
         "time: simulated seconds of the scored search (median / p95); vs space: the winner against the "
         "best feasible assignment of the whole space (what the search did not try counts here).",
         "",
