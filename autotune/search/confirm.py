@@ -67,6 +67,10 @@ SESSIONS = 2
 DECIDING_SESSIONS = 3
 #: More sessions run, for the arms still undecided (`open_arms`), while time allows, up to this.
 MAX_SESSIONS = 12
+#: ... except on CPU, where every session starts a fresh worker per arm (~6 s of imports here)
+#: and near-tied fp32 settings keep the race open: the README's job confirming four of them ran
+#: past 18 minutes (benchmarks/results/2026-12-02-readme-job-cpu.md). Three decide, or do not.
+MAX_SESSIONS_BY_DEVICE = {"cpu": DECIDING_SESSIONS}
 #: A plan must fit this many times over: its cost is estimated from the search's own loads, and
 #: a session that outlasts it leaves a single session to decide (simulated, under a 400 s
 #: budget: 1 in 20 searches decided on one session, up to 18% off the truly fastest).
@@ -160,6 +164,11 @@ class Confirmation(PlainRecord):
 
     def candidate(self, number: int | None) -> ConfirmedCandidate | None:
         return next((c for c in self.candidates if c.number == number), None) if number is not None else None
+
+
+def max_sessions(device: str) -> int:
+    """The most sessions a confirmation runs on `device`."""
+    return MAX_SESSIONS_BY_DEVICE.get(device, MAX_SESSIONS)
 
 
 def window(device: str) -> float:

@@ -119,7 +119,7 @@ def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline
         if sum(1 for n in session if session[n] and n in candidates) < 2:
             break  # cut short (time, a failed load): what was complete decides
         sessions.append(session)
-        if len(sessions) >= confirming.MAX_SESSIONS:
+        if len(sessions) >= confirming.max_sessions(search.target.device):
             break
         arms = _still_open(arms, candidates, sessions, plan)
         if arms and confirming.plan_cost_s(arms, 1, plan.rounds) > deadline - clock.now():

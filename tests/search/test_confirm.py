@@ -20,6 +20,8 @@ def test_candidates_are_those_within_the_window_of_the_best():
     assert [c.number for c in pick_candidates([C, B, A], within=0.6, limit=2)] == [1, 2]
     # wider on a GPU (drift between trials) than on CPU
     assert confirm.window("cuda") == 2 * confirm.window("cpu") == pytest.approx(0.2)
+    # the race is shorter on CPU, where each session pays a fresh worker per arm
+    assert confirm.max_sessions("cpu") == confirm.DECIDING_SESSIONS < confirm.max_sessions("cuda")
     # on a device with room for only one pipeline at a time, the runner-up is left out
     assert [c.number for c in pick_candidates([A, B], memory_room=1000 * MiB)] == [1]
 
