@@ -136,7 +136,7 @@ def study_rows(study: Any) -> StudyRows:
                      min_psnr=float(min_psnr) if min_psnr is not None else None,
                      not_measured=skipped, space=searched, confirmation=attrs.get(ledger.ATTR_CONFIRMATION),
                      amortize=attrs.get(ledger.ATTR_AMORTIZE),
-                     reference_dtype=(attrs.get(ledger.ATTR_REFERENCE) or {}).get("dtype"))
+                     reference_dtype=(attrs.get(ledger.ATTR_REFERENCE) or {}).get("dtype"))  # the knob on purpose: --reference-dtype
 
 
 def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | None:
