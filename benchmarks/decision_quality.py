@@ -225,9 +225,11 @@ class SimDevice:
         self.spend(sample, deadline)
         return sample
 
-    def load(self, worker: _Worker, assignment: dict[str, Any], deadline: float) -> float:
-        """Build, apply, first run (with its compile): seconds of the first run."""
-        self.spend(self.noise.load_s * self.rng.uniform(0.8, 1.2), deadline)
+    def load(self, worker: _Worker, assignment: dict[str, Any], deadline: float) -> tuple[float, float]:
+        """Build, apply, first run (with its compile): seconds of the load and of the first run,
+        the phases a real worker reports apart (`load_weights_s`, `first_run_s`)."""
+        load_s = self.noise.load_s * self.rng.uniform(0.8, 1.2)
+        self.spend(load_s, deadline)
         mode = assignment.get("compile", "none")
         compile_s = 0.0
         if mode != "none":
@@ -237,7 +239,7 @@ class SimDevice:
             self.compiled_modes.add(mode)
             worker.tainted = True
         self.spend(compile_s, deadline)
-        return compile_s + self.run(worker, assignment, deadline)
+        return load_s, compile_s + self.run(worker, assignment, deadline)
 
 
 class SimMeasurer:
@@ -280,7 +282,7 @@ class SimMeasurer:
                                      memory=MemoryReadings(oom_excess_bytes=peak - job.target.max_vram),
                                      device_info=DeviceInfo(total_memory_bytes=80 * GiB))
             else:
-                timings["first_run_s"] = device.load(worker, job.assignment, deadline)
+                timings["load_weights_s"], timings["first_run_s"] = device.load(worker, job.assignment, deadline)
                 rule = job.stopping_rule()
                 samples: list[float] = []
                 t0 = clock.now
@@ -411,7 +413,7 @@ def run_one(scenario: Scenario, seed: int, noise: Noise, space_best: float, work
     return Outcome(seed=seed, within_2pct=w_lat <= best_true * 1.02, regret=w_lat / best_true - 1,
                    regret_space=w_lat / space_best - 1, lost_on_memory=lost, time_s=clock.now - start,
                    confirmed=conf is not None, decided_by=conf.decided_by if conf else "search order",
-                   note=(conf.note if conf else "") or "",
+                   note=(conf.note if conf else result.confirmation_skipped) or "",
                    best_confirmed=conf is not None and conf.candidate(best_number) is not None)
 
 

@@ -89,17 +89,26 @@ def train_decoder(vae: Any, steps: int, gen: torch.Generator) -> None:
         y0, x0 = (SCALE * torch.randint(0, cells, (2,), generator=gen)).tolist()
         x = images[idx, :, y0:y0 + VAE_CROP, x0:x0 + VAE_CROP]
         z = analytic_latents(x)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, VAE_LR)
+        set_lr(opt, lr_at(step, steps, VAE_LR))
         recon = vae.decode(z).sample
         mean = vae.encode(x).latent_dist.mean
         loss = torch.nn.functional.mse_loss(recon, x) + torch.nn.functional.mse_loss(mean, z)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == steps - 1:
-            log.info("vae step %d/%d loss %.5f (%.0f s)", step, steps, loss.item(), time.perf_counter() - start)
+        descend(opt, loss, "vae", step, steps, start)
     vae.eval()
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, step: int, steps: int, start: float) -> None:
+    """One optimizer step, logged every 100 steps and at the last."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if step % 100 == 0 or step == steps - 1:
+        log.info("%s step %d/%d loss %.5f (%.0f s)", what, step, steps, loss.item(), time.perf_counter() - start)
 
 
 def freeze_cross_attention(unet: Any) -> None:
@@ -131,15 +140,10 @@ def train_unet(unet: Any, latents: torch.Tensor, steps: int, gen: torch.Generato
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (UNET_BATCH,), generator=gen)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, UNET_LR)
+        set_lr(opt, lr_at(step, steps, UNET_LR))
         pred = unet(schedule.add_noise(x0, noise, t), t, context).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == steps - 1:
-            log.info("unet step %d/%d loss %.5f (%.0f s)", step, steps, loss.item(), time.perf_counter() - start)
+        descend(opt, loss, "unet", step, steps, start)
     unet.eval()
 
 

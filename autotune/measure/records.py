@@ -90,6 +90,13 @@ class Phases:
         """The runs the trial is for (first run, warm-ups, timed runs); the rest is overhead."""
         return (self.first_run_s or 0.0) + sum(self.warmup_s) + (self.timed_s or 0.0)
 
+    @property
+    def load_s(self) -> float:
+        """Readying the settings in a started worker: weights read and copied, pipeline built and
+        placed, knobs applied, and the first run (a compile included)."""
+        return sum(v or 0.0 for v in (self.load_weights_s, self.copy_weights_s, self.build_s, self.to_device_s,
+                                      self.apply_s, self.first_run_s))
+
     def fill(self, other: Phases) -> None:
         _fill(self, other)
 

@@ -50,21 +50,38 @@ def spawn_s(book: Book) -> float:
 
 class ConfirmReserve:
     """Time kept for confirming the winner at the end of a budgeted search: the smallest plan
-    (two candidates, `MIN_ROUNDS` in each session), once there is a runner-up to confirm. If,
-    the first time there is one, its confirmation no longer fits, stopping the search would buy
-    nothing: the search goes on and the end says why."""
+    (two candidates, `MIN_ROUNDS` in each session) with the margin `confirm.plan` asks of every
+    plan (without it, the time kept never fitted a plan).
+
+    It is kept from the first feasible trial, a runner-up like the best standing in until there
+    is one: kept only once a runner-up appeared, it came too late in most searches under a 400 s
+    budget, after the compiles had spent the time (benchmarks/decision_quality.py). If no runner-up
+    came while it was kept and no trial fits beside it, it is given back (`release`) for trials
+    that fit in all the time left; a runner-up among those is confirmed if it still fits. Whether
+    the reserve fits is judged once, when it is first wanted (and again after a release): if it
+    no longer fits, stopping the search would buy nothing, so the search goes on and the end
+    says why."""
 
     def __init__(self, deadline: float, wanted: bool) -> None:
         self.deadline, self.wanted = deadline, wanted
         self._affordable: bool | None = None
+        self._released = False
 
     def seconds(self, finalists: Callable[[], list[confirming.Candidate]]) -> float:
         if math.isinf(self.deadline) or not self.wanted:
             return 0.0
         picked = finalists()
-        if len(picked) < 2 or self._affordable is False:
+        if not picked or (self._released and len(picked) < 2) or self._affordable is False:
             return 0.0
-        reserve = confirming.plan_cost_s(picked[:2], confirming.SESSIONS, confirming.MIN_ROUNDS)
+        pair = picked[:2] if len(picked) > 1 else picked * 2  # a runner-up like the best, until there is one
+        reserve = confirming.PLAN_MARGIN * confirming.plan_cost_s(pair, confirming.SESSIONS, confirming.MIN_ROUNDS)
         if self._affordable is None:
             self._affordable = reserve < self.deadline - clock.now()
         return reserve if self._affordable else 0.0
+
+    def release(self, finalists: Callable[[], list[confirming.Candidate]]) -> bool:
+        """Give back a reserve kept for a runner-up that has not come; False if there is none to give."""
+        if self._released or not self._affordable or len(finalists()) > 1:
+            return False
+        self._released, self._affordable = True, None
+        return True

@@ -47,7 +47,7 @@ from autotune.plain_record import PlainRecord
 WITHIN = 2 * RACE_MARGIN
 #: ... except where trials drift less: on CPU five separate trials of one setting spread 2.9%
 #: (benchmarks/results/2026-11-27-search-cost-cpu-tiny-sd.md), and every arm of a confirmation
-#: costs a worker start (~4 s) per session.
+#: costs a worker start (~6 s of imports here) per session.
 WITHIN_BY_DEVICE = {"cpu": RACE_MARGIN}
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
 MAX_CANDIDATES = 8

@@ -41,10 +41,19 @@ def candidate(search: Search, record: TrialRecord) -> confirming.Candidate:
     """The record as a confirmation arm; its reload is estimated from the trial, except that
     a compile is paid again only in part (the compile cache is warm by then)."""
     t = record.measurement.phases
-    load = budget.spawn_s(search.book) + sum(v or 0.0 for v in (t.load_weights_s, t.build_s, t.apply_s, t.first_run_s))
-    load -= (1 - WARM_COMPILE_SHARE) * (t.compile_s or 0.0)
+    compile_s = t.compile_s or 0.0
+    load = budget.spawn_s(search.book) + t.load_s - compile_s + min(compile_s, _warm_compile_s(search, record))
     return confirming.Candidate(record.number, record.assignment, cost_s(record, search.options.amortize),
                                 record.measurement.peak_bytes or 0, load_s=load)
+
+
+def _warm_compile_s(search: Search, record: TrialRecord) -> float:
+    """A compile of these settings from a warm cache: a share of the coldest compile of the same
+    kind in the search (this trial's own may have been warm already, and cheaper than a share of it)."""
+    kind = budget.cost_class(record.assignment)
+    cold = max((r.measurement.phases.compile_s or 0.0 for r in search.book.seen.values()
+                if budget.cost_class(r.assignment) == kind), default=0.0)
+    return WARM_COMPILE_SHARE * cold
 
 
 def memory_room(search: Search) -> int | None:

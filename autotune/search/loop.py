@@ -4,6 +4,7 @@ ask, pass the gates (gates.py), claim, measure (run_trial.py), tell."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -78,9 +79,13 @@ def _loop(search: Search, state: RunState) -> StopReason:
             shared_study.sync(search)
             if not _wanted(search, state):
                 break
-        left = state.deadline - clock.now() - state.reserve.seconds(lambda: finalists.pick(search))
+        pick = functools.partial(finalists.pick, search)
+        left = state.deadline - clock.now() - state.reserve.seconds(pick)
         reason = should_stop(Progress(known=search.book.known, space_size=space_size, asks=state.asks,
                                       n_trials=state.n_trials, seconds_left=left, skips=state.skips))
+        if reason in (StopReason.TIME_BUDGET, StopReason.NOTHING_FITS) and state.reserve.release(pick):
+            state.skips = 0  # the time kept for a runner-up that never came goes to trials
+            continue
         if reason is None:
             reason = _step(search, state, left)
         if reason is not None:

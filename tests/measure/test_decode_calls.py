@@ -6,27 +6,14 @@ import types
 
 import numpy as np
 
-from autotune.knobs import all_knobs
 from autotune.measure import decode_calls, quality
-from autotune.measure import worker as _worker
-from autotune.measure.measurer import TrialJob
 from autotune.measure.records import QualityScores
-from autotune.target import NO_CEILING, Target
-
-DEFAULTS = {k.name: k.default for k in all_knobs()}
-TARGET = Target(model="builtin:tiny-sd", height=64, width=64, batch=1, steps=3, max_vram=NO_CEILING)
 
 
-def test_an_exact_knob_decodes_the_reference_latent_to_float_noise_and_a_lossy_dtype_does_not(tmp_path):
-    ref = tmp_path / "ref.npz"
-    _worker.measure(TrialJob(TARGET, DEFAULTS, runs=1, max_runs=1, save_reference=str(ref)))
-    stored = quality.load_reference(ref)
+def test_an_exact_knob_decodes_the_reference_latent_to_float_noise_and_a_lossy_dtype_does_not(scored_trials):
+    stored, exact, lossy = scored_trials.stored, scored_trials.exact, scored_trials.lossy
     assert stored[decode_calls.INPUT_KEY].shape[:2] == (1, 4)  # the latent the pipeline decoded
     assert stored[decode_calls.OUTPUT_KEY].shape[:2] == (1, 3)
-    exact = _worker.measure(TrialJob(TARGET, {**DEFAULTS, "channels_last": True}, runs=1, max_runs=1,
-                                     reference=str(ref)))
-    lossy = _worker.measure(TrialJob(TARGET, {**DEFAULTS, "dtype": "bf16"}, runs=1, max_runs=1,
-                                     reference=str(ref)))
     assert exact.quality.decode_sqnr_db >= quality.EXACT_MIN_SQNR_DB + 30
     assert 15 < lossy.quality.decode_sqnr_db < exact.quality.decode_sqnr_db - 20
     assert quality.exact_problem(exact.quality) is None

@@ -58,6 +58,13 @@ def test_what_today_writes_comes_back_key_for_key(stored):
     assert json.loads(json.dumps(m.to_dict())) == stored
 
 
+def test_a_load_counts_every_phase_between_the_worker_start_and_the_timed_runs():
+    phases = Phases(spawn_s=9.0, load_weights_s=1.0, copy_weights_s=2.0, build_s=4.0, to_device_s=8.0,
+                    apply_s=16.0, first_run_s=32.0, warmup_s=(64.0,), timed_s=128.0)
+    assert phases.load_s == 63.0  # not the start, the warm-ups after the first run, the timed runs
+    assert Phases().load_s == 0.0
+
+
 def test_the_records_are_typed():
     m = Measurement.from_dict(CPU_TRIAL)
     assert m.phases.warmup_s == (0.5, 0.45) and m.phases.spawn_s == 3.0

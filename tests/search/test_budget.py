@@ -1,0 +1,39 @@
+"""The time kept for the confirmation is what the confirmation's plan will ask for."""
+from __future__ import annotations
+
+from autotune.search import budget, clock
+from autotune.search import confirm as confirming
+
+
+def _finalists() -> list[confirming.Candidate]:
+    return [confirming.Candidate(0, {}, 1.0, 10, load_s=20.0), confirming.Candidate(1, {}, 1.1, 10, load_s=20.0)]
+
+
+def test_the_reserve_is_a_plan_that_fits_with_its_margin():
+    reserve = budget.ConfirmReserve(clock.now() + 1000.0, wanted=True).seconds(_finalists)
+    assert reserve > 0
+    plan = confirming.plan(_finalists(), seconds_left=reserve)
+    assert plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
+    assert confirming.plan(_finalists(), seconds_left=0.99 * reserve).skipped  # no slack beyond it
+
+
+def test_no_reserve_without_a_budget_a_feasible_trial_or_the_time_for_it():
+    assert budget.ConfirmReserve(float("inf"), wanted=True).seconds(_finalists) == 0.0
+    assert budget.ConfirmReserve(clock.now() + 1000.0, wanted=False).seconds(_finalists) == 0.0
+    assert budget.ConfirmReserve(clock.now() + 1000.0, wanted=True).seconds(lambda: []) == 0.0
+    short = budget.ConfirmReserve(clock.now() + 5.0, wanted=True)
+    assert short.seconds(_finalists) == 0.0
+
+
+def test_a_reserve_kept_for_a_runner_up_that_never_came_is_given_back_once():
+    reserve = budget.ConfirmReserve(clock.now() + 1000.0, wanted=True)
+    alone = lambda: _finalists()[:1]  # noqa: E731
+    assert reserve.seconds(alone) > 0  # kept from the first feasible trial
+    assert reserve.release(alone) and reserve.seconds(alone) == 0.0
+    assert not reserve.release(alone)  # once
+    assert reserve.seconds(_finalists) > 0  # a runner-up came after all: kept again while it fits
+
+
+def test_a_reserve_with_a_runner_up_is_not_given_back():
+    reserve = budget.ConfirmReserve(clock.now() + 1000.0, wanted=True)
+    assert reserve.seconds(_finalists) > 0 and not reserve.release(_finalists)
