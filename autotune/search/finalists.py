@@ -49,7 +49,8 @@ def candidate(search: Search, record: TrialRecord) -> confirming.Candidate:
 
 def _warm_compile_s(search: Search, record: TrialRecord) -> float:
     """A compile of these settings from a warm cache: a share of the coldest compile of the same
-    kind in the search (this trial's own may have been warm already, and cheaper than a share of it)."""
+    kind in the search, not of this trial's own (which may have been warm already: a share of
+    that would be far too little)."""
     kind = budget.cost_class(record.assignment)
     cold = max((r.measurement.phases.compile_s or 0.0 for r in search.book.seen.values()
                 if budget.cost_class(r.assignment) == kind), default=0.0)
