@@ -13,7 +13,8 @@ measures: every run is the true latency times
 - an offset per worker process (log-normal, `--process-sd`, 3% by default: an assumption, the
   H100 runs hold no two processes timing the same settings side by side);
 - a slow start per worker: its first run is 5-35% slower, decaying by e every 3 runs (FACTS: the
-  defaults, measured first, read 5-35% slower than a no-op setting measured later);
+  defaults, measured first, read 5-35% slower than a no-op setting measured later); a trial in
+  a new worker discards `timing.NEW_WORKER_WARMUP` runs more, as SubprocessMeasurer's does;
 
 and every step costs simulated time: a worker start 8 s, a load 15 s, a cold compile 75 s
 (`regional` 30 s; 20 s once the search has compiled that mode before), each run its latency.
@@ -135,6 +136,8 @@ class Scenario:
 SCENARIOS = [
     Scenario("no budget", "30 trials under 6 GiB, no time budget", Table(), 6 * GiB, 30),
     Scenario("tight budget", "30 trials under 6 GiB, --time-budget 400 s", Table(), 6 * GiB, 30, budget_s=400),
+    Scenario("mid budget", "30 trials under 6 GiB, --time-budget 800 s", Table(), 6 * GiB, 30, budget_s=800),
+    Scenario("long budget", "30 trials under 6 GiB, --time-budget 1200 s", Table(), 6 * GiB, 30, budget_s=1200),
     Scenario("reuse", "an 8 GiB search of 16 trials, then 10 more under 3.6 GiB reusing them",
              Table(), int(3.6 * GiB), 10, reuse_from=(8 * GiB, 16)),
     Scenario("close finalists", "memory savers cost 2.5-4% (vae_slicing, sliced attention, fp8 cast): "
@@ -283,6 +286,9 @@ class SimMeasurer:
                                      device_info=DeviceInfo(total_memory_bytes=80 * GiB))
             else:
                 timings["load_weights_s"], timings["first_run_s"] = device.load(worker, job.assignment, deadline)
+                if "spawn_s" in timings:  # a new worker's warm-up, like SubprocessMeasurer's
+                    for _ in range(new_worker_warmup()):
+                        device.run(worker, job.assignment, deadline)
                 rule = job.stopping_rule()
                 samples: list[float] = []
                 t0 = clock.now
@@ -335,6 +341,13 @@ class SimMeasurer:
             notes.append("a worker stopped during the rounds (time budget)")
         complete = min((len(v) for i, v in medians.items() if i in workers), default=0)
         return {i: v[:complete] for i, v in medians.items() if i in workers and complete}, "; ".join(notes)
+
+
+def new_worker_warmup() -> int:
+    """The untimed runs a trial in a new worker adds (none in a baseline commit without them)."""
+    from autotune.measure import timing
+
+    return getattr(timing, "NEW_WORKER_WARMUP", 0)
 
 
 # -- one seeded search ----------------------------------------------------------------------------

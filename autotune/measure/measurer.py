@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import statistics
 import sys
@@ -31,6 +32,11 @@ __all__ = ["Comparer", "InProcessMeasurer", "Measurement", "Measurer", "Status",
            "WORKER_COMMAND"]
 
 log = logging.getLogger(__name__)
+
+
+def new_worker_job(job: TrialJob) -> TrialJob:
+    """The job as a newly started worker runs it: `timing.NEW_WORKER_WARMUP` more untimed runs."""
+    return dataclasses.replace(job, warmup=job.warmup + timing.NEW_WORKER_WARMUP)
 
 
 class Measurer(Protocol):
@@ -139,6 +145,8 @@ class SubprocessMeasurer:
         spawned = Phases()
         try:
             worker, spawned = self._worker_for(job, log_path, start + limit)
+            if spawned.spawn_s is not None:
+                job = new_worker_job(job)
             result = self._trial(worker, job, log_path, start + limit)
         except WorkerTimeout:
             self._worker = None
@@ -282,6 +290,7 @@ class InProcessMeasurer:
             worker = self._worker = Worker(backend)
             self._key = key
             spawned = Phases(device_setup_s=time.monotonic() - start)
+            job = new_worker_job(job)
         start = time.monotonic()
         result = worker.trial(job)
         result.phases.fill(spawned)

@@ -50,12 +50,14 @@ def _set(record: object) -> dict[str, Any]:
 
 
 def _fill(record: _R, other: _R) -> None:
-    """Copy into `record` every field that `other` holds a value for."""
+    """Copy into `record` every field that `other` holds a value for (an empty tuple of runs,
+    like None, holds none)."""
     for f in dataclasses.fields(other):  # type: ignore[arg-type]
+        value = getattr(other, f.name)
         if f.name == "extra":
-            getattr(record, "extra").update(getattr(other, "extra"))
-        elif getattr(other, f.name) is not None:
-            setattr(record, f.name, getattr(other, f.name))
+            getattr(record, "extra").update(value)
+        elif value is not None and value != ():
+            setattr(record, f.name, value)
 
 
 @dataclasses.dataclass(slots=True)

@@ -128,6 +128,11 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
 #: spent; a trial not done in `TRIAL_TIMEOUT_S` counts as hung. The one place these numbers live:
 #: `SearchOptions` (the search's flags), `TrialJob` and `SubprocessMeasurer` read them here.
 WARMUP = 1
+#: ... and in a newly started worker this many more: a new worker's first runs read slow (here
+#: the defaults, first in their worker, read 5-35% slower than a no-op setting timed later in the
+#: same search), and a compiled trial always starts one. The confirmation discards as many, its
+#: warm-up round (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND).
+NEW_WORKER_WARMUP = 3
 RUNS = 6
 PRECISION = 0.02
 TIME_CAP_S = 10.0

@@ -23,9 +23,10 @@ comparisons made, and "significant" also needs the session interval above 1. Exi
 and significance all need `DECIDING_SESSIONS` sessions: two that agree by chance prove nothing.
 
 The rounds are sized to the time left (`plan`): the reference arm, then the slowest candidates
-are dropped, then rounds, until two sessions fit with a margin; if even two candidates at
-`MIN_ROUNDS` do not fit, no confirmation runs, and `Plan.skipped` says why. Fewer than two
-complete sessions decide nothing: the search order stands, and the reason is recorded.
+are dropped, then rounds, until two sessions fit with a margin; two candidates at `MIN_ROUNDS`
+run without the margin where that is all that fits, and if even they do not fit, no
+confirmation runs, and `Plan.skipped` says why. Fewer than two complete sessions decide
+nothing: the search order stands, and the reason is recorded.
 """
 from __future__ import annotations
 
@@ -231,6 +232,8 @@ def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candid
             dropped.append(picked.pop().number)
         elif rounds > min_rounds:
             rounds -= 1
+        elif cost <= seconds_left:  # no margin left: a cut re-measurement decides nothing, as a skip
+            return Plan(picked, None, sessions, rounds, cost, dropped)
         else:
             return Plan(picked, None, sessions, rounds, cost, dropped, skipped=(
                 f"no time to confirm: {len(picked)} candidates x {sessions} workers x {rounds} rounds "

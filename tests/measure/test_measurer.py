@@ -9,6 +9,7 @@ import pytest
 
 from autotune.errors import InvalidTargetError
 from autotune.measure.measurer import Measurement, SubprocessMeasurer, TrialJob
+from autotune.measure.timing import NEW_WORKER_WARMUP
 from autotune.target import Target
 
 
@@ -92,6 +93,8 @@ def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(j
     assert first.device_info.worker_pid == second.device_info.worker_pid
     assert first.phases.spawn_s > 0 and second.phases.spawn_s is None  # start-up paid once
     assert first.phases.import_s is not None and second.phases.import_s is None
+    # A new worker's first runs read slow: its trial discards more of them than a warm one's.
+    assert len(first.phases.warmup_s) == NEW_WORKER_WARMUP and second.phases.warmup_s == ()
     p = second.phases
     for phase in ("build_s", "apply_s", "first_run_s", "timed_s", "wall_s"):
         assert getattr(p, phase) > 0, phase
@@ -154,6 +157,7 @@ def test_the_in_process_measurer_keeps_its_worker_warm(job):
     second = measure(dataclasses.replace(job, assignment={"dtype": "bf16"}))
     assert first.status == second.status == "ok" and first.backend == "cpu"
     assert first.phases.device_setup_s is not None and second.phases.device_setup_s is None  # set up once
+    assert len(first.phases.warmup_s) == NEW_WORKER_WARMUP and second.phases.warmup_s == ()
     for m in (first, second):
         assert len(m.latencies_s) == 2 and m.peak_bytes >= m.memory.resident_weights > 0
         assert 0 <= m.overhead_s < m.phases.wall_s

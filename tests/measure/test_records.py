@@ -107,6 +107,6 @@ def test_a_device_info_without_cuda_setup_writes_only_what_it_holds():
 
 
 def test_fill_takes_what_the_other_holds():
-    mine = Phases(build_s=1.0, wall_s=5.0)
-    mine.fill(Phases(spawn_s=2.0, wall_s=None))
-    assert mine == Phases(spawn_s=2.0, build_s=1.0, wall_s=5.0)
+    mine = Phases(build_s=1.0, warmup_s=(0.5,), wall_s=5.0)
+    mine.fill(Phases(spawn_s=2.0, wall_s=None))  # no warm-up runs: the ones measured stay
+    assert mine == Phases(spawn_s=2.0, build_s=1.0, warmup_s=(0.5,), wall_s=5.0)

@@ -1,6 +1,8 @@
 """The time kept for the confirmation is what the confirmation's plan will ask for."""
 from __future__ import annotations
 
+import pytest
+
 from autotune.search import budget, clock
 from autotune.search import confirm as confirming
 
@@ -14,7 +16,7 @@ def test_the_reserve_is_a_plan_that_fits_with_its_margin():
     assert reserve > 0
     plan = confirming.plan(_finalists(), seconds_left=reserve)
     assert plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
-    assert confirming.plan(_finalists(), seconds_left=0.99 * reserve).skipped  # no slack beyond it
+    assert reserve == pytest.approx(confirming.PLAN_MARGIN * plan.cost_s)  # its margin, no slack beyond it
 
 
 def test_no_reserve_without_a_budget_a_feasible_trial_or_the_time_for_it():

@@ -142,4 +142,10 @@ def test_an_underpowered_confirmation_is_skipped_with_its_reason():
     assert p.skipped is not None and "no time to confirm" in p.skipped and "60 s were left" in p.skipped
     alone = plan([A], seconds_left=1e6)
     assert alone.skipped is not None and "no other candidate within 20%" in alone.skipped
+    # the smallest plan runs where it fits without its margin: cut short, it decides no less
+    # than a skip (the search order stands either way)
+    least = confirm.plan_cost_s([A, B], confirm.SESSIONS, confirm.MIN_ROUNDS)
+    tight = plan([A, B], seconds_left=least + 1)
+    assert tight.skipped is None and tight.rounds == confirm.MIN_ROUNDS and tight.cost_s == least
+    assert plan([A, B], seconds_left=least - 1).skipped is not None
     assert "within 10%" in plan([A], seconds_left=1e6, within=0.1).skipped
