@@ -128,10 +128,11 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
 #: spent; a trial not done in `TRIAL_TIMEOUT_S` counts as hung. The one place these numbers live:
 #: `SearchOptions` (the search's flags), `TrialJob` and `SubprocessMeasurer` read them here.
 WARMUP = 1
-#: ... and in a newly started worker this many more: a new worker's first runs read slow (here
-#: the defaults, first in their worker, read 5-35% slower than a no-op setting timed later in the
-#: same search), and a compiled trial always starts one. The confirmation discards as many, its
-#: warm-up round (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND).
+#: ... and in a newly started worker this many more: a new worker's first runs read slow, and a
+#: compiled trial always starts one; the confirmation discards as many, its warm-up round
+#: (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND), so both time a new worker alike. It is not all of
+#: the slow start: on this CPU the defaults, first in their worker, still read 6-22% slower than
+#: the winner after it (benchmarks/results/2026-12-02-readme-job-cpu-0a53d18.md; 5-35% before).
 NEW_WORKER_WARMUP = 3
 RUNS = 6
 PRECISION = 0.02
