@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers.cli import cli, listing
 from autotune.profiles.profile import Profile
 
@@ -38,6 +40,8 @@ def test_entry_point_version_and_a_one_line_error(tmp_path):
 
 # -- the whole loop ----------------------------------------------------------------------------
 
+# the fast tier's end-to-end run is tests/test_any_pipeline.py (sd); this one adds the console entry point
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_search_show_apply_end_to_end(tmp_path, capsys):
     """One real trial (a worker process, ~20-40 s on 2 busy cores); resuming is test_study's."""
     out = tmp_path / "profiles" / "tiny.yaml"
@@ -64,6 +68,7 @@ def test_search_show_apply_end_to_end(tmp_path, capsys):
     assert f"wrote {png}" in applied.out
 
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_ceiling_too_low_writes_no_profile(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     run = cli(capsys, "search", "--max-vram", "1MB", "--trials", "1", "--height", "64", "--width", "64",

@@ -279,6 +279,7 @@ def _search_unknown_hub_id(cwd: Path, offline: bool) -> tuple[subprocess.Complet
     return done, time.monotonic() - start
 
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_unreachable_hub_fails_fast_in_one_line(tmp_path):
     """HF_HUB_OFFLINE unset, the hub endpoint refuses connections: one line, in a few seconds.
 

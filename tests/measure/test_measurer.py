@@ -85,6 +85,7 @@ def test_unnumbered_runs_never_overwrite_earlier_logs(job, tmp_path):
 
 # ---- the warm worker ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(job, tmp_path):
     with SubprocessMeasurer(timeout_s=300, log_dir=tmp_path) as measure:
         first = measure(dataclasses.replace(job, number=0))
@@ -111,6 +112,7 @@ def test_a_warm_worker_measures_trial_after_trial_and_says_where_the_time_went(j
     assert "'bf16'" in (tmp_path / "trial-0001.log").read_text()
 
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_a_trial_that_leaves_state_behind_gets_a_fresh_worker_next(job, tmp_path, monkeypatch):
     from autotune.measure import measurer as measure_module
 
@@ -138,6 +140,7 @@ def test_a_budget_stop_is_named_as_such(job):
     assert result.status == "failed" and result.error == "stopped at the time budget after 1 s"
 
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
     import time
 

@@ -34,7 +34,7 @@ def tiny(batch=1, device="cpu", ceiling=2**30, size=64) -> Target:
     ({}, 1),
     # half precision is emulated on CPUs without AVX-512 (15x slower): one such case in the fast tier
     pytest.param({"dtype": "bf16", "layerwise_fp8": True}, 1, marks=pytest.mark.slow),
-    ({"attention": "sliced", "vae_slicing": True}, 2),
+    pytest.param({"attention": "sliced", "vae_slicing": True}, 2, marks=pytest.mark.slow),
     ({"dtype": "bf16"}, 2),
 ])
 def test_cpu_prediction_is_within_5_percent_of_the_tracker(settings, batch):
@@ -68,6 +68,7 @@ def test_gpu_prediction_adds_calibrated_terms_and_placement_orders_sensibly():
     assert none.lower_bound_bytes < none.total_bytes
 
 
+@pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
 def test_sdxl_pipeline_decodes_an_fp16_vae_in_fp32():
     planner = Planner(Target(model="builtin:sdxl", height=256, width=256, batch=1, steps=2,
                              max_vram=2**34, device="cuda"))
