@@ -54,9 +54,9 @@ def spawn_s(book: Book) -> float:
 
 
 class ConfirmReserve:
-    """Time kept for confirming the winner at the end of a budgeted search: the smallest plan
-    (two candidates, `MIN_ROUNDS` in each session) with the margin `confirm.plan` asks of every
-    plan (without it, the time kept never fitted a plan).
+    """Time kept for confirming the winner at the end of a budgeted search: a plan of
+    `RESERVED_ARMS` candidates at `MIN_ROUNDS` in each session (two: the smallest plan) with the
+    margin `confirm.plan` asks of every plan (without it, the time kept never fitted a plan).
 
     It is kept from the first feasible trial, a runner-up like the best standing in until there
     is one: kept only once a runner-up appeared, it came too late in most searches under a 400 s
