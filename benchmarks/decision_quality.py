@@ -11,7 +11,9 @@ measures: every run is the true latency times
 - a drift of the whole device (an Ornstein-Uhlenbeck walk, 4% sd, 120 s memory): trials minutes
   apart see different clocks;
 - an offset per worker process (log-normal, `--process-sd`, 3% by default: an assumption, the
-  H100 runs hold no two processes timing the same settings side by side);
+  H100 runs hold no two processes timing the same settings side by side), and a smaller one per
+  loaded copy of a pipeline (`--load-sd`, 1.5%: also assumed; e.g. another cuDNN algorithm picked
+  at the first run), which arms sharing a confirmation worker do not share;
 - a slow start per worker: its first run is 5-35% slower, decaying by e every 3 runs (FACTS: the
   defaults, measured first, read 5-35% slower than a no-op setting measured later); a trial in
   a new worker discards `timing.NEW_WORKER_WARMUP` runs more, as SubprocessMeasurer's does;
@@ -174,6 +176,7 @@ class Clock:
 @dataclasses.dataclass
 class Noise:
     process_sd: float = 0.03
+    load_sd: float = 0.015
     drift_sd: float = 0.04
     drift_tau_s: float = 120.0
     #: a worker's n-th run is 1 + (slow - 1) * exp(-n / slow_start_runs) slower (n = 0: the warm-up)
@@ -188,6 +191,7 @@ class Noise:
 class _Worker:
     def __init__(self, rng: random.Random, noise: Noise) -> None:
         self.offset = math.exp(rng.gauss(0.0, noise.process_sd))
+        self.copy = 1.0  # the offset of the pipeline copy loaded last
         self.slow = rng.uniform(*noise.slow_start)
         self.runs = 0
         self.tainted = False
@@ -220,10 +224,12 @@ class SimDevice:
             raise Deadline
         self.clock.now += seconds
 
-    def run(self, worker: _Worker, assignment: dict[str, Any], deadline: float) -> float:
+    def run(self, worker: _Worker, assignment: dict[str, Any], deadline: float, copy: float | None = None) -> float:
+        """One run in `worker` of its copy loaded last, or of the copy whose offset is `copy`."""
         latency, _, scale = self.table.truth(assignment)
         slow = 1 + (worker.slow - 1) * math.exp(-worker.runs / self.noise.slow_start_runs)
-        sample = latency * worker.offset * self.drift() * slow * (1 + self.rng.expovariate(1 / scale))
+        copy = worker.copy if copy is None else copy
+        sample = latency * worker.offset * copy * self.drift() * slow * (1 + self.rng.expovariate(1 / scale))
         worker.runs += 1
         self.spend(sample, deadline)
         return sample
@@ -233,6 +239,7 @@ class SimDevice:
         the phases a real worker reports apart (`load_weights_s`, `first_run_s`)."""
         load_s = self.noise.load_s * self.rng.uniform(0.8, 1.2)
         self.spend(load_s, deadline)
+        worker.copy = math.exp(self.rng.gauss(0.0, self.noise.load_sd))
         mode = assignment.get("compile", "none")
         compile_s = 0.0
         if mode != "none":
@@ -248,7 +255,7 @@ class SimDevice:
 class SimMeasurer:
     """The `Measurer` seam over a `SimDevice`: a warm worker kept like SubprocessMeasurer keeps
     one (fresh after a compile or an out-of-memory), the job's own StoppingRule, and `compare`
-    like SubprocessMeasurer.compare (a fresh worker per job, rotated rounds)."""
+    like SubprocessMeasurer.compare (a fresh worker per group of jobs, rotated rounds)."""
 
     timeout_s = 600.0
 
@@ -312,20 +319,28 @@ class SimMeasurer:
         result.phases.fill(Phases.from_dict(timings))
         return result
 
-    def compare(self, jobs: Sequence[Any], rounds: int, runs_per_round: int,
-                deadline: float) -> tuple[dict[int, list[float]], str]:
+    def compare(self, jobs: Sequence[Any], rounds: int, runs_per_round: int, deadline: float,
+                groups: Sequence[Sequence[int]] | None = None) -> tuple[dict[int, list[float]], str]:
         device = self.device
+        groups = [[i] for i in range(len(jobs))] if groups is None else groups
         workers: dict[int, _Worker] = {}
+        copies: dict[int, float] = {}
         medians: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         notes: list[str] = []
-        for i, job in enumerate(jobs):
+        for group in groups:
             try:
                 device.spend(device.noise.spawn_s, deadline)
-                worker = _Worker(device.rng, device.noise)
-                device.load(worker, job.assignment, deadline)
-                workers[i] = worker
             except Deadline:
-                notes.append(f"trial {job.number} could not be reloaded (time budget)")
+                notes.extend(f"trial {jobs[i].number} could not be reloaded (time budget)" for i in group)
+                continue
+            worker = _Worker(device.rng, device.noise)
+            for i in group:
+                try:
+                    device.load(worker, jobs[i].assignment, deadline)
+                except Deadline:
+                    notes.append(f"trial {jobs[i].number} could not be reloaded (time budget)")
+                    continue
+                workers[i], copies[i] = worker, worker.copy
         order = list(workers)
         try:
             for r in range(rounds):
@@ -334,7 +349,8 @@ class SimMeasurer:
                     break
                 rotated = order[r % len(order):] + order[:r % len(order)] if order else []
                 for i in rotated:
-                    block = [device.run(workers[i], jobs[i].assignment, deadline) for _ in range(runs_per_round)]
+                    block = [device.run(workers[i], jobs[i].assignment, deadline, copies[i])
+                             for _ in range(runs_per_round)]
                     self.confirm_runs += runs_per_round
                     medians[i].append(statistics.median(block))
         except Deadline:
@@ -527,7 +543,7 @@ def report(arms: dict[str, dict[str, Any]], args: argparse.Namespace, noise: Noi
         "and the real `autotune.search.study.Search` ran against it on a simulated clock.",
         f"- noise: eager runs 1 + Exp(0.30) (IQR ~30% of the median), compiled 1 + Exp(0.05); drift "
         f"{100 * noise.drift_sd:.0f}% sd with {noise.drift_tau_s:.0f} s memory; process offset "
-        f"{100 * noise.process_sd:.0f}% sd (assumed); a new worker starts {noise.slow_start[0]:.2f}-"
+        f"{100 * noise.process_sd:.0f}% sd, per loaded copy {100 * noise.load_sd:.1f}% sd (both assumed); a new worker starts {noise.slow_start[0]:.2f}-"
         f"{noise.slow_start[1]:.2f}x slower, decaying by e every {noise.slow_start_runs:g} runs; spawn {noise.spawn_s:.0f} s, load "
         f"{noise.load_s:.0f} s, cold compile 75 s (regional 30 s, 20 s warm).",
         "- within 2%: the winner's true latency (`Table.typical`: the median run, noise included) is within 2% "
@@ -556,6 +572,7 @@ def _baseline_arm(commit: str, args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         out = Path(tmp) / "arm.json"
         cmd = [sys.executable, __file__, "--seeds", str(args.seeds), "--process-sd", str(args.process_sd),
+               "--load-sd", str(args.load_sd),
                "--jobs", str(args.jobs), "--json-only", str(out)] + (["--only", *args.only] if args.only else [])
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": tmp})
         return json.loads(out.read_text())
@@ -566,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--baseline", help="a commit whose rules run as the 'today' arm")
     parser.add_argument("--process-sd", type=float, default=Noise.process_sd)
+    parser.add_argument("--load-sd", type=float, default=Noise.load_sd)
     parser.add_argument("--jobs", type=int, default=1, help="processes to split the seeds over")
     parser.add_argument("--only", nargs="*", help="scenario names")
     parser.add_argument("--out", type=Path, help="the markdown report (a .json beside it)")
@@ -576,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json_only is None:
         sys.path.insert(0, str(REPO))
-    noise = Noise(process_sd=args.process_sd)
+    noise = Noise(process_sd=args.process_sd, load_sd=args.load_sd)
     if args.json_only is not None:
         args.json_only.write_text(json.dumps(run_arm(args.seeds, noise, args.only, args.jobs)))
         return 0

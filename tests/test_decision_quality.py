@@ -7,6 +7,7 @@ import importlib.util
 import math
 import random
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,20 @@ def test_one_seeded_search_is_scored_against_the_truth(dq, tmp_path):
     summary = dq.summarize([outcome, again])
     assert summary["searches"] == 2 and summary["misses_confirmed"] + summary["misses_not_confirmed"] \
         == 2 * (not outcome.within_2pct)
+
+
+def test_arms_sharing_a_simulated_worker_share_its_offset(dq):
+    # a large process offset, no other noise: in one worker the ratio is the truth, in two it moves
+    quiet = dq.Noise(process_sd=0.2, load_sd=0.0, drift_sd=0.0, slow_start=(1.0, 1.0))
+    table = dataclasses.replace(dq.Table(), eager_noise=1e-9)
+    jobs = [types.SimpleNamespace(number=n, assignment=a) for n, a in ((1, {}), (2, {"dtype": "fp16"}))]
+
+    def ratio(groups):
+        device = dq.SimDevice(table, quiet, seed=3, clock=dq.Clock())
+        medians, note = dq.SimMeasurer(device).compare(jobs, rounds=2, runs_per_round=1, deadline=math.inf,
+                                                       groups=groups)
+        assert note == "" and sorted(medians) == [0, 1]
+        return medians[1][-1] / medians[0][-1]
+
+    assert ratio([[0, 1]]) == pytest.approx(0.71, rel=1e-6)
+    assert ratio(None) != pytest.approx(0.71, rel=0.01)

@@ -185,48 +185,69 @@ class SubprocessMeasurer:
 
     # -- interleaved comparison (confirming a winner) --------------------------------------------
 
-    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int,
-                deadline: float) -> tuple[dict[int, list[float]], str]:
-        """Load each job in a fresh worker of its own, then time them in interleaved rounds
-        (the order rotates every round). Returns the block medians per job index (jobs that
-        failed to load are left out) and a note on anything cut short."""
-        workers: dict[int, WorkerProcess] = {}
+    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int, deadline: float,
+                groups: Sequence[Sequence[int]] | None = None) -> tuple[dict[int, list[float]], str]:
+        """Load the jobs in fresh workers, one per group of job indices in `groups` (by default
+        one per job), then time them in interleaved rounds (the order rotates every round).
+        Returns the block medians per job index (jobs that failed to load are left out) and a
+        note on anything cut short."""
+        groups = [[i] for i in range(len(jobs))] if groups is None else groups
+        started: list[WorkerProcess] = []
+        owner: dict[int, WorkerProcess] = {}
         medians: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         notes: list[str] = []
         block = StoppingRule(min_runs=runs_per_round, max_runs=runs_per_round, time_cap_s=1e9)
         try:
-            for i, job in enumerate(jobs):
-                log_path = self._log_path(job, suffix="-confirm")
-                try:
-                    worker, _ = self._start(job, log_path, deadline)
-                    workers[i] = worker
-                    answer = worker.request(protocol.Load(job, str(log_path)), deadline)
-                except (WorkerGone, WorkerTimeout) as exc:
-                    workers.pop(i, None)
-                    notes.append(f"trial {job.number} could not be reloaded ({str(exc) or 'time budget'})")
-                    continue
-                status = answer.measurement.status if isinstance(answer, protocol.Measured) else None
-                if status != "ok":
-                    notes.append(f"trial {job.number} could not be reloaded ({status or _message(answer)})")
-                    workers.pop(i).kill()
-            order = list(workers)
+            for group in groups:
+                started.extend(self._load_group(jobs, group, deadline, owner, notes))
+            order = list(owner)
             for r in range(rounds):
                 if time.monotonic() >= deadline:
                     notes.append(f"time budget reached after {r} of {rounds} rounds")
                     break
                 rotated = order[r % len(order):] + order[:r % len(order)] if order else []
                 for i in rotated:
-                    answer = workers[i].request(protocol.Runs(block), deadline)
+                    answer = owner[i].request(protocol.Runs(block, slot=i), deadline)
                     if not isinstance(answer, protocol.Latencies):
                         raise WorkerGone(f"the worker answered a block of runs with {_message(answer)}")
                     medians[i].append(statistics.median(answer.latencies_s))
         except (WorkerGone, WorkerTimeout) as exc:
             notes.append(f"a worker stopped during the rounds ({str(exc) or 'time budget'})")
         finally:
-            for worker in workers.values():
+            for worker in started:
                 worker.close()
-        complete = min((len(v) for i, v in medians.items() if i in workers), default=0)
-        return {i: v[:complete] for i, v in medians.items() if i in workers and complete}, "; ".join(notes)
+        complete = min((len(v) for i, v in medians.items() if i in owner), default=0)
+        return {i: v[:complete] for i, v in medians.items() if i in owner and complete}, "; ".join(notes)
+
+    def _load_group(self, jobs: Sequence[TrialJob], group: Sequence[int], deadline: float,
+                    owner: dict[int, WorkerProcess], notes: list[str]) -> list[WorkerProcess]:
+        """Start a worker and load the group's jobs into it side by side (slot = job index),
+        recording in `owner` each one loaded; returns the worker started (to close)."""
+        first = jobs[group[0]]
+        try:
+            worker, _ = self._start(first, self._log_path(first, suffix="-confirm"), deadline)
+        except (WorkerGone, WorkerTimeout) as exc:
+            notes.extend(f"trial {jobs[i].number} could not be reloaded ({str(exc) or 'time budget'})" for i in group)
+            return []
+        for i in group:
+            job = dataclasses.replace(jobs[i], reference=None, save_reference=None)  # judged in the search
+            try:
+                answer = worker.request(protocol.Load(job, str(self._log_path(job, suffix="-confirm")), slot=i),
+                                        deadline)
+            except (WorkerGone, WorkerTimeout) as exc:
+                notes.append(f"trial {job.number} could not be reloaded ({str(exc) or 'time budget'})")
+                break  # the worker is gone: the rest of its group is not loaded
+            status = answer.measurement.status if isinstance(answer, protocol.Measured) else None
+            if status != "ok":
+                notes.append(f"trial {job.number} could not be reloaded ({status or _message(answer)})")
+                if status is None:
+                    break  # the worker answered a failure and exits
+                continue
+            owner[i] = worker
+        for i in [i for i in group if owner.get(i) is worker]:
+            if not worker.alive:
+                del owner[i]
+        return [worker]
 
 
 def _message(answer: protocol.Answer) -> str:
@@ -263,8 +284,8 @@ class Comparer(Protocol):
     """A measurer that can also confirm: time loaded candidates side by side in interleaved
     rounds (`SubprocessMeasurer.compare`); the search confirms only with one of these."""
 
-    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int,
-                deadline: float) -> tuple[dict[int, list[float]], str]: ...
+    def compare(self, jobs: Sequence[TrialJob], rounds: int, runs_per_round: int, deadline: float,
+                groups: Sequence[Sequence[int]] | None = None) -> tuple[dict[int, list[float]], str]: ...
 
 
 class InProcessMeasurer:

@@ -20,8 +20,8 @@ class Op(enum.Enum):
 
     SETUP = "setup"  # start the device backend (once, first)
     TRIAL = "trial"  # load, warm up, time, release: one whole trial
-    LOAD = "load"  # load and warm up only (a confirmation's candidate)
-    RUNS = "runs"  # a block of timed runs of the loaded candidate
+    LOAD = "load"  # load and warm up only (a confirmation's candidate), beside those loaded before
+    RUNS = "runs"  # a block of timed runs of a loaded candidate
     RELEASE = "release"  # drop the loaded candidate
     EXIT = "exit"
 
@@ -51,12 +51,16 @@ class Trial:
 class Load:
     job: TrialJob
     log: str | None = None
+    #: Where the worker keeps it: candidates loaded into other slots stay loaded beside it.
+    slot: int = 0
     op = Op.LOAD
 
 
 @dataclasses.dataclass(frozen=True)
 class Runs:
     rule: StoppingRule
+    #: The slot whose candidate runs.
+    slot: int = 0
     op = Op.RUNS
 
 
@@ -124,10 +128,12 @@ Answer = Union[Ready, Measured, Latencies, Released, Unrunnable, Failed]
 def _request_dict(request: Request) -> dict[str, Any]:
     if isinstance(request, Setup):
         return {"op": request.op.value, "device": request.device, "ceiling": request.ceiling}
-    if isinstance(request, (Trial, Load)):
+    if isinstance(request, Trial):
         return {"op": request.op.value, "job": request.job.to_dict(), "log": request.log}
+    if isinstance(request, Load):
+        return {"op": request.op.value, "job": request.job.to_dict(), "log": request.log, "slot": request.slot}
     if isinstance(request, Runs):
-        return {"op": request.op.value, "rule": request.rule.to_dict()}
+        return {"op": request.op.value, "rule": request.rule.to_dict(), "slot": request.slot}
     return {"op": request.op.value}
 
 
@@ -157,11 +163,12 @@ def decode_request(line: bytes | str) -> Request:
         raise ProtocolError(f"unknown request {data.get('op')!r}") from None
     if op is Op.SETUP:
         return Setup(data["device"], data.get("ceiling"))
-    if op in (Op.TRIAL, Op.LOAD):
-        kind = Trial if op is Op.TRIAL else Load
-        return kind(TrialJob.from_dict(data["job"]), data.get("log"))
+    if op is Op.TRIAL:
+        return Trial(TrialJob.from_dict(data["job"]), data.get("log"))
+    if op is Op.LOAD:
+        return Load(TrialJob.from_dict(data["job"]), data.get("log"), data.get("slot", 0))
     if op is Op.RUNS:
-        return Runs(StoppingRule.from_dict(data["rule"]))
+        return Runs(StoppingRule.from_dict(data["rule"]), data.get("slot", 0))
     return Release() if op is Op.RELEASE else Exit()
 
 

@@ -61,14 +61,19 @@ class Worker:
         self._tracked_warmup = False
         self._to_judge = False
         self._references: dict[str, Reference] = {}
+        #: A confirmation's candidates, loaded side by side in this process (`hold`, `select`).
+        self._held: dict[int, tuple[Any, TrialJob, Measurement]] = {}
 
     # -- one trial in three steps ---------------------------------------------------------------
 
     def load(self, job: TrialJob) -> Measurement:
         """Build from the host weights, apply the assignment, warm up. OOM ends in status 'oom'."""
+        self.release()
+        return self._load(job)
+
+    def _load(self, job: TrialJob) -> Measurement:
         from autotune.knobs.settings import apply_settings
 
-        self.release()
         backend = self.backend
         result = Measurement(status="ok", backend=backend.name, device_name=backend.device_name(),
                              peak_metric=backend.peak_metric, device_info=dataclasses.replace(backend.info))
@@ -89,6 +94,24 @@ class Worker:
         except BaseException as exc:
             self._record_oom(exc)
         return result
+
+    def hold(self, slot: int, job: TrialJob) -> Measurement:
+        """Load `job` into `slot`, the candidates of other slots staying loaded beside it: a
+        confirmation's arms share a process, so whatever makes this process fast or slow is
+        common to all of them and cancels in their ratios."""
+        self._held.pop(slot, None)
+        self.pipe = self.job = self.result = None  # the candidate loaded last is held, not dropped
+        gc.collect()
+        result = self._load(job)
+        if result.status == "ok" and self.pipe is not None:
+            self._held[slot] = (self.pipe, job, result)
+        return result
+
+    def select(self, slot: int) -> None:
+        """Make the candidate held in `slot` the loaded one: the next runs time it."""
+        if slot not in self._held:
+            raise RuntimeError(f"runs requested of slot {slot}, which holds no candidate")
+        self.pipe, self.job, self.result = self._held[slot]
 
     def _warm_up(self, job: TrialJob, result: Measurement) -> None:
         """The first run holds compile and autotuning time: reported, never mixed into latency.
@@ -214,9 +237,11 @@ class Worker:
         return latencies
 
     def release(self) -> protocol.Released:
-        """Drop the trial's pipeline; say whether the device is back to where it started."""
+        """Drop the trial's pipeline (and any held beside it); say whether the device is back to
+        where it started."""
         start = time.perf_counter()
         self.pipe = self.job = None
+        self._held.clear()
         gc.collect()
         clean = self.backend.release()
         return protocol.Released(release_s=time.perf_counter() - start, clean=clean)
@@ -305,12 +330,13 @@ def handle(worker: Worker, request: protocol.Request) -> protocol.Answer:
     if isinstance(request, (protocol.Trial, protocol.Load)):
         _redirect_output(request.log)
         if isinstance(request, protocol.Load):
-            return protocol.Measured(worker.load(request.job))
+            return protocol.Measured(worker.hold(request.slot, request.job))
         log.info("trial %s on %s", request.job.assignment, request.job.target.device)
         result = worker.trial(request.job)
         log.info("done: %s", result.status)
         return protocol.Measured(result)
     if isinstance(request, protocol.Runs):  # a block of an interleaved comparison of loaded candidates
+        worker.select(request.slot)
         return protocol.Latencies(worker.timed_runs(request.rule))
     if isinstance(request, protocol.Release):
         return worker.release()

@@ -67,8 +67,9 @@ class ConfirmReserve:
     no longer fits, stopping the search would buy nothing, so the search goes on and the end
     says why."""
 
-    def __init__(self, deadline: float, wanted: bool) -> None:
+    def __init__(self, deadline: float, wanted: bool, room: int | None = None) -> None:
         self.deadline, self.wanted = deadline, wanted
+        self.room = room  # what one worker may hold (confirm.worker_groups)
         self._affordable: bool | None = None
         self._released = False
 
@@ -79,7 +80,8 @@ class ConfirmReserve:
         if not picked or (self._released and len(picked) < 2) or self._affordable is False:
             return 0.0
         arms = (picked + [picked[0]] * RESERVED_ARMS)[:RESERVED_ARMS]  # runners-up like the best, until they come
-        reserve = confirming.PLAN_MARGIN * confirming.plan_cost_s(arms, confirming.SESSIONS, confirming.MIN_ROUNDS)
+        reserve = confirming.PLAN_MARGIN * confirming.plan_cost_s(arms, confirming.SESSIONS, confirming.MIN_ROUNDS,
+                                                                   room=self.room)
         if self._affordable is None:
             self._affordable = reserve < self.deadline - clock.now()
         return reserve if self._affordable else 0.0

@@ -3,15 +3,19 @@
 A search measures each candidate once, minutes apart, while clocks, temperature and host load
 drift, and a fresh worker reads slow at first. So the top feasible candidates (within `window()` of
 the best) are measured again side by side, with the defaults as a reference arm: a *session*
-loads every arm in a fresh worker, discards each worker's first round (its warm-up), then times
+loads the arms in fresh workers, discards each arm's first round (its warm-up), then times
 interleaved rounds whose order rotates (A B C, B C A, C A B), so every round compares the arms
 under the same conditions and each holds each place equally often. The next session does the
-same in new workers, in the reverse order.
+same in new workers, in the reverse order. Arms share a worker while they fit under the ceiling
+together (`worker_groups`), but for those whose settings leave state in their process (a
+compile): a process that happens to run slow then slows all of its arms alike, and a session
+starts one worker, not one per arm.
 
 A session is the unit of evidence: a worker process that happens to run slow shifts all of its
-rounds, so the rounds of one session are not independent. Each arm's log-ratio to another is
-taken per session, and differences are judged by a t interval over sessions, Bonferroni-corrected
-for the number of rivals. `SESSIONS` sessions always run; then the confirmation is a race
+rounds, and a loaded copy of a pipeline may run a little slower or faster than the next one, so
+the rounds of one session are not independent. Each arm's log-ratio to another is taken per
+session, and differences are judged by a t interval over sessions, Bonferroni-corrected for the
+number of rivals. `SESSIONS` sessions always run; then the confirmation is a race
 (`open_arms`): a rival leaves once it is surely slower than the leader or surely within
 `EQUIVALENCE_MARGIN` of it either way, and further sessions time only the undecided, up to
 `MAX_SESSIONS` and while time allows.
@@ -47,8 +51,8 @@ from autotune.plain_record import PlainRecord
 #: were a truly fastest trial never re-measured); the race drops the clearly slower.
 WITHIN = 2 * RACE_MARGIN
 #: ... except where trials drift less: on CPU five separate trials of one setting spread 2.9%
-#: (benchmarks/results/2026-11-27-search-cost-cpu-tiny-sd.md), and every arm of a confirmation
-#: costs a worker start (~6 s of imports here) per session.
+#: (benchmarks/results/2026-11-27-search-cost-cpu-tiny-sd.md), and every session of a
+#: confirmation costs a worker start (~6 s of imports here) and a load per arm.
 WITHIN_BY_DEVICE = {"cpu": RACE_MARGIN}
 #: At most this many candidates (each holds a loaded pipeline while the rounds run).
 MAX_CANDIDATES = 8
@@ -68,9 +72,10 @@ SESSIONS = 2
 DECIDING_SESSIONS = 3
 #: More sessions run, for the arms still undecided (`open_arms`), while time allows, up to this.
 MAX_SESSIONS = 12
-#: ... except on CPU, where every session starts a fresh worker per arm (~6 s of imports here)
-#: and near-tied fp32 settings keep the race open: the README's job confirming four of them ran
-#: past 18 minutes (benchmarks/results/2026-12-02-readme-job-cpu.md). Three decide, or do not.
+#: ... except on CPU, where every session starts a fresh worker (~6 s of imports here) and
+#: near-tied fp32 settings keep the race open: the README's job confirming four of them ran past
+#: 18 minutes, a worker per arm (benchmarks/results/2026-12-02-readme-job-cpu.md). Three decide,
+#: or do not.
 MAX_SESSIONS_BY_DEVICE = {"cpu": DECIDING_SESSIONS}
 #: A plan must fit this many times over: its cost is estimated from the search's own loads, and
 #: a session that outlasts it leaves a single session to decide (simulated, under a 400 s
@@ -88,8 +93,13 @@ class Candidate:
     settings: Assignment
     latency_s: float  # as measured in the search
     peak_bytes: int
-    #: What loading it in a fresh worker cost in the search (start, build, first run, compile).
+    #: What loading it cost in the search (build, first run, compile), the worker's start aside.
     load_s: float = 0.0
+    #: What starting a worker costs (paid once per worker, however many arms it holds).
+    spawn_s: float = 0.0
+    #: Its settings leave state in their process (a compile, a process-wide attention backend):
+    #: it never shares a worker with another arm.
+    own_worker: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +113,8 @@ class Plan:
     cost_s: float
     dropped: list[int] = dataclasses.field(default_factory=list)
     skipped: str | None = None
+    #: The bytes one worker may hold (`worker_groups`); None: no limit.
+    room: int | None = None
 
     @property
     def arms(self) -> list[Candidate]:
@@ -200,31 +212,54 @@ def pick_candidates(records: Sequence[Candidate], within: float | None = None,
     return picked
 
 
+def worker_groups(arms: Sequence[Candidate], room: int | None = None) -> list[list[int]]:
+    """Which arms share a worker in a session (indices into `arms`): all of them, first-fit in
+    order, while their peaks together fit in `room` (the ceiling a worker runs under), except an
+    `own_worker` arm, which is alone. Arms sharing a process share its speed, so a process that
+    happens to run slow slows all of them and their ratio does not move; and a session starts one
+    worker instead of one per arm."""
+    groups: list[list[int]] = []
+    used: list[int] = []
+    for i, arm in enumerate(arms):
+        fits = [g for g, group in enumerate(groups) if not arms[group[0]].own_worker and not arm.own_worker
+                and (room is None or used[g] + arm.peak_bytes <= room)]
+        if fits:
+            groups[fits[0]].append(i)
+            used[fits[0]] += arm.peak_bytes
+        else:
+            groups.append([i])
+            used.append(arm.peak_bytes)
+    return groups
+
+
 def plan_cost_s(arms: Sequence[Candidate], sessions: int, rounds: int,
-                runs_per_round: int = RUNS_PER_ROUND) -> float:
-    """Seconds to load every arm `sessions` times and time its rounds (warm-up rounds included)."""
-    per_session = sum(a.load_s + (rounds + WARMUP_ROUNDS) * runs_per_round * a.latency_s for a in arms)
+                runs_per_round: int = RUNS_PER_ROUND, room: int | None = None) -> float:
+    """Seconds to start the workers and load every arm `sessions` times and time its rounds
+    (warm-up rounds included)."""
+    spawns = sum(max(arms[i].spawn_s for i in group) for group in worker_groups(arms, room))
+    per_session = spawns + sum(a.load_s + (rounds + WARMUP_ROUNDS) * runs_per_round * a.latency_s for a in arms)
     return sessions * per_session
 
 
 def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candidate | None = None,
          sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS,
-         within: float | None = None) -> Plan:
+         within: float | None = None, room: int | None = None) -> Plan:
     """The largest confirmation that fits in `seconds_left`: the reference arm goes first, then
     the slowest candidates (down to two), then rounds (down to `min_rounds`). `within` is the
-    window the candidates were picked in (named when there is only one)."""
+    window the candidates were picked in (named when there is only one); `room` what one worker
+    may hold (`worker_groups`)."""
     picked = sorted(candidates, key=lambda c: (c.latency_s, c.number))
     if reference is not None and any(c.number == reference.number for c in picked):
         reference = None  # the defaults are a candidate already
     dropped: list[int] = []
     if len(picked) < 2:
-        return Plan(picked, reference, sessions, rounds, 0.0, skipped="no other candidate within "
+        return Plan(picked, reference, sessions, rounds, 0.0, room=room, skipped="no other candidate within "
                     f"{100 * (WITHIN if within is None else within):.0f}% of the winner: nothing to re-measure")
     while True:
         arms = picked + ([reference] if reference is not None else [])
-        cost = plan_cost_s(arms, sessions, rounds)
+        cost = plan_cost_s(arms, sessions, rounds, room=room)
         if cost * PLAN_MARGIN <= seconds_left:
-            return Plan(picked, reference, sessions, rounds, cost, dropped)
+            return Plan(picked, reference, sessions, rounds, cost, dropped, room=room)
         if reference is not None:
             dropped.append(reference.number)
             reference = None
@@ -233,10 +268,10 @@ def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candid
         elif rounds > min_rounds:
             rounds -= 1
         elif cost <= seconds_left:  # no margin left: a cut re-measurement decides nothing, as a skip
-            return Plan(picked, None, sessions, rounds, cost, dropped)
+            return Plan(picked, None, sessions, rounds, cost, dropped, room=room)
         else:
-            return Plan(picked, None, sessions, rounds, cost, dropped, skipped=(
-                f"no time to confirm: {len(picked)} candidates x {sessions} workers x {rounds} rounds "
+            return Plan(picked, None, sessions, rounds, cost, dropped, room=room, skipped=(
+                f"no time to confirm: {len(picked)} candidates x {sessions} sessions x {rounds} rounds "
                 f"need ~{cost:.0f} s, {max(0.0, seconds_left):.0f} s were left"))
 
 

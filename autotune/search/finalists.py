@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from autotune.knobs.space import assignment_key
+from autotune.measure.measurer import leaves_process_state
 from autotune.search import budget, clock
 from autotune.search import confirm as confirming
 from autotune.search.ranking import compile_share_s, cost_s
@@ -42,9 +43,10 @@ def candidate(search: Search, record: TrialRecord) -> confirming.Candidate:
     a compile is paid again only in part (the compile cache is warm by then)."""
     t = record.measurement.phases
     compile_s = t.compile_s or 0.0
-    load = budget.spawn_s(search.book) + t.load_s - compile_s + min(compile_s, _warm_compile_s(search, record))
+    load = t.load_s - compile_s + min(compile_s, _warm_compile_s(search, record))
     return confirming.Candidate(record.number, record.assignment, cost_s(record, search.options.amortize),
-                                record.measurement.peak_bytes or 0, load_s=load)
+                                record.measurement.peak_bytes or 0, load_s=load, spawn_s=budget.spawn_s(search.book),
+                                own_worker=leaves_process_state(record.assignment))
 
 
 def _warm_compile_s(search: Search, record: TrialRecord) -> float:
@@ -55,6 +57,11 @@ def _warm_compile_s(search: Search, record: TrialRecord) -> float:
     cold = max((r.measurement.phases.compile_s or 0.0 for r in search.book.seen.values()
                 if budget.cost_class(r.assignment) == kind), default=0.0)
     return WARM_COMPILE_SHARE * cold
+
+
+def worker_room(search: Search) -> int:
+    """Bytes one confirmation worker may hold: the ceiling it runs under, as a trial's does."""
+    return search.target.max_vram
 
 
 def memory_room(search: Search) -> int | None:
@@ -93,13 +100,13 @@ def confirm(search: Search, deadline: float) -> Decision | None:
     if math.isinf(deadline):
         deadline = clock.now() + search.options.confirm_timeout_s
     plan = confirming.plan(picked, deadline - clock.now(), _reference_arm(search, picked),
-                           within=confirming.window(search.target.device))
+                           within=confirming.window(search.target.device), room=worker_room(search))
     if plan.skipped:
         return Decision(skipped=plan.skipped, warn=len(picked) >= 2)
     if plan.dropped:
         log.info("confirming %d candidates (trials %s left out for time)", len(plan.candidates), plan.dropped)
     sessions, notes = _sessions(search, compare, plan, deadline)
-    if len(sessions) < confirming.SESSIONS:  # one process per arm: a process offset decides it
+    if len(sessions) < confirming.SESSIONS:  # one session: its processes' offsets would decide it
         done = f"{len(sessions)} of {confirming.SESSIONS} sessions completed"
         return Decision(skipped=f"the re-measurement did not complete ({done}): " + ("; ".join(notes) or "no rounds were timed"))
     reference = plan.reference.number if plan.reference is not None else None
@@ -108,8 +115,8 @@ def confirm(search: Search, deadline: float) -> Decision | None:
 
 
 def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline: float) -> tuple[Sessions, list[str]]:
-    """Interleaved sessions, in new workers and alternating order, until the candidates are
-    decided, the sessions run out or the time does."""
+    """Interleaved sessions, in new workers (shared by the arms that fit in one together) and
+    alternating order, until the candidates are decided, the sessions run out or the time does."""
     arms = plan.arms
     amortize = search.options.amortize
     extra = {a.number: compile_share_s(search.book.by_number(a.number), amortize) for a in arms}
@@ -119,7 +126,8 @@ def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline
     while arms:
         order = arms if len(sessions) % 2 == 0 else arms[::-1]  # new workers, the other order
         jobs = [make_job(search, a.settings, a.number) for a in order]
-        medians, note = compare(jobs, plan.rounds + confirming.WARMUP_ROUNDS, confirming.RUNS_PER_ROUND, deadline)
+        medians, note = compare(jobs, plan.rounds + confirming.WARMUP_ROUNDS, confirming.RUNS_PER_ROUND, deadline,
+                                groups=confirming.worker_groups(order, plan.room))
         if note:
             notes.append(note)
         # the first rounds of a new worker are its warm-up; an amortized compile adds the same
@@ -132,7 +140,7 @@ def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline
         if len(sessions) >= confirming.max_sessions(search.target.device):
             break
         arms = _still_open(arms, candidates, sessions, plan)
-        if arms and confirming.plan_cost_s(arms, 1, plan.rounds) > deadline - clock.now():
+        if arms and confirming.plan_cost_s(arms, 1, plan.rounds, room=plan.room) > deadline - clock.now():
             notes.append(f"{len(arms)} candidates still undecided after {len(sessions)} sessions: no time for more")
             break
     return sessions, notes

@@ -41,7 +41,8 @@ def run(search: Search, n_trials: int, on_trial: ProgressFn | None, time_budget_
     start = clock.now()
     deadline = math.inf if time_budget_s is None else start + time_budget_s
     wants_confirmation = search.options.confirm and hasattr(search.measurer, "compare")
-    state = RunState(n_trials, deadline, ConfirmReserve(deadline, wants_confirmation), on_trial)
+    state = RunState(n_trials, deadline, ConfirmReserve(deadline, wants_confirmation, finalists.worker_room(search)),
+                     on_trial)
     try:
         _prepare(search, state)
         reason = _loop(search, state)

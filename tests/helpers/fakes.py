@@ -22,6 +22,7 @@ class FakeMeasurer:
         self.timeouts: list[float | None] = []
         self.cost = cost or (lambda a: (1.0, 2**20))
         self.compared: list[list[TrialJob]] = []
+        self.groups: list[list[list[int]]] = []  # the workers of each session (job indices)
         if rounds_cost is not None:
             self.rounds_cost = rounds_cost
             self.compare = self._compare
@@ -35,6 +36,7 @@ class FakeMeasurer:
         latency, peak = result
         return fake_measurement(job, latency=latency, peak=peak)
 
-    def _compare(self, jobs, rounds, runs_per_round, deadline):
+    def _compare(self, jobs, rounds, runs_per_round, deadline, groups=None):
         self.compared.append(list(jobs))
+        self.groups.append([list(g) for g in groups] if groups is not None else [[i] for i in range(len(jobs))])
         return {i: [self.rounds_cost(job.assignment, r) for r in range(rounds)] for i, job in enumerate(jobs)}, ""

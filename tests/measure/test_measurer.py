@@ -141,7 +141,7 @@ def test_a_budget_stop_is_named_as_such(job):
 
 
 @pytest.mark.slow  # 15-30 s on 2 CPU cores: the fast tier keeps under 5 minutes
-def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
+def test_compare_times_loaded_candidates_in_rounds(job, tmp_path, monkeypatch):
     import time
 
     jobs = [dataclasses.replace(job, number=1), dataclasses.replace(job, number=2, assignment={"dtype": "bf16"})]
@@ -150,6 +150,19 @@ def test_compare_times_loaded_candidates_in_rounds(job, tmp_path):
     assert note == "" and sorted(medians) == [0, 1]
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in medians.values())
     assert (tmp_path / "trial-0002-confirm.log").exists()
+    # grouped, both load into one worker: it starts once and times both
+    started = []
+    real_start = SubprocessMeasurer._start
+
+    def start(self, *args):
+        started.append(args[0].number)
+        return real_start(self, *args)
+
+    monkeypatch.setattr(SubprocessMeasurer, "_start", start)
+    medians, note = SubprocessMeasurer(log_dir=tmp_path / "shared").compare(
+        jobs, rounds=2, runs_per_round=1, deadline=time.monotonic() + 300, groups=[[0, 1]])
+    assert note == "" and sorted(medians) == [0, 1] and all(len(v) == 2 for v in medians.values())
+    assert started == [1]
 
 
 def test_the_in_process_measurer_keeps_its_worker_warm(job):

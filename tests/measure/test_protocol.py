@@ -17,7 +17,9 @@ MEASURED = Measurement(status="ok", backend="cpu", device_name="x", peak_metric=
 
 @pytest.mark.parametrize("message", [
     protocol.Setup("cuda", 8 * 2**30), protocol.Setup("cpu"), protocol.Trial(JOB, "/tmp/t.log"),
-    protocol.Load(JOB, None), protocol.Runs(StoppingRule(min_runs=2, max_runs=2)), protocol.Release(),
+    protocol.Load(JOB, None), protocol.Load(JOB, "/tmp/c.log", slot=2),
+    protocol.Runs(StoppingRule(min_runs=2, max_runs=2)), protocol.Runs(StoppingRule(min_runs=1, max_runs=1), slot=2),
+    protocol.Release(),
     protocol.Exit(),
 ])
 def test_requests_round_trip(message):
@@ -42,6 +44,11 @@ def test_the_wire_keys_are_those_of_before():
     assert ready == {"ok": True, "setup_s": 0.5, "import_s": 3.0, "pid": 42, "device_baseline_bytes": 7}
     trial = json.loads(protocol.encode(protocol.Trial(JOB, "/tmp/t.log")))
     assert trial["op"] == "trial" and trial["log"] == "/tmp/t.log" and TrialJob.from_dict(trial["job"]) == JOB
+    # a load or runs of before named no slot: the one candidate is slot 0
+    rule = StoppingRule(min_runs=2, max_runs=2)
+    assert protocol.decode_request(json.dumps({"op": "runs", "rule": rule.to_dict()})) == protocol.Runs(rule, slot=0)
+    load = {"op": "load", "job": JOB.to_dict(), "log": None}
+    assert protocol.decode_request(json.dumps(load)) == protocol.Load(JOB, None, slot=0)
 
 
 def test_an_unknown_request_or_answer_is_a_protocol_error():

@@ -46,3 +46,22 @@ def test_the_short_tracked_run_reaches_the_peak_of_the_full_one(target, settings
     # full run's peak, and within 0.1% of it.
     assert short.peak_bytes is not None and full.peak_bytes is not None
     assert 0 <= full.peak_bytes - short.peak_bytes <= 0.001 * full.peak_bytes
+
+
+def test_held_candidates_stay_loaded_side_by_side_until_the_release(target):
+    from autotune.measure.timing import StoppingRule
+
+    worker = _worker()
+    one = StoppingRule(min_runs=1, max_runs=1, time_cap_s=1e9)
+    plain, tiled = TrialJob(target, {"dtype": "fp32"}, warmup=1), TrialJob(target, {"vae_tiling": True}, warmup=1)
+    assert worker.hold(0, plain).status == worker.hold(1, tiled).status == "ok"
+    pipes = {}
+    for slot, job in ((0, plain), (1, tiled), (0, plain)):
+        worker.select(slot)
+        assert worker.job is job and len(worker.timed_runs(one)) == 1
+        pipes.setdefault(slot, worker.pipe)
+        assert worker.pipe is pipes[slot]  # the same loaded pipeline each time: nothing is rebuilt
+    assert pipes[0] is not pipes[1]
+    worker.release()
+    with pytest.raises(RuntimeError, match="slot 1, which holds no candidate"):
+        worker.select(1)

@@ -2,6 +2,8 @@
 offset cannot pass for a difference, and the plan fits the time left or is not run."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from autotune.search import confirm
@@ -137,7 +139,7 @@ def test_short_time_drops_the_reference_then_the_slowest_then_rounds():
 
 
 def test_an_underpowered_confirmation_is_skipped_with_its_reason():
-    # 2 candidates x 2 workers x (20 s load + 4 rounds x 3 runs) = ~130 s; 60 s are left
+    # 2 candidates x 2 sessions x (20 s load + 4 rounds x 3 runs) = ~130 s; 60 s are left
     p = plan([A, B], seconds_left=60)
     assert p.skipped is not None and "no time to confirm" in p.skipped and "60 s were left" in p.skipped
     alone = plan([A], seconds_left=1e6)
@@ -149,3 +151,24 @@ def test_an_underpowered_confirmation_is_skipped_with_its_reason():
     assert tight.skipped is None and tight.rounds == confirm.MIN_ROUNDS and tight.cost_s == least
     assert plan([A, B], seconds_left=least - 1).skipped is not None
     assert "within 10%" in plan([A], seconds_left=1e6, within=0.1).skipped
+
+
+# -- which arms share a worker -------------------------------------------------------------------
+
+def test_arms_share_a_worker_while_they_fit_under_its_ceiling():
+    compiled = Candidate(5, {"compile": "full"}, latency_s=0.6, peak_bytes=100 * MiB, own_worker=True)
+    assert confirm.worker_groups([A, B, D]) == [[0, 1, 2]]
+    # 800 + 600 MiB fit in 1450 MiB, 700 more do not: D starts a second worker
+    assert confirm.worker_groups([A, B, D], room=1450 * MiB) == [[0, 1], [2]]
+    assert confirm.worker_groups([A, D, B], room=1450 * MiB) == [[0, 2], [1]]  # first fit, in order
+    # an arm whose settings leave state in their process is alone, whatever the room
+    assert confirm.worker_groups([A, compiled, B]) == [[0, 2], [1]]
+
+
+def test_a_shared_worker_is_started_once_per_session():
+    spawning = [dataclasses.replace(c, spawn_s=7.0) for c in (A, B, D)]
+    alone = confirm.plan_cost_s(spawning, sessions=2, rounds=3, room=1 * MiB)  # nothing shares
+    shared = confirm.plan_cost_s(spawning, sessions=2, rounds=3)
+    assert alone - shared == pytest.approx(2 * 2 * 7.0)  # two starts fewer in each of two sessions
+    assert shared == pytest.approx(confirm.plan_cost_s([A, B, D], sessions=2, rounds=3) + 2 * 7.0)
+    assert plan(spawning, seconds_left=1e6, room=1500 * MiB).room == 1500 * MiB  # the sessions use it

@@ -233,6 +233,16 @@ def test_the_winner_is_confirmed_side_by_side(tmp_path):
     assert conf.sessions == sessions and conf.rounds == sessions * confirm.ROUNDS  # warm-up rounds dropped
     profile = profile_from(result)
     assert profile.confirmation.significant and profile.confirmation.rounds == sessions * confirm.ROUNDS
+    assert fake.groups == [[[0], [1]]] * 3  # 40 + 40 MiB do not fit under 60 MiB together: a worker each
+
+
+def test_finalists_that_fit_under_the_ceiling_together_share_a_worker(tmp_path):
+    fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.0, "bf16": 1.2}.get(a["dtype"], 2.0))
+    new_search(tmp_path, fake, ceiling=90 * MiB).run(6)
+    # fp16 and bf16 (40 MiB each) share one; the defaults (fp32, 80 MiB), the reference arm of
+    # the first two sessions, need a worker of their own
+    dtypes = [[[jobs[i].assignment["dtype"] for i in g] for g in groups] for jobs, groups in zip(fake.compared, fake.groups)]
+    assert dtypes == [[["fp16", "bf16"], ["fp32"]], [["fp32"], ["bf16", "fp16"]], [["fp16", "bf16"]]]
 
 
 def test_a_confirmation_cut_to_one_session_decides_nothing(tmp_path):
@@ -241,11 +251,11 @@ def test_a_confirmation_cut_to_one_session_decides_nothing(tmp_path):
     fake = FakeMeasurer(cost, rounds_cost=lambda a, r: {"fp16": 1.2, "bf16": 1.0}.get(a["dtype"], 2.0))
     first = fake._compare
 
-    def compare(jobs, rounds, runs_per_round, deadline):
+    def compare(jobs, rounds, runs_per_round, deadline, groups=None):
         if fake.compared:
             fake.compared.append(list(jobs))
             return {}, "trial 2 could not be reloaded (time budget)"
-        return first(jobs, rounds, runs_per_round, deadline)
+        return first(jobs, rounds, runs_per_round, deadline, groups)
 
     fake.compare = compare
     result = new_search(tmp_path, fake, ceiling=60 * MiB).run(6)
@@ -293,7 +303,7 @@ def test_the_defaults_are_a_reference_arm_of_the_confirmation(tmp_path):
 
 
 def test_an_underpowered_confirmation_is_not_run_and_the_reason_is_recorded(tmp_path):
-    # two candidates x 2 workers x 3 rounds of 1 s runs (+ loads) need ~68 s; 30 s are given:
+    # two candidates x 2 sessions x 3 rounds of 1 s runs (+ loads) need ~68 s; 30 s are given:
     # no confirmation fits, so the search does not stop early to keep time for one; at the end
     # none runs (no underpowered rounds), and the search says why
     fake = FakeMeasurer(cost, rounds_cost=lambda a, r: 1.0)
