@@ -44,7 +44,8 @@ def space_for(target: Target, include: Iterable[str] = (), exclude: Iterable[str
     from autotune.knobs.probe import model_context
 
     info = model_info(target.model)
-    return SearchSpace(model_context(target.model, target.device, info), include, exclude)
+    size = (target.height, target.width, target.batch)
+    return SearchSpace(model_context(target.model, target.device, info, size), include, exclude)
 
 
 def make_planner(target: Target) -> Planner | None:

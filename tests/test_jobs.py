@@ -41,3 +41,18 @@ def test_a_gpu_job_crosses_to_its_process_whole(tmp_path):
     job = jobs.GpuJob("1", target(50 * MiB), SearchOptions(confirm=False, trials=3), tmp_path, "s.journal", "study")
     again = pickle.loads(pickle.dumps(job))
     assert again == job and again.log_path == tmp_path / "gpu-1.log"
+
+
+def test_the_space_leaves_out_what_does_nothing_at_the_target_size():
+    from autotune.target import Target
+
+    def states(height: int, batch: int, include: tuple[str, ...] = ()) -> dict[str, str]:
+        t = Target(model="builtin:tiny-sd", height=height, width=height, batch=batch, steps=2, max_vram=2**31,
+                   device="cpu")
+        space = jobs.space_for(t, include=include)
+        return {s.knob: s.state for s in space.statuses if s.knob in ("vae_tiling", "vae_slicing") and s.value}
+
+    # the tiny VAE decodes up to 128x128 in one tile; a batch of one has nothing to slice
+    assert states(128, 1) == {"vae_tiling": "excluded", "vae_slicing": "excluded"}
+    assert states(256, 2) == {"vae_tiling": "searched", "vae_slicing": "searched"}
+    assert states(128, 1, include=("vae_tiling", "vae_slicing")) == {"vae_tiling": "searched", "vae_slicing": "searched"}

@@ -54,6 +54,11 @@ class ModuleFacts:
     tiling: bool = False
     #: Block classes `compile_repeated_blocks` compiles (`_repeated_blocks`).
     repeated_blocks: tuple[str, ...] = ()
+    #: VAEs whose tiling and slicing rules are known (AutoencoderKL: SD, SDXL, SD3, Flux): the
+    #: largest (height, width) in pixels it decodes whole with tiling on (its `_decode` tiles only
+    #: a latent larger than its tile), and that slicing splits only a batch of more than one.
+    untiled_up_to: tuple[int, int] | None = None
+    slices_batch: bool = False
 
     @property
     def channels_last_ok(self) -> bool:
@@ -81,6 +86,11 @@ class Context:
     #: The pipeline's class name (`StableDiffusionPipeline`), where known: some knobs act only
     #: through code the pipeline's `__call__` runs (the caching hooks' cache context).
     pipeline_class: str | None = None
+    #: The target's output size and batch, where the context is one target's (a search): some
+    #: values change nothing at that size. None: any size (a profile applied to a pipeline).
+    height: int | None = None
+    width: int | None = None
+    batch: int | None = None
 
     def has_package(self, name: str) -> bool:
         return importlib.util.find_spec(name) is not None

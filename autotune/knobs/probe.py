@@ -26,6 +26,7 @@ ComponentClasses = Mapping[str, tuple[str, str]]
 def module_facts(module: Any) -> ModuleFacts:
     """What the knobs need to know of one module (real or on the meta device)."""
     import torch
+    from diffusers import AutoencoderKL
     from diffusers.models.attention import AttentionModuleMixin
     from diffusers.models.attention_processor import Attention, MochiAttention
 
@@ -39,6 +40,7 @@ def module_facts(module: Any) -> ModuleFacts:
             dispatch = dispatch or hasattr(getattr(sub, "processor", None), "_attention_backend")
     ranks = [t.dim() for t in itertools.chain(module.parameters(), module.buffers())]
     cls = type(module)
+    known_vae = isinstance(module, AutoencoderKL) and isinstance(getattr(module, "tile_sample_min_size", None), int)
     return ModuleFacts(
         class_name=cls.__name__,
         conv_dims=frozenset(conv_dims),
@@ -48,6 +50,8 @@ def module_facts(module: Any) -> ModuleFacts:
         slicing=callable(getattr(cls, "enable_slicing", None)),
         tiling=callable(getattr(cls, "enable_tiling", None)),
         repeated_blocks=tuple(getattr(cls, "_repeated_blocks", None) or ()),
+        untiled_up_to=(module.tile_sample_min_size,) * 2 if known_vae else None,
+        slices_batch=known_vae,
     )
 
 
@@ -62,15 +66,18 @@ def pipeline_context(pipe: Any, device: str) -> Context:
                    pipeline_class=type(pipe).__name__)
 
 
-def model_context(model: str, device: str, info: ModelInfo | None = None) -> Context:
+def model_context(model: str, device: str, info: ModelInfo | None = None,
+                  size: tuple[int, int, int] | None = None) -> Context:
     """The context of a model before loading it: its components and classes from `model_info`
-    (or its model_index), facts from each diffusers component built on the meta device. A model
-    whose components cannot be built so gets a context without facts (rules by name), logged."""
+    (or its model_index), facts from each diffusers component built on the meta device; `size`
+    is the target's (height, width, batch). A model whose components cannot be built so gets a
+    context without facts (rules by name), logged."""
     info = info or model_info(model)
     classes = dict(info.component_classes or component_classes(load_configs(model, names=())["model_index"]))
     modules = probe_model(model, tuple(sorted(classes.items())))
+    height, width, batch = size if size is not None else (None, None, None)
     return Context(device=device, components=info.components, component_classes=classes, modules=modules,
-                   pipeline_class=info.pipeline_class)
+                   pipeline_class=info.pipeline_class, height=height, width=width, batch=batch)
 
 
 @functools.lru_cache(maxsize=32)

@@ -21,10 +21,18 @@ def _reason(value: Value, ctx: Context) -> str | None:
     return None
 
 
+def _excluded(value: Value, ctx: Context) -> str | None:
+    """Left out where it would change nothing: a batch of one has nothing to slice."""
+    facts = ctx.facts("vae")
+    if value and facts is not None and facts.slices_batch and ctx.batch == 1:
+        return f"does nothing at batch 1: {ctx.class_name('vae')} slices a batch into single images"
+    return None
+
+
 register(Knob(
     name="vae_slicing", choices=(False, True), default=False, stage=Stage.TUNE,
     help="decode the batch one image at a time (lower VAE peak for batch > 1)",
-    apply=_apply, requires_components=("vae",), unavailable_reason=_reason,
+    apply=_apply, requires_components=("vae",), unavailable_reason=_reason, excluded_by_default=_excluded,
     plan=PlanEffect(roles=frozenset({"vae"}), configure=_configure),
     speed=SpeedPrior(order=6),
 ))
