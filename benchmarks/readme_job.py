@@ -10,7 +10,7 @@ latency, whether it was confirmed, and the load average before and after, since 
 machine's load is the first suspect of a slow or disagreeing run. The exact stdout and stderr
 of every search are kept beside the results (`<stem>-run-N.log`).
 
-    python benchmarks/readme_job.py --runs 3       # CPU: 2-8 min a run on 2 cores (a confirmation: most)
+    python benchmarks/readme_job.py --runs 3       # CPU: ~2 min a run on 2 cores, more with a confirmation
 
 The job's targets (issue 20): at most 15x the import, a median overhead of at most 1 s, and
 identical searches naming the same winner with latencies within 5%.
