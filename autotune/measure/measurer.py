@@ -229,6 +229,7 @@ class SubprocessMeasurer:
         except (WorkerGone, WorkerTimeout) as exc:
             notes.extend(f"trial {jobs[i].number} could not be reloaded ({str(exc) or 'time budget'})" for i in group)
             return []
+        gone = False
         for i in group:
             job = dataclasses.replace(jobs[i], reference=None, save_reference=None)  # judged in the search
             try:
@@ -236,17 +237,19 @@ class SubprocessMeasurer:
                                         deadline)
             except (WorkerGone, WorkerTimeout) as exc:
                 notes.append(f"trial {job.number} could not be reloaded ({str(exc) or 'time budget'})")
-                break  # the worker is gone: the rest of its group is not loaded
+                gone = True
+                break
             status = answer.measurement.status if isinstance(answer, protocol.Measured) else None
             if status != "ok":
                 notes.append(f"trial {job.number} could not be reloaded ({status or _message(answer)})")
-                if status is None:
-                    break  # the worker answered a failure and exits
-                continue
+                if status is None:  # a failure: the worker exits after saying so
+                    gone = True
+                    break
+                continue  # e.g. out of memory: this arm is out, those beside it stay
             owner[i] = worker
-        for i in [i for i in group if owner.get(i) is worker]:
-            if not worker.alive:
-                del owner[i]
+        if gone:  # what the worker loaded before went with it
+            for i in group:
+                owner.pop(i, None)
         return [worker]
 
 

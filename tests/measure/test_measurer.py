@@ -177,3 +177,41 @@ def test_the_in_process_measurer_keeps_its_worker_warm(job):
     for m in (first, second):
         assert len(m.latencies_s) == 2 and m.peak_bytes >= m.memory.resident_weights > 0
         assert 0 <= m.overhead_s < m.phases.wall_s
+
+
+SHARED_WORKER = """
+import os, sys
+from autotune.measure import protocol
+from autotune.measure.records import Measurement
+channel = os.fdopen(int(sys.argv[-1]), "wb")
+def say(answer):
+    channel.write(protocol.encode(answer)); channel.flush()
+for line in sys.stdin.buffer:
+    request = protocol.decode_request(line)
+    if isinstance(request, protocol.Setup):
+        say(protocol.Ready(0.0, 0.0, os.getpid()))
+    elif isinstance(request, protocol.Load) and request.slot == 1 and "{second}" == "failed":
+        say(protocol.Failed("ValueError: boom")); sys.exit(1)
+    elif isinstance(request, protocol.Load):
+        status = "oom" if request.slot == 1 else "ok"
+        say(protocol.Measured(Measurement(status=status, backend="fake", device_name="x", peak_metric="p")))
+    elif isinstance(request, protocol.Runs):
+        say(protocol.Latencies([0.1 * (request.slot + 1)]))
+    else:
+        break
+"""
+
+
+@pytest.mark.parametrize("second", ["oom", "failed"])
+def test_a_candidate_that_cannot_load_in_a_shared_worker(job, second):
+    # out of memory: that arm is out, the one loaded beside it is timed; a failure ends the
+    # worker, and the arm it held before goes with it
+    import time
+
+    jobs = [dataclasses.replace(job, number=1), dataclasses.replace(job, number=2)]
+    medians, note = measurer(SHARED_WORKER.format(second=second)).compare(
+        jobs, rounds=2, runs_per_round=1, deadline=time.monotonic() + 60, groups=[[0, 1]])
+    if second == "oom":
+        assert medians == {0: [0.1, 0.1]} and note == "trial 2 could not be reloaded (oom)"
+    else:
+        assert medians == {} and note == "trial 2 could not be reloaded (ValueError: boom)"

@@ -12,11 +12,16 @@ def _finalists() -> list[confirming.Candidate]:
 
 
 def test_the_reserve_is_a_plan_that_fits_with_its_margin():
+    # 1000 s: the three sessions a decision needs (~245 s) keep less than half of the budget
     reserve = budget.ConfirmReserve(clock.now() + 1000.0, wanted=True).seconds(_finalists)
-    assert reserve > 0
-    plan = confirming.plan(_finalists(), seconds_left=reserve)
+    plan = confirming.plan(_finalists(), seconds_left=reserve, sessions=confirming.DECIDING_SESSIONS)
     assert plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
     assert reserve == pytest.approx(confirming.PLAN_MARGIN * plan.cost_s)  # its margin, no slack beyond it
+    # 400 s: three sessions would keep more than half, so the two every confirmation runs
+    reserve = budget.ConfirmReserve(clock.now() + 400.0, wanted=True).seconds(_finalists)
+    plan = confirming.plan(_finalists(), seconds_left=reserve)
+    assert plan.sessions == confirming.SESSIONS and plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
+    assert reserve == pytest.approx(confirming.PLAN_MARGIN * plan.cost_s)
 
 
 def test_no_reserve_without_a_budget_a_feasible_trial_or_the_time_for_it():

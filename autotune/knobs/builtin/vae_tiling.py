@@ -24,7 +24,8 @@ def _reason(value: Value, ctx: Context) -> str | None:
 
 def _excluded(value: Value, ctx: Context) -> str | None:
     """Left out where it would change nothing: the VAE decodes a latent up to its tile whole."""
-    limit = ctx.facts("vae").untiled_up_to if ctx.facts("vae") is not None else None
+    facts = ctx.facts("vae")
+    limit = facts.untiled_up_to if facts is not None else None
     if value and limit is not None and ctx.height is not None and ctx.width is not None \
             and ctx.height <= limit[0] and ctx.width <= limit[1]:
         return (f"does nothing at {ctx.width}x{ctx.height}: {ctx.class_name('vae')} decodes up to "
