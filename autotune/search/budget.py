@@ -17,17 +17,15 @@ from autotune.search.book import Book
 
 #: What starting a worker is taken to cost before one was timed (a fresh Python importing torch).
 DEFAULT_SPAWN_S = 5.0
-#: The arms the reserve is sized for. More find the truly fastest more often among what was
-#: measured, but measure less: simulated (benchmarks/decision_quality.py, 100 seeds, 800 s
-#: budget), 2 arms put 93% of the winners within 2% of the best measured and 5.2% (mean) off the
-#: best of the space, 3 arms 97% and 5.9%, 4 arms 97% and 7.2%.
-RESERVED_ARMS = 2
-#: ... in the `confirm.DECIDING_SESSIONS` sessions a decision needs, where that keeps at most this
-#: share of the budget; else in the two every confirmation runs. Simulated (decision_quality.py,
-#: 200 seeds): three sessions took 800 s budgets from 87.5% to 94.0% of winners within 2% of the
-#: best measured, 1200 s ones from 83.0% to 86.5%; kept under 400 s, they took the time the
-#: search needed (94.5% to 87.5%).
-DECIDING_RESERVE_SHARE = 0.5
+#: The reserve's plans, largest first, as (arms, sessions): the first that keeps at most
+#: `RESERVE_SHARE` of the budget is kept, else the last (two candidates in the two sessions every
+#: confirmation runs, the smallest plan). Simulated (decision_quality.py, 200 seeds, winners within
+#: 2% of the best measured): the last alone put 94.5% there under 400 s, 87.5% under 800 s and 83.0%
+#: under 1200 s; two arms in the three sessions that decide took 800 s to 94.0% and 1200 s to 86.5%;
+#: three arms in three took 1200 s to 93.5%. Kept where they take more than half, larger
+#: reserves took the time the search needed (400 s: 87.5%).
+RESERVE_PLANS = ((3, confirming.DECIDING_SESSIONS), (2, confirming.DECIDING_SESSIONS), (2, confirming.SESSIONS))
+RESERVE_SHARE = 0.5
 
 
 def cost_class(assignment: Assignment) -> tuple[tuple[str, Any], ...]:
@@ -60,10 +58,9 @@ def spawn_s(book: Book) -> float:
 
 
 class ConfirmReserve:
-    """Time kept for confirming the winner at the end of a budgeted search: a plan of
-    `RESERVED_ARMS` candidates at `MIN_ROUNDS` in each session, in the sessions that decide where
-    the budget allows (`DECIDING_RESERVE_SHARE`), else in two (the smallest plan), with the margin
-    `confirm.plan` asks of every plan (without it, the time kept never fitted a plan).
+    """Time kept for confirming the winner at the end of a budgeted search: the largest of
+    `RESERVE_PLANS` that the budget allows, its candidates at `MIN_ROUNDS` in each session, with
+    the margin `confirm.plan` asks of every plan (without it, the time kept never fitted a plan).
 
     It is kept from the first feasible trial, a runner-up like the best standing in until there
     is one: kept only once a runner-up appeared, it came too late in most searches under a 400 s
@@ -87,16 +84,16 @@ class ConfirmReserve:
         picked = finalists()
         if not picked or (self._released and len(picked) < 2) or self._affordable is False:
             return 0.0
-        arms = (picked + [picked[0]] * RESERVED_ARMS)[:RESERVED_ARMS]  # runners-up like the best, until they come
-        reserve = self._kept_s(arms, confirming.DECIDING_SESSIONS)
-        if reserve > DECIDING_RESERVE_SHARE * self.budget_s:
-            reserve = self._kept_s(arms, confirming.SESSIONS)
+        kept = [self._kept_s(picked, arms, sessions) for arms, sessions in RESERVE_PLANS]
+        reserve = next((k for k in kept if k <= RESERVE_SHARE * self.budget_s), kept[-1])
         if self._affordable is None:
             self._affordable = reserve < self.deadline - clock.now()
         return reserve if self._affordable else 0.0
 
-    def _kept_s(self, arms: list[confirming.Candidate], sessions: int) -> float:
-        return confirming.PLAN_MARGIN * confirming.plan_cost_s(arms, sessions, confirming.MIN_ROUNDS, room=self.room)
+    def _kept_s(self, picked: list[confirming.Candidate], arms: int, sessions: int) -> float:
+        """A plan of `arms` of the finalists (runners-up like the best, until they come)."""
+        chosen = (picked + [picked[0]] * arms)[:arms]
+        return confirming.PLAN_MARGIN * confirming.plan_cost_s(chosen, sessions, confirming.MIN_ROUNDS, room=self.room)
 
     def release(self, finalists: Callable[[], list[confirming.Candidate]]) -> bool:
         """Give back a reserve kept for a runner-up that has not come; False if there is none to give."""

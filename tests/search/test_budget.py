@@ -12,16 +12,18 @@ def _finalists() -> list[confirming.Candidate]:
 
 
 def test_the_reserve_is_a_plan_that_fits_with_its_margin():
-    # 1000 s: the three sessions a decision needs (~245 s) keep less than half of the budget
-    reserve = budget.ConfirmReserve(clock.now() + 1000.0, wanted=True).seconds(_finalists)
-    plan = confirming.plan(_finalists(), seconds_left=reserve, sessions=confirming.DECIDING_SESSIONS)
-    assert plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
-    assert reserve == pytest.approx(confirming.PLAN_MARGIN * plan.cost_s)  # its margin, no slack beyond it
-    # 400 s: three sessions would keep more than half, so the two every confirmation runs
-    reserve = budget.ConfirmReserve(clock.now() + 400.0, wanted=True).seconds(_finalists)
-    plan = confirming.plan(_finalists(), seconds_left=reserve)
+    # the largest plan that keeps at most half of the budget: three arms (the best standing in
+    # for the runner-up to come) in three sessions under 1000 s, two in three under 600 s, and
+    # under 400 s the smallest plan, two in two
+    best, second = _finalists()
+    for budget_s, arms, sessions in ((1000.0, [best, second, best], 3), (600.0, [best, second], 3),
+                                     (400.0, [best, second], 2)):
+        reserve = budget.ConfirmReserve(clock.now() + budget_s, wanted=True).seconds(_finalists)
+        cost = confirming.plan_cost_s(arms, sessions, confirming.MIN_ROUNDS)
+        assert reserve == pytest.approx(confirming.PLAN_MARGIN * cost), budget_s  # its margin, no slack beyond it
+    plan = confirming.plan(_finalists(), seconds_left=reserve)  # the smallest plan fits in what was kept
     assert plan.sessions == confirming.SESSIONS and plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
-    assert reserve == pytest.approx(confirming.PLAN_MARGIN * plan.cost_s)
+    assert budget.RESERVE_PLANS[-1] == (2, confirming.SESSIONS)
 
 
 def test_no_reserve_without_a_budget_a_feasible_trial_or_the_time_for_it():
