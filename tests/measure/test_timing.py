@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.measure.timing import StoppingRule, median_ci, sign_test_p, timing_stats
+from autotune.measure.timing import RACE_MARGIN, StoppingRule, far_behind, median_ci, sign_test_p, timing_stats
 
 
 def test_no_interval_below_six_runs():
@@ -51,15 +51,28 @@ def test_a_trial_surely_slower_than_the_incumbent_stops_at_its_minimum_runs():
     assert StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy, elapsed_s=7.0)
     # a trial that may still be near the top is timed to the precision target
     assert not StoppingRule(min_runs=6, incumbent_s=0.95).done(noisy, elapsed_s=7.0)
-    assert not StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy[:5], elapsed_s=6.0)
+    # three runs at 1.25x and more are not yet 1.26x behind (`far_behind(3)`): the trial goes on
+    assert not StoppingRule(min_runs=6, incumbent_s=0.8).done(noisy[:3], elapsed_s=3.5)
 
 
 def test_a_trial_far_behind_the_incumbent_stops_after_one_run():
     rule = StoppingRule(min_runs=6, incumbent_s=0.4)
     assert rule.done([6.1], elapsed_s=6.1)           # 15x the incumbent: one run says enough
     assert not rule.done([0.79], elapsed_s=0.8)       # under 2x: the usual rule
-    assert not rule.done([0.9, 0.7], elapsed_s=1.6)  # one run near it keeps the trial going
+    assert not rule.done([0.9, 0.5], elapsed_s=1.4)  # one run near it keeps the trial going
     assert not StoppingRule(min_runs=6).done([6.1], elapsed_s=6.1)  # no incumbent yet: no race
+
+
+def test_the_further_behind_the_fewer_runs_a_trial_makes():
+    rule = StoppingRule(min_runs=6, incumbent_s=1.0)
+    assert far_behind(1) == 2.0 and far_behind(2) == pytest.approx(2 ** 0.5)
+    assert rule.done([1.5, 1.45], elapsed_s=3.0)              # two runs both over 1.41x: out
+    assert not rule.done([1.5, 1.35], elapsed_s=3.0)          # one under it: a third run
+    assert rule.done([1.3, 1.28, 1.27], elapsed_s=4.0)        # three over 1.26x
+    assert not rule.done([1.2, 1.18, 1.19, 1.2], elapsed_s=5.0)  # 1.18x after four: not yet (1.19x)
+    # the ladder never goes below the racing margin, where the median's interval takes over
+    assert far_behind(50) == pytest.approx(1 + RACE_MARGIN)
+    assert not rule.done([1.09, 1.2, 1.095, 1.3, 1.1, 1.25, 1.4, 1.15], elapsed_s=9.0)
 
 
 def test_a_run_longer_than_the_time_cap_still_stops_a_trial_far_behind_at_one_run():
