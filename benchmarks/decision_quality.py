@@ -532,12 +532,19 @@ def _row(name: str, arm: str, s: dict[str, Any]) -> str:
             f"{s['time_median_s']:.0f} / {s['time_p95_s']:.0f} s | {100 * s['regret_space_median']:.1f}% | {reasons} |")
 
 
+def _machine() -> str:
+    from autotune import hardware
+
+    return f"{hardware.cpu_name()}, {os.cpu_count()} cores"
+
+
 def report(arms: dict[str, dict[str, Any]], args: argparse.Namespace, noise: Noise) -> str:
     lines = [
         "# Decision quality against a known truth (simulation)",
         "",
         f"- produced by `benchmarks/decision_quality.py --seeds {args.seeds}"
-        + (f" --baseline {args.baseline}" if args.baseline else "") + "` on CPU, AMD EPYC, 2 cores: "
+        + (f" --baseline {args.baseline}" if args.baseline else "")
+        + f"` on CPU, {_machine()} (simulated results do not depend on it): "
         "a SIMULATION. No latency here was measured on a GPU; the device is a table shaped like "
         "builtin:sd15 512x512 batch 1 on an H100 (ratios from shared/measurements/2026-11-27-nvidia-h100/), "
         "and the real `autotune.search.study.Search` ran against it on a simulated clock.",

@@ -141,9 +141,11 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
 WARMUP = 1
 #: ... and in a newly started worker this many more: a new worker's first runs read slow, and a
 #: compiled trial always starts one; the confirmation discards as many, its warm-up round
-#: (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND), so both time a new worker alike. It is not all of
-#: the slow start: on this CPU the defaults, first in their worker, still read 6-22% slower than
-#: the winner after it (benchmarks/results/2026-12-02-readme-job-cpu-0a53d18.md; 5-35% before).
+#: (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND), so both time a new worker alike. The defaults, first
+#: in their worker, read 6-22% slower than the winner after them in the README job of 0a53d18;
+#: on an idle machine, alternating in one warm worker, they read 1.05-1.16x wherever they ran, as
+#: in the search (benchmarks/results/2026-12-02-readme-job-cpu-8ae324f-idle.md): that slowness
+#: was the machine's, not the first trial's.
 NEW_WORKER_WARMUP = 3
 RUNS = 6
 PRECISION = 0.02
