@@ -77,10 +77,15 @@ def _add_option_arguments(p: argparse.ArgumentParser) -> None:
                         f"fraction of it (default: {D.precision:g})")
     p.add_argument("--max-run-time", type=float, default=D.time_cap_s, metavar="SECONDS",
                    help=f"stop timing a trial after this many seconds of runs, precise or not (default: {D.time_cap_s:g})")
+    p.add_argument("--min-sqnr", type=float, default=D.min_sqnr, metavar="DB",
+                   help="quality floor: a lossy trial whose denoiser (on the reference's inputs) or VAE "
+                        "decode (on its latent) is further than this from the reference's, per call "
+                        "(SQNR, dB), is infeasible; exact settings must only stay finite, not flat and "
+                        f"within float reordering of it; 0 turns it off (default: {D.min_sqnr:g})")
     p.add_argument("--min-psnr", type=float, default=D.min_psnr, metavar="DB",
-                   help="quality floor: a lossy trial whose first image is further than this from the "
-                        "reference (PSNR, dB) is infeasible; exact settings must only stay finite, not "
-                        f"flat and within float reordering of it; 0 turns the floor off (default: {D.min_psnr:g})")
+                   help="the floor on the final image (PSNR against the reference, dB) for lossy "
+                        "settings whose error builds up across steps (cache) and trials without a "
+                        f"per-call number; 0 turns it off (default: {D.min_psnr:g})")
     p.add_argument("--allow-unjudged", action="store_true",
                    help="when no quality reference can be made, still accept lossy trials, unjudged "
                         "(default: they are not feasible)")
@@ -108,7 +113,7 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
     """The search options of these flags (validated there: an error names the flag)."""
     return SearchOptions(trials=args.trials, seed=args.seed, runs=args.runs, precision=args.precision,
                          time_cap_s=args.max_run_time, trial_timeout_s=args.timeout, time_budget_s=args.time_budget,
-                         min_psnr=args.min_psnr or None, reference_dtype=args.reference_dtype,
+                         min_psnr=args.min_psnr or None, min_sqnr=args.min_sqnr or None, reference_dtype=args.reference_dtype,
                          allow_unjudged=args.allow_unjudged, amortize=args.amortize, confirm=not args.no_confirm,
                          reuse=not args.no_reuse, use_planner=not args.no_planner)
 
@@ -308,6 +313,20 @@ def _per_call(q: Any) -> str:
     return f", {' and '.join(parts)} SQNR per call" if parts else ""
 
 
+def _floor(result: SearchResult, best: TrialRecord) -> str:
+    """" (lossy floor 20 dB SQNR per call)": the floor these settings are judged on when lossy."""
+    from autotune.measure.quality import applicable_floor
+    from autotune.search.trials import judged_end_to_end
+
+    q, guard = best.measurement.quality, result.guard
+    if q is None:
+        return ""
+    if guard is None:  # an older study: its PSNR floor only
+        return f" (lossy floor {result.min_psnr:g} dB PSNR)" if result.min_psnr else ""
+    floor = applicable_floor(q, guard.min_psnr, guard.min_sqnr, judged_end_to_end(best.assignment))
+    return f" (lossy floor {floor[1]:g} dB {floor[0]})" if floor else ""
+
+
 def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:
     """The winner's quality and what it is against; trials the guard refused for more than the
     floor (a bug in an exact knob, a broken output, lossy and unjudged); a missing reference."""
@@ -315,8 +334,8 @@ def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:
 
     lines = []
     m = best.measurement
-    floor = f" (floor {result.min_psnr:g} dB)" if result.min_psnr else ""
     q = m.quality
+    floor = _floor(result, best)
     if q and q.psnr_db is not None:
         lines.append(textwrap.fill(
             f"quality    PSNR {q.psnr_db:.1f} dB, SSIM {q.ssim if q.ssim is not None else float('nan'):.4f}"

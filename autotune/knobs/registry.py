@@ -114,6 +114,10 @@ class Knob:
     help: str
     apply: ApplyFn
     lossy: frozenset[Value] = frozenset()
+    #: Lossy choices whose error builds up across denoising steps (a cache reusing one step's
+    #: output in the next): one call on the reference's inputs cannot show it, so the quality
+    #: floor judges them on the final image, not per call (quality.below_floor).
+    judged_end_to_end: frozenset[Value] = frozenset()
     requires_components: tuple[str, ...] = ()
     #: Why a choice cannot run in this context (device, package, pipeline), or None.
     unavailable_reason: ReasonFn = _always_available
@@ -147,6 +151,9 @@ class Knob:
 
     def is_lossy(self, value: Value) -> bool:
         return value in self.lossy
+
+    def is_judged_end_to_end(self, value: Value) -> bool:
+        return value in self.judged_end_to_end
 
     def speed_rank(self, value: Value, device: str) -> int:
         if self.speed.rank is not None:

@@ -3,8 +3,8 @@ error of the final latents; and the sanity floor every output must pass (finite,
 with the stricter one an exact setting must pass.
 
 Besides the image, the per-call error of the denoiser on the reference's own inputs and of the
-VAE decode on the reference's own latent (SQNR, denoiser_calls.py, decode_calls.py) judges exact
-settings: it measures the knob, not the chaos of sampling.
+VAE decode on the reference's own latent (SQNR, denoiser_calls.py, decode_calls.py) judges every
+setting, exact or lossy: it measures the knob, not the chaos of sampling (`below_floor`).
 
 The reference is the same prompt, seed and steps run with every knob at its exact default, in the
 reference dtype, without the memory ceiling (reference.py makes it). Images are compared as the
@@ -220,13 +220,34 @@ def load_reference(path: Path) -> Reference:
         return {key: data[key] for key in data.files}
 
 
-def below_floor(quality: QualityScores | None, min_psnr: float | None) -> float:
-    """Optuna constraint value (<= 0 passes): how far the PSNR is under the floor, relative. No
-    floor passes; missing numbers pass here (the caller decides what an unjudged trial is); a
-    non-finite PSNR is as far under as it gets."""
-    if min_psnr is None or quality is None or quality.psnr_db is None:
+def per_call_sqnr(quality: QualityScores) -> float | None:
+    """A setting's own error: the lower of its denoiser's and its VAE decode's per-call SQNR on
+    the reference's inputs (None: neither was measured)."""
+    values = [v for v in (quality.denoiser_sqnr_db, quality.decode_sqnr_db) if v is not None]
+    return min(values) if values else None
+
+
+def applicable_floor(quality: QualityScores, min_psnr: float | None, min_sqnr: float | None = None,
+                     end_to_end: bool = False) -> tuple[str, float, float | None] | None:
+    """The floor a lossy setting is judged on, as (metric, floor in dB, its value): `min_sqnr`
+    on the per-call SQNR (`per_call_sqnr`) where that was measured, unless the setting is
+    `end_to_end` (its error builds up across steps); otherwise `min_psnr` on the final image.
+    None: no floor applies."""
+    per_call = per_call_sqnr(quality)
+    if min_sqnr is not None and per_call is not None and not end_to_end:
+        return "SQNR per call", min_sqnr, per_call
+    if min_psnr is not None:
+        return "PSNR", min_psnr, quality.psnr_db
+    return None
+
+
+def below_floor(quality: QualityScores | None, min_psnr: float | None, min_sqnr: float | None = None,
+                end_to_end: bool = False) -> float:
+    """Optuna constraint value (<= 0 passes): how far a lossy setting is under its floor
+    (`applicable_floor`), relative. No floor passes; missing numbers pass here (the caller
+    decides what an unjudged trial is); a non-finite value is as far under as it gets."""
+    floor = applicable_floor(quality, min_psnr, min_sqnr, end_to_end) if quality is not None else None
+    if floor is None or floor[2] is None:
         return 0.0
-    value = quality.psnr_db
-    if not math.isfinite(value):
-        return 1.0
-    return (min_psnr - value) / min_psnr
+    _, db, value = floor
+    return (db - value) / db if math.isfinite(value) else 1.0

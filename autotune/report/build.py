@@ -187,8 +187,11 @@ def _summary(source: StudySource, data: StudyRows) -> list[tuple[str, str]]:
     rows = [("target", title_of(data)), ("ceiling", f"{format_size(data.ceiling)} ({data.ceiling} bytes)"),
             ("study", f"{source.study_name} in {source.storage}"),
             ("trials", counts + (f"; proposals that measured nothing: {unmeasured}" if unmeasured else ""))]
-    if data.min_psnr is not None:
-        rows.append(("quality floor", f"PSNR >= {data.min_psnr:g} dB against {data.reference}"))
+    floors = ([f"SQNR per call >= {data.min_sqnr:g} dB"] if data.min_sqnr is not None else []) + (
+        [f"PSNR >= {data.min_psnr:g} dB" + (" where judged on the image" if data.min_sqnr is not None else "")]
+        if data.min_psnr is not None else [])
+    if floors:
+        rows.append(("quality floor", f"lossy settings: {'; '.join(floors)}, against {data.reference}"))
     best = data.best()
     if best is not None:
         rows.append(("winner", _describe(best)))

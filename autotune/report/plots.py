@@ -61,6 +61,15 @@ def _label_points(ax: Any, xs: list[float], ys: list[float], rows: list[TrialRow
                     textcoords="offset points", xytext=(5, 4), fontsize=7, color="#444444")
 
 
+def _per_call_db(quality: dict[str, float]) -> float | None:
+    """The per-call SQNR the floor reads (quality.per_call_sqnr), from a stored quality dict."""
+    from autotune.measure.quality import per_call_sqnr
+    from autotune.measure.records import QualityScores
+
+    scores = QualityScores.from_dict(quality)
+    return per_call_sqnr(scores) if scores is not None else None
+
+
 def _latency_scale(ax: Any, latencies: list[float]) -> None:
     if latencies and min(latencies) > 0 and max(latencies) / min(latencies) > 8:
         ax.set_yscale("log")
@@ -273,12 +282,15 @@ def quality_figure(data: StudyRows) -> Any | None:
         return None
     fig, axes = _subplots(1, 2, figsize=(10, 4.6), sharey=True)
     reference = f"{data.reference_dtype} reference" if data.reference_dtype else "reference"
-    for ax, key, name in ((axes[0], "psnr_db", f"PSNR to the {reference} (dB; 100 = identical)"),
-                          (axes[1], "ssim", f"SSIM to the {reference} (1 = identical)")):
+    per_call = any(_per_call_db(r.quality) is not None for r in rows)
+    second = ((lambda q: _per_call_db(q)), f"SQNR per call to the {reference} (dB; the lower of denoiser and VAE)") \
+        if per_call else ((lambda q: q.get("ssim")), f"SSIM to the {reference} (1 = identical)")
+    for ax, value, name in ((axes[0], lambda q: q.get("psnr_db"), f"PSNR to the {reference} (dB; 100 = identical)"),
+                            (axes[1], *second)):
         for category in TIMED:
-            chosen = [r for r in rows if r.category == category and key in r.quality]
+            chosen = [r for r in rows if r.category == category and value(r.quality) is not None]
             if chosen:
-                xs, ys = [r.quality[key] for r in chosen], [r.latency_s for r in chosen]
+                xs, ys = [value(r.quality) for r in chosen], [r.latency_s for r in chosen]
                 _scatter(ax, chosen, category, xs, ys, f"{LABELS[category]} ({len(chosen)})")
                 _label_points(ax, xs, ys, chosen)
         ax.set_xlabel(name, fontsize=9)
@@ -287,7 +299,12 @@ def quality_figure(data: StudyRows) -> Any | None:
         ax.grid(True, alpha=0.3, which="both")
     if data.min_psnr is not None:
         axes[0].axvline(data.min_psnr, color="#9467bd", linestyle="--", linewidth=1.2,
-                        label=f"quality floor {data.min_psnr:g} dB")
+                        label=f"image floor {data.min_psnr:g} dB (settings judged end to end)"
+                        if data.min_sqnr is not None else f"quality floor {data.min_psnr:g} dB")
+    if per_call and data.min_sqnr is not None:
+        axes[1].axvline(data.min_sqnr, color="#9467bd", linestyle="--", linewidth=1.2,
+                        label=f"per-call floor {data.min_sqnr:g} dB (lossy settings)")
+        axes[1].legend(fontsize=8, loc="best")
     _latency_scale(axes[0], [r.latency_s for r in rows])
     axes[0].set_ylabel("latency, median (s)")
     axes[0].legend(fontsize=8, loc="best")

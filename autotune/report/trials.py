@@ -77,6 +77,8 @@ class StudyRows:
     amortize: int | None = None
     #: The dtype of the reference the quality numbers are against (None: the study does not say).
     reference_dtype: str | None = None
+    #: The per-call floor of lossy settings (None: off, or a study from before it existed).
+    min_sqnr: float | None = None
 
     @property
     def reference(self) -> str:
@@ -136,7 +138,8 @@ def study_rows(study: Any) -> StudyRows:
                      min_psnr=float(min_psnr) if min_psnr is not None else None,
                      not_measured=skipped, space=searched, confirmation=attrs.get(ledger.ATTR_CONFIRMATION),
                      amortize=attrs.get(ledger.ATTR_AMORTIZE),
-                     reference_dtype=(attrs.get(ledger.ATTR_REFERENCE) or {}).get("dtype"))  # the knob on purpose: --reference-dtype
+                     reference_dtype=(attrs.get(ledger.ATTR_REFERENCE) or {}).get("dtype"),  # the knob on purpose
+                     min_sqnr=(attrs.get(ledger.ATTR_GUARD) or {}).get("min_sqnr"))
 
 
 def _row(trial: Any, ceiling: int, min_psnr: float | None) -> TrialRow | str | None:

@@ -101,7 +101,8 @@ class Search:
         """How this search judges quality (None: it does not)."""
         if self.reference is None:
             return None
-        return QualityGuard(self.options.min_psnr, self.reference.info(), self.options.allow_unjudged)
+        o = self.options
+        return QualityGuard(o.min_psnr, self.reference.info(), o.allow_unjudged, min_sqnr=o.min_sqnr)
 
     @property
     def reference_path(self) -> Path | None:

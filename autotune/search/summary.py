@@ -43,11 +43,14 @@ class QualitySummary(PlainRecord):
     made, or why there is none) and every trial it refused for more than the floor."""
 
     TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
-        "min_psnr_db": (float,), "reference": (dict,), "against": (str,), "reference_dtype": (str,),
+        "min_psnr_db": (float,), "min_sqnr_db": (float,), "reference": (dict,), "against": (str,), "reference_dtype": (str,),
         "reference_made": (str,), "problem": (str,), "allow_unjudged": (bool,), "issues": (list,)}
     NESTED: ClassVar[dict[str, type[PlainRecord]]] = {"issues": RefusedTrial}
 
+    #: The floor on the final image (settings judged end to end; no per-call number).
     min_psnr_db: float | None = None
+    #: The per-call floor for lossy settings (None: a study from before it existed, or off).
+    min_sqnr_db: float | None = None
     #: The reference's settings.
     reference: dict[str, Value] | None = None
     against: str | None = None

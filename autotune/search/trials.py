@@ -37,13 +37,17 @@ class QualityIssue:
 
 @dataclasses.dataclass(frozen=True)
 class QualityGuard:
-    """How a search judges quality: the floor for lossy settings, the reference the numbers are
-    against (reference.Reference.info(); its `problem` says why there is none) and whether
-    lossy settings that could not be judged may still be feasible (`--allow-unjudged`)."""
+    """How a search judges quality: the floors for lossy settings (`min_sqnr` per call, `min_psnr`
+    on the final image where there is no per-call number or the error builds up across steps:
+    quality.below_floor), the reference the numbers are against (reference.Reference.info(); its
+    `problem` says why there is none) and whether lossy settings that could not be judged may
+    still be feasible (`--allow-unjudged`). A guard stored before the per-call floor existed has
+    `min_sqnr` None: its trials are judged on the final image, as they were."""
 
     min_psnr: float | None
     reference: ReferenceInfo | None = None
     allow_unjudged: bool = False
+    min_sqnr: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.reference, Mapping):  # as stored: an empty mapping is no reference
@@ -62,13 +66,18 @@ class QualityGuard:
         return f"the {ref.reference_dtype} reference (every knob at its exact default, {ref.made})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_psnr": self.min_psnr, "reference": self.reference.to_dict() if self.reference else None,
+        return {"min_psnr": self.min_psnr, "min_sqnr": self.min_sqnr,
+                "reference": self.reference.to_dict() if self.reference else None,
                 "allow_unjudged": self.allow_unjudged}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QualityGuard:
         return cls(min_psnr=data.get("min_psnr"), reference=data.get("reference"),
-                   allow_unjudged=bool(data.get("allow_unjudged", False)))
+                   allow_unjudged=bool(data.get("allow_unjudged", False)), min_sqnr=data.get("min_sqnr"))
+
+    @property
+    def has_floor(self) -> bool:
+        return self.min_psnr is not None or self.min_sqnr is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +184,8 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
     Any output must be an image (finite, not one flat colour: quality.broken_output). A setting
     of exact knob values only must also stay where float reordering keeps it
     (quality.exact_problem): failing that is a bug in a knob, never feasible. A lossy one must
-    reach the floor; with no numbers against the reference it is not judged, so not feasible,
+    reach its floor (per call, or on the final image if its error builds up across steps: the
+    cache); with no numbers against the reference it is not judged, so not feasible,
     unless the guard allows unjudged trials or has no floor. Without a guard nothing is judged."""
     from autotune import knobs
     from autotune.measure import quality as q
@@ -187,7 +197,7 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
     lossy = [f"{n}={v}" for n, v in assignment.items() if n in defaults and knobs.get(n).is_lossy(v)]
     numbers = measurement.quality
     if numbers is None or numbers.psnr_db is None:
-        if lossy and guard.min_psnr is not None and not guard.allow_unjudged:
+        if lossy and guard.has_floor and not guard.allow_unjudged:
             return 1.0, QualityIssue("unjudged", f"{' '.join(lossy)} is lossy and was not judged (quality "
                                              f"against {guard.against}); --allow-unjudged accepts such trials")
         return 0.0, None
@@ -201,7 +211,16 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
             return 1.0, QualityIssue("exact_changed", f"{who} changed the output: {problem}; these settings "
                                      "are declared exact, so this is a bug in the knob (or the device), not a trade-off")
         return 0.0, None
-    return q.below_floor(numbers, guard.min_psnr), None
+    return q.below_floor(numbers, guard.min_psnr, guard.min_sqnr, end_to_end=judged_end_to_end(assignment)), None
+
+
+def judged_end_to_end(assignment: Assignment) -> bool:
+    """Whether a lossy value of these settings builds its error up across steps (the cache), so
+    that the floor judges the final image instead of one call."""
+    from autotune import knobs
+
+    names = {k.name for k in knobs.all_knobs()}
+    return any(knobs.get(n).is_judged_end_to_end(v) for n, v in assignment.items() if n in names)
 
 
 def judge(assignment: Assignment, measurement: Measurement, ceiling: int,
@@ -236,7 +255,7 @@ def quality_summary(result: SearchResult) -> QualitySummary | None:
                 if result.reference else None)
     ref = guard.reference
     return QualitySummary(
-        min_psnr_db=guard.min_psnr, reference=result.reference, against=guard.against,
+        min_psnr_db=guard.min_psnr, min_sqnr_db=guard.min_sqnr, reference=result.reference, against=guard.against,
         reference_dtype=ref.reference_dtype if ref else None, reference_made=ref.made if ref else None,
         problem=guard.problem, allow_unjudged=guard.allow_unjudged,
         issues=tuple(RefusedTrial(trial=r.number, kind=r.quality_issue.kind, issue=r.quality_issue.message)

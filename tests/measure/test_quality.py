@@ -67,6 +67,25 @@ def test_compare_and_the_reference_file(tmp_path):
         compare(image[:, :32], None, reference)
 
 
+def test_the_lossy_floor_reads_the_per_call_sqnr_where_there_is_one():
+    from autotune.measure.quality import applicable_floor
+
+    # fp8-like: the final image under 30 dB (sampling compounds it), each call at 27 dB: passes
+    fp8 = QualityScores(psnr_db=28.0, denoiser_sqnr_db=27.0, decode_sqnr_db=100.0)
+    assert below_floor(fp8, 30.0, 20.0) < 0
+    assert applicable_floor(fp8, 30.0, 20.0) == ("SQNR per call", 20.0, 27.0)
+    # a damaged VAE decode fails however good the image and the denoiser look
+    assert below_floor(QualityScores(psnr_db=45.0, denoiser_sqnr_db=40.0, decode_sqnr_db=15.0), 30.0, 20.0) \
+        == pytest.approx(0.25)
+    # an error that builds up across steps (a cache) is judged on the image: one call looks exact
+    cache = QualityScores(psnr_db=25.0, denoiser_sqnr_db=100.0)
+    assert below_floor(cache, 30.0, 20.0, end_to_end=True) > 0 and below_floor(cache, 30.0, 20.0) < 0
+    # no per-call number (a pipeline whose calls were not kept): the image's floor
+    assert below_floor(QualityScores(psnr_db=25.0), 30.0, 20.0) > 0
+    assert below_floor(QualityScores(psnr_db=25.0, denoiser_sqnr_db=float("nan")), 30.0, 20.0) == 1.0
+    assert applicable_floor(QualityScores(psnr_db=25.0), None, 20.0) is None  # no floor applies
+
+
 def test_floor_constraint():
     assert below_floor(QualityScores(psnr_db=40.0), 30.0) < 0
     assert below_floor(QualityScores(psnr_db=15.0), 30.0) == pytest.approx(0.5)
@@ -142,3 +161,33 @@ def test_a_larger_cap_shows_float_noise_the_default_reads_as_identical():
     assert 120 < quality.psnr(noisy, ref, cap=math.inf) < 160
     assert quality.psnr(ref, ref, cap=math.inf) == math.inf
     assert quality.sqnr(noisy, ref) == quality.PSNR_IDENTICAL_DB < quality.sqnr(noisy, ref, cap=math.inf)
+
+
+@pytest.mark.slow  # two references and two fp8 trials of the structured model: ~20 s on 2 cores
+def test_on_the_structured_model_the_per_call_floor_gives_fp8_one_verdict_at_4_and_30_steps(tmp_path):
+    """Issue 21, why the lossy floor reads per-call SQNR: layerwise fp8's final image drifts
+    with the steps (39.5 dB at 4, 30.7 at 30 in benchmarks/results/
+    2026-12-02-quality-structured-cpu.md), its per call error much less (29.9, 26.7 dB), so the
+    default floors say "feasible" at both step counts, where the image alone put it 0.7 dB over
+    the 30 dB floor at 30 steps (and bf16 + fp8 under it, 29.7 dB)."""
+    from autotune.knobs import all_knobs
+    from autotune.measure import worker
+    from autotune.measure.records import TrialJob
+    from autotune.search.options import DEFAULT_MIN_PSNR, DEFAULT_MIN_SQNR
+    from autotune.target import NO_CEILING, Target
+
+    defaults = {k.name: k.default for k in all_knobs()}
+    scores = {}
+    for steps in (4, 30):
+        target = Target(model="builtin:tiny-sd-shapes", height=64, width=64, batch=1, steps=steps, max_vram=NO_CEILING)
+        ref = tmp_path / f"ref-{steps}.npz"
+        worker.measure(TrialJob(target, defaults, runs=1, max_runs=1, save_reference=str(ref)))
+        trial = worker.measure(TrialJob(target, {**defaults, "layerwise_fp8": True}, runs=1, max_runs=1,
+                                        reference=str(ref)))
+        scores[steps] = trial.quality
+    fell_end_to_end = scores[4].psnr_db - scores[30].psnr_db
+    fell_per_call = scores[4].denoiser_sqnr_db - scores[30].denoiser_sqnr_db
+    assert fell_end_to_end > 2 * abs(fell_per_call), scores
+    for steps, q in scores.items():
+        assert below_floor(q, DEFAULT_MIN_PSNR, DEFAULT_MIN_SQNR) <= 0, (steps, q)
+        assert q.denoiser_sqnr_db < 40  # lossy indeed: far from the >120 dB of exact reorderings

@@ -412,6 +412,26 @@ def test_an_exact_setting_far_from_the_reference_is_a_bug_in_the_knob_not_a_pass
     assert quality_verdict({"dtype": "fp32", "vae_slicing": True}, noisy, None) == (0.0, None)
 
 
+def test_a_lossy_setting_is_judged_per_call_and_a_cache_on_its_image():
+    from autotune.search.options import DEFAULT_MIN_PSNR, DEFAULT_MIN_SQNR
+    from autotune.search.summary import ReferenceInfo
+    from autotune.search.trials import QualityGuard, quality_verdict
+
+    guard = QualityGuard(DEFAULT_MIN_PSNR, ReferenceInfo(reference_dtype="fp32", made="without the memory ceiling"),
+                         min_sqnr=DEFAULT_MIN_SQNR)
+    trial = fake_measurement(None)
+    # layerwise fp8 on the structured built-in at 30 steps: 30.7 dB end to end, 26.7 dB per call
+    trial.quality = QualityScores(psnr_db=28.0, ssim=0.98, denoiser_sqnr_db=26.7, decode_sqnr_db=100.0)
+    constraint, issue = quality_verdict({"dtype": "fp32", "layerwise_fp8": True}, trial, guard)
+    assert constraint < 0 and issue is None
+    # the same numbers from a cache: its calls replay exactly, its image is what it changes
+    assert quality_verdict({"dtype": "fp32", "cache": "first-block-0.12"}, trial, guard)[0] > 0
+    # a guard stored before the per-call floor judges the image, as it did
+    old = QualityGuard.from_dict({"min_psnr": 30.0, "reference": guard.reference.to_dict()})
+    assert old.min_sqnr is None and quality_verdict({"dtype": "fp32", "layerwise_fp8": True}, trial, old)[0] > 0
+    assert QualityGuard.from_dict(guard.to_dict()) == guard
+
+
 def test_an_exact_setting_that_returns_nan_is_reported_as_a_bug_not_feasible(tmp_path):
     def image(a):
         return np.full_like(smooth_image(), np.nan) if a["vae_slicing"] and a["dtype"] == "fp32" else smooth_image()

@@ -78,7 +78,8 @@ register(Knob(
     name="cache", choices=(NONE, *THRESHOLDS), default=NONE, stage=Stage.TUNE,
     help="FirstBlockCache: skip the denoiser's remaining blocks on steps where its first block "
          "barely changed (diffusers' enable_cache); lossy, higher thresholds skip more",
-    apply=_apply, lossy=frozenset(THRESHOLDS), requires_components=DENOISERS, unavailable_reason=_reason,
+    apply=_apply, lossy=frozenset(THRESHOLDS), judged_end_to_end=frozenset(THRESHOLDS),
+    requires_components=DENOISERS, unavailable_reason=_reason,
     # The more steps skipped, the faster: the boldest threshold first.
     speed=SpeedPrior(order=6, rank=lambda value, device: {NONE: 3, "first-block-0.05": 2,
                                                           "first-block-0.08": 1, "first-block-0.12": 0}[value]),
