@@ -81,7 +81,8 @@ def _add_option_arguments(p: argparse.ArgumentParser) -> None:
                    help="quality floor: a lossy trial whose denoiser (on the reference's inputs) or VAE "
                         "decode (on its latent) is further than this from the reference's, per call "
                         "(SQNR, dB), is infeasible; exact settings must only stay finite, not flat and "
-                        f"within float reordering of it; 0 turns it off (default: {D.min_sqnr:g})")
+                        f"within float reordering of it; 0 judges lossy settings on the final image instead "
+                        f"(--min-psnr) (default: {D.min_sqnr:g})")
     p.add_argument("--min-psnr", type=float, default=D.min_psnr, metavar="DB",
                    help="the floor on the final image (PSNR against the reference, dB) for lossy "
                         "settings whose error builds up across steps (cache) and trials without a "
@@ -113,7 +114,8 @@ def options_from(args: argparse.Namespace) -> SearchOptions:
     """The search options of these flags (validated there: an error names the flag)."""
     return SearchOptions(trials=args.trials, seed=args.seed, runs=args.runs, precision=args.precision,
                          time_cap_s=args.max_run_time, trial_timeout_s=args.timeout, time_budget_s=args.time_budget,
-                         min_psnr=args.min_psnr or None, min_sqnr=args.min_sqnr or None, reference_dtype=args.reference_dtype,
+                         min_psnr=args.min_psnr or None, min_sqnr=args.min_sqnr or None,
+                         reference_dtype=args.reference_dtype,
                          allow_unjudged=args.allow_unjudged, amortize=args.amortize, confirm=not args.no_confirm,
                          reuse=not args.no_reuse, use_planner=not args.no_planner)
 

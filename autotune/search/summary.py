@@ -43,8 +43,8 @@ class QualitySummary(PlainRecord):
     made, or why there is none) and every trial it refused for more than the floor."""
 
     TYPES: ClassVar[dict[str, tuple[type, ...]]] = {
-        "min_psnr_db": (float,), "min_sqnr_db": (float,), "reference": (dict,), "against": (str,), "reference_dtype": (str,),
-        "reference_made": (str,), "problem": (str,), "allow_unjudged": (bool,), "issues": (list,)}
+        "min_psnr_db": (float,), "min_sqnr_db": (float,), "reference": (dict,), "against": (str,),
+        "reference_dtype": (str,), "reference_made": (str,), "problem": (str,), "allow_unjudged": (bool,), "issues": (list,)}
     NESTED: ClassVar[dict[str, type[PlainRecord]]] = {"issues": RefusedTrial}
 
     #: The floor on the final image (settings judged end to end; no per-call number).
