@@ -33,8 +33,8 @@ WARNING autotune.search.study: the winner was not confirmed: something worth a w
 winner     defaults
            0.338 s ±1.2% median of 9 runs, peak 11.23 MiB (cpu_live_tensor_peak)
 quality    PSNR 100.0 dB, SSIM 1.0000, denoiser 100.0 dB and VAE decode 100.0 dB SQNR per
-           call (floor 30 dB) against the fp32 reference (every knob at its exact default,
-           without the memory ceiling)
+           call (lossy floor 20 dB SQNR per call) against the fp32 reference (every knob at its
+           exact default, without the memory ceiling)
 runner-up  channels_last=True
            +1.3% vs the winner over 18 interleaved rounds in 3 sessions (p=0.500, not
            significant); decided by latency (not significant)
