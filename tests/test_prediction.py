@@ -16,7 +16,8 @@ MiB = 2**20
 
 #: What `autotune plan --json` prints and the study storage holds, in this order.
 KEYS = ["total_bytes", "peak_phase", "resident_weights_bytes", "activation_bytes", "workspace_bytes",
-        "allocator_bytes", "runtime_bytes", "phases", "metric", "context_floor_bytes", "lower_bound_bytes"]
+        "allocator_bytes", "runtime_bytes", "phases", "metric", "context_floor_bytes", "host_bytes",
+        "lower_bound_bytes"]
 
 #: A prediction as the first planner stored it (46296b3): no context floor; its lower bound
 #: counted the CUDA runtime term.
@@ -31,7 +32,7 @@ def gpu_prediction() -> Prediction:
     return Prediction(total_bytes=3200 * MiB, peak_phase="denoiser step", resident_weights_bytes=1700 * MiB,
                       activation_bytes=900 * MiB, workspace_bytes=0, allocator_bytes=100 * MiB,
                       runtime_bytes=500 * MiB, phases={"denoiser step": 3200 * MiB, "VAE decode": 2900 * MiB},
-                      metric="cuda_process_peak", context_floor_bytes=300 * MiB)
+                      metric="cuda_process_peak", context_floor_bytes=300 * MiB, host_bytes=1700 * MiB)
 
 
 def test_to_dict_writes_the_stored_keys_and_reads_back():
@@ -46,6 +47,7 @@ def test_a_prediction_stored_before_the_context_floor_reads_back_as_stored():
     p = Prediction.from_dict(FIRST_STORED)
     assert p.lower_bound_bytes == FIRST_STORED["lower_bound_bytes"]  # prunes as it did then
     assert p.context_floor_bytes == 500 * MiB and p.total_bytes == 3200 * MiB
+    assert p.host_bytes is None and not p.surely_over_ram(1, 0.0)  # host RAM was not predicted then
     again = p.to_dict()
     assert {k: again[k] for k in FIRST_STORED} == FIRST_STORED  # the keys it had, the values it had
 

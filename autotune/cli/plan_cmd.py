@@ -55,22 +55,29 @@ def run(args: argparse.Namespace) -> int:
     space, rows = _predict_all(target, args.include, args.exclude, device_was_auto=args.device == "auto")
     defaults = space.default()
     elapsed = time.monotonic() - start
-    fits = (lambda p: True) if max_vram is None else (lambda p: p.total_bytes <= max_vram)
+    max_ram = target.max_ram
+    ceilings = [f"{flag} {size(b)} ({b} bytes)" for flag, b in (("ceiling", max_vram), ("--max-ram", max_ram))
+                if b is not None]
+
+    def fits(p: Prediction) -> bool:
+        return ((max_vram is None or p.total_bytes <= max_vram)
+                and (max_ram is None or p.host_bytes is None or p.host_bytes <= max_ram))
+
     prior = speed_prior(target.device)
     rows.sort(key=lambda r: (not fits(r[1]), prior(r[0])))
     feasible = sum(fits(p) for _, p in rows)
     smallest = min(rows, key=lambda r: r[1].total_bytes)
     if args.json:
         print_json({"target": {**target.to_dict(), "max_vram": max_vram}, "candidates": len(rows),
-                    "feasible": None if max_vram is None else feasible, "seconds": round(elapsed, 2),
+                    "feasible": feasible if ceilings else None, "seconds": round(elapsed, 2),
                     "smallest": {"settings": smallest[0], **smallest[1].to_dict()},
-                    "plans": [{"settings": a, "fits": None if max_vram is None else fits(p), **p.to_dict()}
+                    "plans": [{"settings": a, "fits": fits(p) if ceilings else None, **p.to_dict()}
                               for a, p in rows]})
         return 0
-    summary = (f"{len(rows)} candidates" if max_vram is None else
-               f"ceiling {size(max_vram)} ({max_vram} bytes): {feasible} of {len(rows)} candidates predicted to fit")
+    summary = (f"{', '.join(ceilings)}: {feasible} of {len(rows)} candidates predicted to fit" if ceilings
+               else f"{len(rows)} candidates")
     print(f"planned {summary} in {elapsed:.1f} s", file=sys.stderr)
-    _print_table(rows, args, target.device, max_vram, fits, defaults)
+    _print_table(rows, args, target.device, bool(ceilings), fits, defaults)
     if max_vram is not None and feasible == 0:
         settings, prediction = smallest
         print(f"\nnothing fits under {size(max_vram)}: the smallest candidate "
@@ -103,23 +110,25 @@ def _predict_all(target: Target, include: list[str], exclude: list[str], *,
     return space, rows
 
 
-def _print_table(rows: list[Row], args: argparse.Namespace, device: str, max_vram: int | None,
+def _print_table(rows: list[Row], args: argparse.Namespace, device: str, ceilinged: bool,
                  fits: Callable[[Prediction], bool], defaults: Assignment) -> None:
     shown = rows if args.every else _one_per_placement(rows)
     on_gpu = device == "cuda"
     if on_gpu:
         print("predicted = weights + activations + workspace + allocator cache + CUDA context "
-              "(NVML process peak)\n")
+              "(NVML process peak); host RAM = what the weights take in RAM at their peak\n")
     else:
         print("predicted = weights + activations (peak of live tensors in RAM, not VRAM)\n")
-    headers = ["predicted", *(["fits"] if max_vram is not None else []), "weights", "activations",
-               "peak during", *(["workspace+cache", "context"] if on_gpu else []), "settings (vs defaults)"]
+    headers = ["predicted", *(["fits"] if ceilinged else []), "weights", "activations",
+               "peak during", *(["workspace+cache", "context", "host RAM"] if on_gpu else []),
+               "settings (vs defaults)"]
     table_rows = []
     for a, p in shown[:args.top]:
-        table_rows.append((size(p.total_bytes), *(["yes" if fits(p) else "no"] if max_vram is not None else []),
+        gpu_only = [size(p.workspace_bytes + p.allocator_bytes), size(p.runtime_bytes),
+                    size(p.host_bytes) if p.host_bytes is not None else "-"]
+        table_rows.append((size(p.total_bytes), *(["yes" if fits(p) else "no"] if ceilinged else []),
                            size(p.resident_weights_bytes), size(p.activation_bytes), p.peak_phase,
-                           *([size(p.workspace_bytes + p.allocator_bytes), size(p.runtime_bytes)] if on_gpu else []),
-                           settings_diff(a, defaults)))
+                           *(gpu_only if on_gpu else []), settings_diff(a, defaults)))
     print(table(headers, table_rows))
     if len(shown) > args.top:
         print(f"... {len(shown) - args.top} more rows (--top N)")

@@ -238,7 +238,7 @@ class TrialPrinter:
         precision = m.timing.ci_rel_half_width if m.timing else None
         detail = m.error if record.outcome == "failed" else settings_diff(record.assignment, self.defaults)
         if record.outcome == "over_ram":
-            detail = f"host RAM peak {size(m.memory.host_rss_peak)}: {detail}"
+            detail = f"host RAM peak {size(m.memory.trial_rss_peak)}: {detail}"
         line = self.COLUMNS.format(
             record.number, record.outcome, seconds(m.latency_median_s),
             "-" if precision is None else f"{100 * precision:.1f}%", size(m.peak_bytes),
@@ -326,7 +326,7 @@ def _floor(result: SearchResult, best: TrialRecord) -> str:
     if guard is None:  # an older study: its PSNR floor only
         return f" (lossy floor {result.min_psnr:g} dB PSNR)" if result.min_psnr else ""
     floor = applicable_floor(q, guard.min_psnr, guard.min_sqnr, judged_end_to_end(best.assignment))
-    return f" (lossy floor {floor[1]:g} dB {floor[0]})" if floor else ""
+    return f" (lossy floor {floor.floor_db:g} dB {floor.metric})" if floor else ""
 
 
 def quality_lines(result: SearchResult, best: TrialRecord) -> list[str]:

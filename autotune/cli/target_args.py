@@ -44,8 +44,10 @@ def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
                        help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (required)")
     else:
         p.add_argument("--max-vram", action=SizeAction, help="memory ceiling, e.g. 8GB, 7.5GiB, 512MB (default: none)")
-    p.add_argument("--max-ram", action=SizeAction, help="host RAM ceiling, e.g. 32GB: a trial whose worker's "
-                                                        "resident set peaks above it is infeasible (default: none)")
+    p.add_argument("--max-ram", action=SizeAction,
+                   help="host RAM ceiling, e.g. 32GB: a trial whose resident set peaks above it (less autotune's "
+                        "own pristine copy of the weights) is infeasible; the planner prunes what surely needs "
+                        "more (default: none)")
     p.add_argument("--include", action="append", default=[], metavar="KNOB[=VALUE]",
                    help="search a value left out by default (e.g. --include compile)")
     p.add_argument("--exclude", action="append", default=[], metavar="KNOB[=VALUE]",

@@ -75,6 +75,9 @@ class PlanEffect:
     #: Where weights are while a component runs: bytes resident on the device, from every
     #: component's `planner.stats.WeightStats` (the placement knob: offload). None: all of them.
     resident: Callable[[Value, str, Mapping[str, Any]], int] | None = None
+    #: Host RAM the weights take at their peak, from every component's WeightStats: the placement
+    #: knob again. None: all weights, as loaded (they pass through RAM on the way to the device).
+    host: Callable[[Value, Mapping[str, Any]], int] | None = None
     #: GPU workspace of the VAE decode as a fraction of its traced activations (calibration.py);
     #: None leaves the calibrated default.
     vae_workspace_factor: Callable[[Value], float | None] | None = None
@@ -114,9 +117,10 @@ class Knob:
     help: str
     apply: ApplyFn
     lossy: frozenset[Value] = frozenset()
-    #: Lossy choices whose error builds up across denoising steps (a cache reusing one step's
-    #: output in the next): one call on the reference's inputs cannot show it, so the quality
-    #: floor judges them on the final image, not per call (quality.below_floor).
+    #: Lossy choices one call on the reference's inputs cannot show: an error that builds up
+    #: across steps (a cache reusing one step's output in the next), or one in the inputs the
+    #: replay replaces with the reference's (a quantized text encoder's prompt embeddings). The
+    #: quality floor judges them on the final image, not per call (quality.below_floor).
     judged_end_to_end: frozenset[Value] = frozenset()
     requires_components: tuple[str, ...] = ()
     #: Why a choice cannot run in this context (device, package, pipeline), or None.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -227,17 +228,24 @@ def per_call_sqnr(quality: QualityScores) -> float | None:
     return min(values) if values else None
 
 
+class Floor(NamedTuple):
+    """The floor a lossy setting is judged on: the metric's name, the floor and the value, in dB."""
+
+    metric: str
+    floor_db: float
+    value_db: float | None
+
+
 def applicable_floor(quality: QualityScores, min_psnr: float | None, min_sqnr: float | None = None,
-                     end_to_end: bool = False) -> tuple[str, float, float | None] | None:
-    """The floor a lossy setting is judged on, as (metric, floor in dB, its value): `min_sqnr`
-    on the per-call SQNR (`per_call_sqnr`) where that was measured, unless the setting is
-    `end_to_end` (its error builds up across steps); otherwise `min_psnr` on the final image.
-    None: no floor applies."""
+                     end_to_end: bool = False) -> Floor | None:
+    """`min_sqnr` on the per-call SQNR (`per_call_sqnr`) where that was measured, unless the
+    setting is judged `end_to_end` (an error the per-call replay cannot see); otherwise
+    `min_psnr` on the final image. None: no floor applies."""
     per_call = per_call_sqnr(quality)
     if min_sqnr is not None and per_call is not None and not end_to_end:
-        return "SQNR per call", min_sqnr, per_call
+        return Floor("SQNR per call", min_sqnr, per_call)
     if min_psnr is not None:
-        return "PSNR", min_psnr, quality.psnr_db
+        return Floor("PSNR", min_psnr, quality.psnr_db)
     return None
 
 
@@ -247,7 +255,8 @@ def below_floor(quality: QualityScores | None, min_psnr: float | None, min_sqnr:
     (`applicable_floor`), relative. No floor passes; missing numbers pass here (the caller
     decides what an unjudged trial is); a non-finite value is as far under as it gets."""
     floor = applicable_floor(quality, min_psnr, min_sqnr, end_to_end) if quality is not None else None
-    if floor is None or floor[2] is None:
+    if floor is None or floor.value_db is None:
         return 0.0
-    _, db, value = floor
-    return (db - value) / db if math.isfinite(value) else 1.0
+    if not math.isfinite(floor.value_db):
+        return 1.0
+    return (floor.floor_db - floor.value_db) / floor.floor_db

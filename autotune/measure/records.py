@@ -139,11 +139,20 @@ class MemoryReadings:
     # sampled by the parent, any device
     host_rss_peak: int | None = None
     host_rss_before: int | None = None
+    #: The worker's pristine copy of the weights, inside both readings above (not the trial's).
+    host_pristine_bytes: int | None = None
     # at an out-of-memory error
     oom_requested_bytes: int | None = None
     oom_excess_bytes: int | None = None
     #: Readings of older versions, kept as they came.
     extra: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trial_rss_peak(self) -> int | None:
+        """The trial's own host RAM peak: the worker's resident-set peak less its pristine copy."""
+        if self.host_rss_peak is None:
+            return None
+        return self.host_rss_peak - (self.host_pristine_bytes or 0)
 
     def fill(self, other: MemoryReadings) -> None:
         _fill(self, other)

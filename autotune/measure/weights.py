@@ -32,6 +32,9 @@ class HostWeights:
     def __init__(self, max_fraction: float = 0.35) -> None:
         self._pristine: dict[tuple, Any] = {}
         self.max_fraction = max_fraction
+        #: Bytes of the pristine copy kept: in the worker's resident set while every trial runs,
+        #: but not the trial's (a production process has no such copy; trials.classify).
+        self.pristine_bytes = 0
 
     def fresh(self, model: str, settings: dict[str, object], phases: Phases) -> Any:
         from autotune import knobs
@@ -42,20 +45,26 @@ class HostWeights:
             start = time.perf_counter()
             pipe = build_pipeline(model, **knobs.load_kwargs(settings))
             phases.load_weights_s = time.perf_counter() - start
-            if not self._worth_keeping(pipe):
+            size = weight_bytes(pipe)
+            if not self._worth_keeping(size):
+                self._pristine, self.pristine_bytes = {}, 0
                 return pipe
-            self._pristine = {key: pipe}  # one model at a time: a search tunes one model
+            self._pristine, self.pristine_bytes = {key: pipe}, size  # one model at a time: a search tunes one
         start = time.perf_counter()
         fresh = copy.deepcopy(self._pristine[key])
         phases.copy_weights_s = time.perf_counter() - start
         return fresh
 
-    def _worth_keeping(self, pipe: Any) -> bool:
-        import torch
-
+    def _worth_keeping(self, size: int) -> bool:
         from autotune.hardware import total_ram_bytes
 
-        size = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
         ram = total_ram_bytes()
         return ram is None or size < self.max_fraction * ram
+
+
+def weight_bytes(pipe: Any) -> int:
+    """Bytes of the parameters and buffers of the pipeline's modules."""
+    import torch
+
+    return sum(t.numel() * t.element_size() for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+               for t in (*m.parameters(), *m.buffers()))

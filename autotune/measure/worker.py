@@ -83,6 +83,7 @@ class Worker:
         try:
             start = time.perf_counter()
             self.pipe = self.weights.fresh(job.target.model, job.assignment, phases)
+            result.memory.host_pristine_bytes = self.weights.pristine_bytes
             phases.build_s = time.perf_counter() - start
             start = time.perf_counter()
             stages: dict[str, float] = {}

@@ -166,6 +166,9 @@ class Planner:
             phases.append(PhaseCost(component, self._resident(component, stats, assignment), activations, workspace))
         peak = max(phases, key=lambda p: p.total)
         allocator = runtime = 0
+        host = self._host(stats, assignment)
+        if not on_gpu:  # what the CPU runs on lives in RAM: at least loading's, at most the run's peak
+            host = max(host, peak.total)
         if on_gpu:
             allocator = int((peak.activations + peak.workspace) * calibration.ALLOCATOR_CACHED_FRACTION)
             runtime = calibration.CUDA_RUNTIME_BYTES
@@ -176,6 +179,7 @@ class Planner:
             phases={PHASE_LABELS.get(p.component, p.component): p.total for p in phases},
             metric="cuda_process_peak" if on_gpu else "cpu_live_tensor_peak",
             context_floor_bytes=calibration.CUDA_CONTEXT_FLOOR_BYTES if on_gpu else 0,
+            host_bytes=host,
         )
 
     def _resident(self, component: str, stats: dict[str, WeightStats], assignment: Assignment) -> int:
@@ -185,6 +189,13 @@ class Planner:
             return sum(s.total for s in stats.values())
         value = assignment.get(self._placement.name, self._placement.default)
         return self._placement.plan.resident(value, component, stats)
+
+    def _host(self, stats: dict[str, WeightStats], assignment: Assignment) -> int:
+        """Host RAM the weights take at their peak: the placement knob says (without one, all of
+        them as loaded: they pass through RAM on their way to the device)."""
+        if self._placement is None or self._placement.plan.host is None:
+            return sum(s.loaded_bytes for s in stats.values())
+        return self._placement.plan.host(assignment.get(self._placement.name, self._placement.default), stats)
 
 
 def _supported(model: str, info: ModelInfo) -> str:

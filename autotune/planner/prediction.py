@@ -33,6 +33,11 @@ class Prediction:
     #: The peak metric predicted ("cuda_process_peak", "cpu_live_tensor_peak"), as Measurement's.
     metric: str
     context_floor_bytes: int = 0
+    #: Host RAM the pipeline takes at its peak, beyond what the process holds without it: on
+    #: CUDA what the placement keeps or stages in RAM (knobs' `PlanEffect.host`), on CPU the
+    #: whole peak (weights and activations live in RAM). No fitted term: a lower bound of the
+    #: process's resident set. None: stored before host RAM was predicted.
+    host_bytes: int | None = None
 
     @property
     def lower_bound_bytes(self) -> int:
@@ -48,6 +53,10 @@ class Prediction:
     def surely_over(self, ceiling: int, margin: float) -> bool:
         """True when even the lower bound exceeds the ceiling by more than `margin`."""
         return self.lower_bound_bytes > ceiling * (1 + margin)
+
+    def surely_over_ram(self, max_ram: int | None, margin: float) -> bool:
+        """True when the host RAM the pipeline needs exceeds `max_ram` by more than `margin`."""
+        return max_ram is not None and self.host_bytes is not None and self.host_bytes > max_ram * (1 + margin)
 
     # -- codec (study storage, JSON output) -------------------------------------------------------
 
@@ -75,4 +84,5 @@ class Prediction:
                    workspace_bytes=int(data["workspace_bytes"]), allocator_bytes=int(data["allocator_bytes"]),
                    runtime_bytes=int(data["runtime_bytes"]),
                    phases={str(k): int(v) for k, v in dict(data["phases"]).items()},
-                   metric=str(data["metric"]), context_floor_bytes=floor)
+                   metric=str(data["metric"]), context_floor_bytes=floor,
+                   host_bytes=None if data.get("host_bytes") is None else int(data["host_bytes"]))

@@ -31,6 +31,14 @@ class WeightStats:
     #: Bytes of each item of each top-level ModuleList/Sequential, in order: what group offload
     #: with N blocks per group moves together (`largest_group`).
     block_sizes: tuple[tuple[int, ...], ...] = ()
+    #: Bytes of all weights as loaded, before a knob stores some narrower (None: as `total`).
+    as_loaded: int | None = None
+
+    @property
+    def loaded_bytes(self) -> int:
+        """What the weights take when loaded: narrower storage (quantization, fp8 casting) is
+        applied to loaded weights, so it cannot lower a peak that loading reaches first."""
+        return self.total if self.as_loaded is None else self.as_loaded
 
     def largest_group(self, blocks_per_group: int) -> int:
         """The largest run of `blocks_per_group` consecutive blocks of one list (diffusers groups
@@ -51,10 +59,11 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
     def size(name: str, tensor: torch.Tensor) -> int:
         return round(tensor.numel() * storage.get(name, tensor.element_size()))
 
-    total = largest_leaf = non_leaf = 0
+    total = largest_leaf = non_leaf = loaded = 0
     for name, sub in module.named_modules():
         own = _own_bytes(sub, size, f"{name}." if name else "")
         total += own
+        loaded += _own_bytes(sub, lambda _, t: t.numel() * t.element_size(), "")
         if any(True for _ in sub.children()):
             non_leaf += own
         else:
@@ -74,4 +83,4 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
                   for layer in cast), default=0)
     largest_block = max((sum(sizes[i:i + blocks_per_group]) for sizes in block_sizes
                          for i in range(0, len(sizes), blocks_per_group)), default=0)
-    return WeightStats(total, largest_leaf, non_leaf, unmatched, largest_block, upcast, tuple(block_sizes))
+    return WeightStats(total, largest_leaf, non_leaf, unmatched, largest_block, upcast, tuple(block_sizes), loaded)

@@ -1,7 +1,7 @@
 """The gates a proposal passes before it is measured, each a small function with a verdict.
 
 In order: not a valid combination, already answered (measured or pruned), predicted over the
-ceiling by the planner, not expected to fit in the time left. The first gate that answers decides;
+ceiling (or over --max-ram) by the planner, not expected to fit in the time left. The first gate that answers decides;
 a proposal no gate answers is measured.
 """
 from __future__ import annotations
@@ -76,9 +76,15 @@ def duplicate(ctx: GateContext, p: Proposal) -> Verdict | None:
 
 
 def planner_prune(ctx: GateContext, p: Proposal) -> Verdict | None:
-    """Its lower bound is over the ceiling by more than the margin: recorded, not run."""
-    over = p.prediction is not None and p.prediction.surely_over(ctx.target.max_vram, ctx.prune_margin)
-    return Verdict(Gate.PRUNE) if over else None
+    """Its lower bound is over the ceiling, or the host RAM its weights need is over --max-ram,
+    by more than the margin: recorded, not run."""
+    if p.prediction is None:
+        return None
+    if p.prediction.surely_over(ctx.target.max_vram, ctx.prune_margin):
+        return Verdict(Gate.PRUNE, why="over --max-vram")
+    if p.prediction.surely_over_ram(ctx.target.max_ram, ctx.prune_margin):
+        return Verdict(Gate.PRUNE, why="over --max-ram")
+    return None
 
 
 def over_budget(ctx: GateContext, p: Proposal) -> Verdict | None:

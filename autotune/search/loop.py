@@ -125,7 +125,8 @@ def _answer(search: Search, state: RunState, trial: optuna.trial.Trial, proposal
     elif verdict.gate is gates.Gate.DUPLICATE:
         ledger.write_duplicate(search.study, trial, verdict.original)
     elif verdict.gate is gates.Gate.PRUNE:
-        search.book.pruned[proposal.key] = run_trial.prune(search, trial, proposal.assignment, proposal.prediction)
+        search.book.pruned[proposal.key] = run_trial.prune(
+            search, trial, proposal.assignment, proposal.prediction, verdict.why)
     else:
         state.skips += 1
         ledger.write_skipped(search.study, trial, verdict.why)

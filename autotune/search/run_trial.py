@@ -52,12 +52,15 @@ def measure(search: Search, trial: optuna.trial.Trial, assignment: Assignment, p
     return record
 
 
-def prune(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Prediction) -> TrialRecord:
-    """A trial the planner predicted over the ceiling: recorded with the prediction, not run."""
+def prune(search: Search, trial: optuna.trial.Trial, assignment: Assignment, prediction: Prediction,
+          why: str = "over --max-vram") -> TrialRecord:
+    """A trial the planner predicted over a ceiling (`why` names it): recorded with the
+    prediction, not run."""
     measurement = Measurement(status="pruned", backend="planner", device_name="-",
-                              peak_metric=prediction.metric, error="pruned by the planner")
+                              peak_metric=prediction.metric, error=f"pruned by the planner: {why}")
     record = TrialRecord(trial.number, assignment, measurement, "pruned", math.nan, prediction)
     ledger.write_pruned(search.study, trial, record)
-    log.info("trial %d pruned: predicted %d bytes > ceiling %d", trial.number,
-             prediction.total_bytes, search.target.max_vram)
+    log.info("trial %d pruned %s: predicted %d bytes on the device (ceiling %d), %s in host RAM (--max-ram %s)",
+             trial.number, why, prediction.total_bytes, search.target.max_vram, prediction.host_bytes,
+             search.target.max_ram)
     return record

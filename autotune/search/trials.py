@@ -157,8 +157,9 @@ ProgressFn = Callable[[TrialRecord, int, "TrialRecord | None"], None]
 
 def classify(measurement: Measurement, ceiling: int, max_ram: int | None = None) -> tuple[Outcome, float]:
     """Outcome and constraint value (relative excess over the ceiling; <= 0 is feasible). With
-    `max_ram`, a trial whose worker's resident set peaked above it is over the host RAM ceiling
-    (the constraint is then the larger relative excess of the two)."""
+    `max_ram`, a trial whose resident set peaked above it is over the host RAM ceiling (the
+    constraint is then its relative excess): the worker's, less the pristine copy of the weights
+    the worker keeps for the next trials, which a production process does not have."""
     if measurement.status == "pruned":
         return "pruned", math.nan
     if measurement.status == "failed":
@@ -171,7 +172,7 @@ def classify(measurement: Measurement, ceiling: int, max_ram: int | None = None)
     constraint = (measurement.peak_bytes - ceiling) / ceiling
     if constraint > 0:
         return "over_ceiling", constraint
-    rss = measurement.memory.host_rss_peak
+    rss = measurement.memory.trial_rss_peak
     if max_ram is not None and rss is not None and rss > max_ram:
         return "over_ram", (rss - max_ram) / max_ram
     return "feasible", constraint
@@ -215,12 +216,11 @@ def quality_verdict(assignment: Assignment, measurement: Measurement,
 
 
 def judged_end_to_end(assignment: Assignment) -> bool:
-    """Whether a lossy value of these settings builds its error up across steps (the cache), so
-    that the floor judges the final image instead of one call."""
+    """Whether a lossy value of these settings has an error the per-call replay cannot see (the
+    cache's builds up across steps), so that the floor judges the final image instead."""
     from autotune import knobs
 
-    names = {k.name for k in knobs.all_knobs()}
-    return any(knobs.get(n).is_judged_end_to_end(v) for n, v in assignment.items() if n in names)
+    return any(k.is_judged_end_to_end(assignment[k.name]) for k in knobs.all_knobs() if k.name in assignment)
 
 
 def judge(assignment: Assignment, measurement: Measurement, ceiling: int,

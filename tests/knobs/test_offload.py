@@ -8,7 +8,7 @@ from helpers.knob_conformance import baseline_images, conformance, run  # noqa: 
 from autotune import knobs
 from autotune.knobs.settings import hooked_modules
 from autotune.knobs import ApplyContext, Context
-from autotune.knobs.builtin.offload import Offload, resident_bytes
+from autotune.knobs.builtin.offload import Offload, host_bytes, resident_bytes
 from autotune.planner.stats import WeightStats
 
 
@@ -65,6 +65,32 @@ def test_group_offload_values_parse_into_diffusers_arguments():
     assert Offload.parse("group-block-4-stream").group_offload_kwargs("cuda") == {
         "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": True,
         "num_blocks_per_group": 4}
+
+
+def test_lowmem_group_offload_pins_each_group_as_it_moves():
+    assert Offload.parse("group-block-1-stream-lowmem").group_offload_kwargs("cuda") == {
+        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": True,
+        "num_blocks_per_group": 1, "low_cpu_mem_usage": True}
+    assert "low_cpu_mem_usage" not in Offload.parse("group-block-1-stream").group_offload_kwargs("cuda")
+    for bad in ("group-block-1-lowmem", "group-lowmem", "model-stream-lowmem"):
+        with pytest.raises(ValueError):
+            Offload.parse(bad)
+
+
+def test_host_ram_per_offload_mode_counts_weights_as_loaded():
+    """Loading puts every weight in RAM first (narrower storage comes after); a streamed group
+    offload pins a second copy at setup, or with low_cpu_mem_usage one group at a time."""
+    stats = {"unet": WeightStats(total=500, largest_leaf=50, non_leaf=10, block_unmatched=200,
+                                 largest_block=300, largest_upcast_layer=0, block_sizes=((300, 100),),
+                                 as_loaded=1000),  # stored narrower (fp8): loaded at twice that
+             "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
+                                largest_block=0, largest_upcast_layer=0)}
+    expected = {"none": 1100, "model": 1100, "sequential": 1100, "group-block-1": 1100, "group-leaf": 1100,
+                "group-block-1-stream": 2200, "group-leaf-stream": 2200, "group-block-4-stream": 2200,
+                "group-block-1-stream-lowmem": 1100 + 300}
+    assert {v: host_bytes(v, stats) for v in expected} == expected
+    assert knobs.get("offload").plan.host is host_bytes
+    assert set(expected) | {"group-block-4"} == set(knobs.get("offload").choices)
 
 
 def test_streamed_offload_needs_cuda():

@@ -14,7 +14,7 @@ from helpers.searches import CTX, SEARCHED, MiB, cost, small_space, target
 from helpers.fakes import FakeMeasurer, fake_measurement
 
 from autotune.measure.records import MemoryReadings, QualityScores
-from autotune.search import confirm
+from autotune.search import confirm_plan
 from autotune.errors import NoFeasibleTrialError, StudyError
 from autotune.measure.measurer import Measurement
 from autotune.knobs.space import SearchSpace, assignment_key
@@ -229,10 +229,10 @@ def test_the_winner_is_confirmed_side_by_side(tmp_path):
     conf = result.confirmation
     assert conf.winner == result.best.number and result.best.assignment["dtype"] == "fp16"
     assert conf.significant and conf.margin == pytest.approx(0.2)
-    sessions = confirm.DECIDING_SESSIONS
-    assert conf.sessions == sessions and conf.rounds == sessions * confirm.ROUNDS  # warm-up rounds dropped
+    sessions = confirm_plan.DECIDING_SESSIONS
+    assert conf.sessions == sessions and conf.rounds == sessions * confirm_plan.ROUNDS  # warm-up rounds dropped
     profile = profile_from(result)
-    assert profile.confirmation.significant and profile.confirmation.rounds == sessions * confirm.ROUNDS
+    assert profile.confirmation.significant and profile.confirmation.rounds == sessions * confirm_plan.ROUNDS
     assert fake.groups == [[[0], [1]]] * 3  # 40 + 40 MiB do not fit under 60 MiB together: a worker each
 
 
@@ -288,7 +288,7 @@ def test_a_difference_within_the_noise_keeps_the_faster(tmp_path):
     assert result.best.assignment["dtype"] == "fp16"
     assert result.confirmation.decided_by.startswith("latency")
     # ...up to the CPU's cap (this search is on CPU, where every session starts fresh workers)
-    assert len(fake.compared) == confirm.max_sessions("cpu") > confirm.SESSIONS
+    assert len(fake.compared) == confirm_plan.max_sessions("cpu") > confirm_plan.SESSIONS
     assert result.confirmation.sessions == len(fake.compared)
 
 
@@ -420,12 +420,15 @@ def test_a_lossy_setting_is_judged_per_call_and_a_cache_on_its_image():
     guard = QualityGuard(DEFAULT_MIN_PSNR, ReferenceInfo(reference_dtype="fp32", made="without the memory ceiling"),
                          min_sqnr=DEFAULT_MIN_SQNR)
     trial = fake_measurement(None)
-    # layerwise fp8 on the structured built-in at 30 steps: 30.7 dB end to end, 26.7 dB per call
+    # per call as layerwise fp8 on the structured built-in at 30 steps (26.7 dB); the image under
+    # its 30 dB floor: per call passes
     trial.quality = QualityScores(psnr_db=28.0, ssim=0.98, denoiser_sqnr_db=26.7, decode_sqnr_db=100.0)
     constraint, issue = quality_verdict({"dtype": "fp32", "layerwise_fp8": True}, trial, guard)
     assert constraint < 0 and issue is None
     # the same numbers from a cache: its calls replay exactly, its image is what it changes
     assert quality_verdict({"dtype": "fp32", "cache": "first-block-0.12"}, trial, guard)[0] > 0
+    # ... and from a quantized text encoder, whose prompt embeddings the replay replaces
+    assert quality_verdict({"dtype": "fp32", "quantize_text": "int8-weight-only"}, trial, guard)[0] > 0
     # a guard stored before the per-call floor judges the image, as it did
     old = QualityGuard.from_dict({"min_psnr": 30.0, "reference": guard.reference.to_dict()})
     assert old.min_sqnr is None and quality_verdict({"dtype": "fp32", "layerwise_fp8": True}, trial, old)[0] > 0

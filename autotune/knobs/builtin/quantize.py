@@ -29,6 +29,7 @@ from autotune.knobs.registry import (
     Context,
     Knob,
     PlanEffect,
+    ReasonFn,
     SpeedPrior,
     Stage,
     Value,
@@ -76,23 +77,27 @@ def _linear_layers(module: Any) -> list[tuple[str, Any]]:
             if isinstance(sub, torch.nn.Linear) and getattr(sub, "weight", None) is not None]
 
 
-def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
-    if value == NONE:
-        return
+def quantize_module(module: Any, value: Value) -> None:
+    """torchao's `quantize_` of `module`'s linear layers with the scheme named `value`."""
     import torchao.quantization as quantization
 
-    config = getattr(quantization, SCHEMES[value].config)()
-    quantization.quantize_(denoiser_module(pipe), config)
+    quantization.quantize_(module, getattr(quantization, SCHEMES[value].config)())
 
 
-def _storage(module: Any, value: Value) -> Mapping[str, float]:
+def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
+    if value != NONE:
+        quantize_module(denoiser_module(pipe), value)
+
+
+def storage(module: Any, value: Value) -> Mapping[str, float]:
+    """The planner's `PlanEffect.storage`: bytes per weight of each quantized linear layer."""
     if value == NONE:
         return {}
     scheme = SCHEMES[value]
     return {f"{name}.weight": scheme.bytes_per_weight(layer.in_features) for name, layer in _linear_layers(module)}
 
 
-def _reason(value: Value, ctx: Context) -> str | None:
+def unavailable_reason(value: Value, ctx: Context) -> str | None:
     if value == NONE:
         return None
     if not ctx.has_package("torchao"):
@@ -103,20 +108,23 @@ def _reason(value: Value, ctx: Context) -> str | None:
     return None
 
 
-def _excluded(value: Value, ctx: Context) -> str | None:
-    if value != NONE and ctx.device == "cpu":
-        return ("torchao's kernels target GPUs (slower than plain matmuls on CPU); add "
-                "--include quantize to search them on CPU")
-    return None
+def excluded_on_cpu(knob: str) -> ReasonFn:
+    """The `excluded_by_default` of a torchao knob named `knob`: its schemes are left out on CPU."""
+    def excluded(value: Value, ctx: Context) -> str | None:
+        if value != NONE and ctx.device == "cpu":
+            return (f"torchao's kernels target GPUs (slower than plain matmuls on CPU); add "
+                    f"--include {knob} to search them on CPU")
+        return None
+    return excluded
 
 
 register(Knob(
     name="quantize", choices=(NONE, *SCHEMES), default=NONE, stage=Stage.LOAD,
     help="quantize the denoiser's linear layers with torchao (int8/float8/int4); lossy",
     apply=_apply, lossy=frozenset(SCHEMES), requires_components=DENOISERS,
-    unavailable_reason=_reason, excluded_by_default=_excluded,
+    unavailable_reason=unavailable_reason, excluded_by_default=excluded_on_cpu("quantize"),
     after=("dtype", "fuse_qkv"),  # quantize the weights in their final dtype, fused or not
-    plan=PlanEffect(roles=frozenset({"denoiser"}), storage=_storage),
+    plan=PlanEffect(roles=frozenset({"denoiser"}), storage=storage),
     speed=SpeedPrior(order=4, rank=lambda value, device: SPEED.get(device, SPEED["cuda"])[value]),
 ))
 
