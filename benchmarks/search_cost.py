@@ -54,7 +54,7 @@ from autotune.knobs import all_knobs  # noqa: E402
 from autotune.knobs.space import assignment_key  # noqa: E402
 from autotune.measure.measurer import SubprocessMeasurer, TrialJob  # noqa: E402
 from autotune.measure.timing import mean_interval  # noqa: E402
-from autotune.search import confirm  # noqa: E402
+from autotune.search import confirm, confirm_plan  # noqa: E402
 from autotune.profiles.profile import atomic_write_text  # noqa: E402
 from autotune.target import Target  # noqa: E402
 from autotune.jobs import space_for, tune  # noqa: E402
@@ -122,8 +122,8 @@ def side_by_side(target: Target, short: dict[str, Any], long: dict[str, Any], se
     log-ratio, with its 95% t interval over the sessions. The same settings need no measurement."""
     if assignment_key(short["assignment"]) == assignment_key(long["assignment"]):
         return {"same_settings": True, "regret": 0.0, "regret_ci": [0.0, 0.0], "sessions": 0}
-    arms = [confirm.Candidate(0, short["assignment"], short["latency_median_s"], short.get("peak_bytes") or 0),
-            confirm.Candidate(1, long["assignment"], long["latency_median_s"], long.get("peak_bytes") or 0)]
+    arms = [confirm_plan.Candidate(0, short["assignment"], short["latency_median_s"], short.get("peak_bytes") or 0),
+            confirm_plan.Candidate(1, long["assignment"], long["latency_median_s"], long.get("peak_bytes") or 0)]
     jobs = {a.number: TrialJob(target, dict(a.settings), number=a.number, time_cap_s=time_cap_s) for a in arms}
     deadline = time.monotonic() + timeout_s
     timed: list[dict[int, list[float]]] = []
@@ -133,22 +133,22 @@ def side_by_side(target: Target, short: dict[str, Any], long: dict[str, Any], se
         session_measurer = measurer or SubprocessMeasurer(log_dir=log_dir / f"session-{s}")
         try:
             medians, note = session_measurer.compare([jobs[n] for n in order],
-                                                     confirm.ROUNDS + confirm.WARMUP_ROUNDS,
-                                                     confirm.RUNS_PER_ROUND, deadline)
+                                                     confirm_plan.ROUNDS + confirm_plan.WARMUP_ROUNDS,
+                                                     confirm_plan.RUNS_PER_ROUND, deadline)
         finally:
             if measurer is None:
                 session_measurer.close()
         if note:
             notes.append(note)
-        session = {order[i]: values[confirm.WARMUP_ROUNDS:] for i, values in medians.items()}
+        session = {order[i]: values[confirm_plan.WARMUP_ROUNDS:] for i, values in medians.items()}
         if not all(session.get(n) for n in (0, 1)):
             break  # cut short (time, a failed load): what was complete decides
         timed.append(session)
     logs = confirm.session_log_ratios(0, 1, timed)
     interval = mean_interval(logs)
-    decided = confirm.decide(arms, timed, confirm.RUNS_PER_ROUND, "; ".join(notes)) if timed else None
-    return {"same_settings": False, "sessions": len(timed), "rounds_per_session": confirm.ROUNDS,
-            "runs_per_round": confirm.RUNS_PER_ROUND, "session_log_ratios": logs,
+    decided = confirm.decide(arms, timed, confirm_plan.RUNS_PER_ROUND, "; ".join(notes)) if timed else None
+    return {"same_settings": False, "sessions": len(timed), "rounds_per_session": confirm_plan.ROUNDS,
+            "runs_per_round": confirm_plan.RUNS_PER_ROUND, "session_log_ratios": logs,
             "regret": math.exp(statistics.fmean(logs)) - 1 if logs else None,
             "regret_ci": [math.exp(interval[1]) - 1, math.exp(interval[2]) - 1] if interval else None,
             "note": "; ".join(notes), "confirmation": decided.to_dict() if decided else None}

@@ -276,21 +276,23 @@ def _jitter(number: int) -> float:
 
 
 def quality_figure(data: StudyRows) -> Any | None:
-    """Latency against PSNR and SSIM to the reference; None without quality numbers."""
+    """Latency against PSNR, and against the per-call SQNR where measured (else SSIM), to the
+    reference; None without quality numbers."""
     rows = [r for r in data.rows if r.quality and r.latency_s is not None]
     if not rows:
         return None
     fig, axes = _subplots(1, 2, figsize=(10, 4.6), sharey=True)
     reference = f"{data.reference_dtype} reference" if data.reference_dtype else "reference"
-    per_call = any(_per_call_db(r.quality) is not None for r in rows)
-    second = ((lambda q: _per_call_db(q)), f"SQNR per call to the {reference} (dB; the lower of denoiser and VAE)") \
-        if per_call else ((lambda q: q.get("ssim")), f"SSIM to the {reference} (1 = identical)")
-    for ax, value, name in ((axes[0], lambda q: q.get("psnr_db"), f"PSNR to the {reference} (dB; 100 = identical)"),
-                            (axes[1], *second)):
+    per_call = {id(r): _per_call_db(r.quality) for r in rows}
+    second = ((lambda r: per_call[id(r)]), f"SQNR per call to the {reference} (dB; the lower of denoiser and VAE)") \
+        if any(v is not None for v in per_call.values()) else \
+        ((lambda r: r.quality.get("ssim")), f"SSIM to the {reference} (1 = identical)")
+    for ax, value, name in ((axes[0], lambda r: r.quality.get("psnr_db"),
+                             f"PSNR to the {reference} (dB; 100 = identical)"), (axes[1], *second)):
         for category in TIMED:
-            chosen = [r for r in rows if r.category == category and value(r.quality) is not None]
+            chosen = [r for r in rows if r.category == category and value(r) is not None]
             if chosen:
-                xs, ys = [value(r.quality) for r in chosen], [r.latency_s for r in chosen]
+                xs, ys = [value(r) for r in chosen], [r.latency_s for r in chosen]
                 _scatter(ax, chosen, category, xs, ys, f"{LABELS[category]} ({len(chosen)})")
                 _label_points(ax, xs, ys, chosen)
         ax.set_xlabel(name, fontsize=9)

@@ -12,7 +12,7 @@ from typing import Any
 
 from autotune.knobs.space import Assignment
 from autotune.search import clock
-from autotune.search import confirm as confirming
+from autotune.search import confirm_plan
 from autotune.search.book import Book
 
 #: What starting a worker is taken to cost before one was timed (a fresh Python importing torch).
@@ -24,7 +24,7 @@ DEFAULT_SPAWN_S = 5.0
 #: under 1200 s; two arms in the three sessions that decide took 800 s to 94.0% and 1200 s to 86.5%;
 #: three arms in three took 1200 s to 93.5%. Kept where they take more than half, larger
 #: reserves took the time the search needed (400 s: 87.5%).
-RESERVE_PLANS = ((3, confirming.DECIDING_SESSIONS), (2, confirming.DECIDING_SESSIONS), (2, confirming.SESSIONS))
+RESERVE_PLANS = ((3, confirm_plan.DECIDING_SESSIONS), (2, confirm_plan.DECIDING_SESSIONS), (2, confirm_plan.SESSIONS))
 RESERVE_SHARE = 0.5
 
 
@@ -60,7 +60,7 @@ def spawn_s(book: Book) -> float:
 class ConfirmReserve:
     """Time kept for confirming the winner at the end of a budgeted search: the largest of
     `RESERVE_PLANS` that the budget allows, its candidates at `MIN_ROUNDS` in each session, with
-    the margin `confirm.plan` asks of every plan (without it, the time kept never fitted a plan).
+    the margin `confirm_plan.plan` asks of every plan (without it, the time kept never fitted a plan).
 
     It is kept from the first feasible trial, a runner-up like the best standing in until there
     is one: kept only once a runner-up appeared, it came too late in most searches under a 400 s
@@ -78,7 +78,7 @@ class ConfirmReserve:
         self._affordable: bool | None = None
         self._released = False
 
-    def seconds(self, finalists: Callable[[], list[confirming.Candidate]]) -> float:
+    def seconds(self, finalists: Callable[[], list[confirm_plan.Candidate]]) -> float:
         if math.isinf(self.deadline) or not self.wanted:
             return 0.0
         picked = finalists()
@@ -90,12 +90,12 @@ class ConfirmReserve:
             self._affordable = reserve < self.deadline - clock.now()
         return reserve if self._affordable else 0.0
 
-    def _kept_s(self, picked: list[confirming.Candidate], arms: int, sessions: int) -> float:
+    def _kept_s(self, picked: list[confirm_plan.Candidate], arms: int, sessions: int) -> float:
         """A plan of `arms` of the finalists (runners-up like the best, until they come)."""
         chosen = (picked + [picked[0]] * arms)[:arms]
-        return confirming.PLAN_MARGIN * confirming.plan_cost_s(chosen, sessions, confirming.MIN_ROUNDS, room=self.room)
+        return confirm_plan.PLAN_MARGIN * confirm_plan.plan_cost_s(chosen, sessions, confirm_plan.MIN_ROUNDS, room=self.room)
 
-    def release(self, finalists: Callable[[], list[confirming.Candidate]]) -> bool:
+    def release(self, finalists: Callable[[], list[confirm_plan.Candidate]]) -> bool:
         """Give back a reserve kept for a runner-up that has not come; False if there is none to give."""
         if self._released or not self._affordable or len(finalists()) > 1:
             return False

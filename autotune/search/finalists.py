@@ -12,6 +12,7 @@ from autotune.knobs.space import assignment_key
 from autotune.measure.measurer import leaves_process_state
 from autotune.search import budget, clock
 from autotune.search import confirm as confirming
+from autotune.search import confirm_plan
 from autotune.search.ranking import compile_share_s, cost_s
 from autotune.search.run_trial import make_job
 from autotune.search.trials import TrialRecord
@@ -38,13 +39,13 @@ class Decision:
     warn: bool = True
 
 
-def candidate(search: Search, record: TrialRecord) -> confirming.Candidate:
+def candidate(search: Search, record: TrialRecord) -> confirm_plan.Candidate:
     """The record as a confirmation arm; its reload is estimated from the trial, except that
     a compile is paid again only in part (the compile cache is warm by then)."""
     t = record.measurement.phases
     compile_s = t.compile_s or 0.0
     load = t.load_s - compile_s + min(compile_s, _warm_compile_s(search, record))
-    return confirming.Candidate(record.number, record.assignment, cost_s(record, search.options.amortize),
+    return confirm_plan.Candidate(record.number, record.assignment, cost_s(record, search.options.amortize),
                                 record.measurement.peak_bytes or 0, load_s=load, spawn_s=budget.spawn_s(search.book),
                                 own_worker=leaves_process_state(record.assignment))
 
@@ -71,15 +72,15 @@ def memory_room(search: Search) -> int | None:
     return int(0.9 * total) if search.target.device == "cuda" and total else None
 
 
-def pick(search: Search) -> list[confirming.Candidate]:
+def pick(search: Search) -> list[confirm_plan.Candidate]:
     feasible = search.book.feasible()
     if not feasible:
         return []
-    return confirming.pick_candidates([candidate(search, r) for r in feasible],
-                                      within=confirming.window(search.target.device), memory_room=memory_room(search))
+    return confirm_plan.pick_candidates([candidate(search, r) for r in feasible],
+                                      within=confirm_plan.window(search.target.device), memory_room=memory_room(search))
 
 
-def _reference_arm(search: Search, picked: list[confirming.Candidate]) -> confirming.Candidate | None:
+def _reference_arm(search: Search, picked: list[confirm_plan.Candidate]) -> confirm_plan.Candidate | None:
     """The defaults, measured beside the finalists when they fit in the memory room."""
     defaults = search.book.seen.get(assignment_key(search.space.default()))
     if defaults is None or not defaults.feasible:
@@ -99,22 +100,22 @@ def confirm(search: Search, deadline: float) -> Decision | None:
     picked = pick(search)
     if math.isinf(deadline):
         deadline = clock.now() + search.options.confirm_timeout_s
-    plan = confirming.plan(picked, deadline - clock.now(), _reference_arm(search, picked),
-                           within=confirming.window(search.target.device), room=worker_room(search))
+    plan = confirm_plan.plan(picked, deadline - clock.now(), _reference_arm(search, picked),
+                           within=confirm_plan.window(search.target.device), room=worker_room(search))
     if plan.skipped:
         return Decision(skipped=plan.skipped, warn=len(picked) >= 2)
     if plan.dropped:
         log.info("confirming %d candidates (trials %s left out for time)", len(plan.candidates), plan.dropped)
     sessions, notes = _sessions(search, compare, plan, deadline)
-    if len(sessions) < confirming.SESSIONS:  # one session: its processes' offsets would decide it
-        done = f"{len(sessions)} of {confirming.SESSIONS} sessions completed"
+    if len(sessions) < confirm_plan.SESSIONS:  # one session: its processes' offsets would decide it
+        done = f"{len(sessions)} of {confirm_plan.SESSIONS} sessions completed"
         return Decision(skipped=f"the re-measurement did not complete ({done}): " + ("; ".join(notes) or "no rounds were timed"))
     reference = plan.reference.number if plan.reference is not None else None
-    return Decision(confirmation=confirming.decide(plan.candidates, sessions, confirming.RUNS_PER_ROUND,
+    return Decision(confirmation=confirming.decide(plan.candidates, sessions, confirm_plan.RUNS_PER_ROUND,
                                                    "; ".join(notes), reference=reference))
 
 
-def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline: float) -> tuple[Sessions, list[str]]:
+def _sessions(search: Search, compare: Callable, plan: confirm_plan.Plan, deadline: float) -> tuple[Sessions, list[str]]:
     """Interleaved sessions, in new workers (shared by the arms that fit in one together) and
     alternating order, until the candidates are decided, the sessions run out or the time does."""
     arms = plan.arms
@@ -126,30 +127,30 @@ def _sessions(search: Search, compare: Callable, plan: confirming.Plan, deadline
     while arms:
         order = arms if len(sessions) % 2 == 0 else arms[::-1]  # new workers, the other order
         jobs = [make_job(search, a.settings, a.number) for a in order]
-        medians, note = compare(jobs, plan.rounds + confirming.WARMUP_ROUNDS, confirming.RUNS_PER_ROUND, deadline,
-                                groups=confirming.worker_groups(order, plan.room))
+        medians, note = compare(jobs, plan.rounds + confirm_plan.WARMUP_ROUNDS, confirm_plan.RUNS_PER_ROUND, deadline,
+                                groups=confirm_plan.worker_groups(order, plan.room))
         if note:
             notes.append(note)
         # the first rounds of a new worker are its warm-up; an amortized compile adds the same
         # share to every round
-        session = {order[i].number: [v + extra[order[i].number] for v in values[confirming.WARMUP_ROUNDS:]]
+        session = {order[i].number: [v + extra[order[i].number] for v in values[confirm_plan.WARMUP_ROUNDS:]]
                    for i, values in medians.items()}
         if sum(1 for n in session if session[n] and n in candidates) < 2:
             break  # cut short (time, a failed load): what was complete decides
         sessions.append(session)
-        if len(sessions) >= confirming.max_sessions(search.target.device):
+        if len(sessions) >= confirm_plan.max_sessions(search.target.device):
             break
         arms = _still_open(arms, candidates, sessions, plan)
-        if arms and confirming.plan_cost_s(arms, 1, plan.rounds, room=plan.room) > deadline - clock.now():
+        if arms and confirm_plan.plan_cost_s(arms, 1, plan.rounds, room=plan.room) > deadline - clock.now():
             notes.append(f"{len(arms)} candidates still undecided after {len(sessions)} sessions: no time for more")
             break
     return sessions, notes
 
 
-def _still_open(arms: list[confirming.Candidate], candidates: set[int], sessions: Sessions,
-                plan: confirming.Plan) -> list[confirming.Candidate]:
+def _still_open(arms: list[confirm_plan.Candidate], candidates: set[int], sessions: Sessions,
+                plan: confirm_plan.Plan) -> list[confirm_plan.Candidate]:
     """Later sessions: the candidates still undecided (the reference arm has its two)."""
     still = set(confirming.open_arms([a.number for a in arms if a.number in candidates], sessions))
-    if len(sessions) < confirming.SESSIONS and plan.reference is not None:
+    if len(sessions) < confirm_plan.SESSIONS and plan.reference is not None:
         still.add(plan.reference.number)
     return [a for a in arms if a.number in still] if len(still & candidates) > 1 else []

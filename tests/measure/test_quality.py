@@ -163,7 +163,7 @@ def test_a_larger_cap_shows_float_noise_the_default_reads_as_identical():
     assert quality.sqnr(noisy, ref) == quality.PSNR_IDENTICAL_DB < quality.sqnr(noisy, ref, cap=math.inf)
 
 
-@pytest.mark.slow  # two references and two fp8 trials of the structured model: ~20 s on 2 cores
+@pytest.mark.slow  # two references and two fp8 trials of the structured model: ~50 s on 2 cores
 def test_on_the_structured_model_the_per_call_floor_gives_fp8_one_verdict_at_4_and_30_steps(tmp_path):
     """Issue 21, why the lossy floor reads per-call SQNR: layerwise fp8's final image drifts
     with the steps (39.5 dB at 4, 30.7 at 30 in benchmarks/results/

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from autotune.search import budget, clock
-from autotune.search import confirm as confirming
+from autotune.search import confirm_plan
 
 
-def _finalists() -> list[confirming.Candidate]:
-    return [confirming.Candidate(0, {}, 1.0, 10, load_s=20.0), confirming.Candidate(1, {}, 1.1, 10, load_s=20.0)]
+def _finalists() -> list[confirm_plan.Candidate]:
+    return [confirm_plan.Candidate(0, {}, 1.0, 10, load_s=20.0), confirm_plan.Candidate(1, {}, 1.1, 10, load_s=20.0)]
 
 
 def test_the_reserve_is_a_plan_that_fits_with_its_margin():
@@ -19,11 +19,11 @@ def test_the_reserve_is_a_plan_that_fits_with_its_margin():
     for budget_s, arms, sessions in ((1000.0, [best, second, best], 3), (600.0, [best, second], 3),
                                      (400.0, [best, second], 2)):
         reserve = budget.ConfirmReserve(clock.now() + budget_s, wanted=True).seconds(_finalists)
-        cost = confirming.plan_cost_s(arms, sessions, confirming.MIN_ROUNDS)
-        assert reserve == pytest.approx(confirming.PLAN_MARGIN * cost), budget_s  # its margin, no slack beyond it
-    plan = confirming.plan(_finalists(), seconds_left=reserve)  # the smallest plan fits in what was kept
-    assert plan.sessions == confirming.SESSIONS and plan.skipped is None and plan.rounds == confirming.MIN_ROUNDS
-    assert budget.RESERVE_PLANS[-1] == (2, confirming.SESSIONS)
+        cost = confirm_plan.plan_cost_s(arms, sessions, confirm_plan.MIN_ROUNDS)
+        assert reserve == pytest.approx(confirm_plan.PLAN_MARGIN * cost), budget_s  # its margin, no slack beyond it
+    plan = confirm_plan.plan(_finalists(), seconds_left=reserve)  # the smallest plan fits in what was kept
+    assert plan.sessions == confirm_plan.SESSIONS and plan.skipped is None and plan.rounds == confirm_plan.MIN_ROUNDS
+    assert budget.RESERVE_PLANS[-1] == (2, confirm_plan.SESSIONS)
 
 
 def test_no_reserve_without_a_budget_a_feasible_trial_or_the_time_for_it():
