@@ -78,12 +78,24 @@ def run(args: argparse.Namespace) -> int:
                else f"{len(rows)} candidates")
     print(f"planned {summary} in {elapsed:.1f} s", file=sys.stderr)
     _print_table(rows, args, target.device, bool(ceilings), fits, defaults)
-    if max_vram is not None and feasible == 0:
-        settings, prediction = smallest
-        print(f"\nnothing fits under {size(max_vram)}: the smallest candidate "
-              f"({settings_diff(settings, defaults)}) needs {size(prediction.total_bytes)}; "
-              f"raise --max-vram to at least {size(prediction.total_bytes)} or lower --batch/--height/--width")
+    if feasible == 0 and ceilings:
+        print("\n" + _nothing_fits(rows, smallest, max_vram, max_ram, defaults))
     return 0
+
+
+def _nothing_fits(rows: list[Row], smallest: Row, max_vram: int | None, max_ram: int | None,
+                  defaults: Assignment) -> str:
+    """Which ceiling keeps everything out, and what the least demanding candidate needs."""
+    settings, prediction = smallest
+    if max_vram is not None and prediction.total_bytes > max_vram:
+        return (f"nothing fits under {size(max_vram)}: the smallest candidate ({settings_diff(settings, defaults)}) "
+                f"needs {size(prediction.total_bytes)}; raise --max-vram to at least {size(prediction.total_bytes)} "
+                "or lower --batch/--height/--width")
+    under_vram = [r for r in rows if max_vram is None or r[1].total_bytes <= max_vram]
+    settings, prediction = min(under_vram, key=lambda r: r[1].host_bytes or 0)
+    return (f"nothing fits under --max-ram {size(max_ram or 0)}: the candidate needing the least host RAM "
+            f"({settings_diff(settings, defaults)}) needs {size(prediction.host_bytes or 0)}; raise --max-ram "
+            f"to at least {size(prediction.host_bytes or 0)}")
 
 
 def _predict_all(target: Target, include: list[str], exclude: list[str], *,

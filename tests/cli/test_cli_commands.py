@@ -175,3 +175,18 @@ def test_plan_when_nothing_fits_names_the_smallest_candidate(capsys):
     last = run.out.strip().splitlines()[-1]
     assert last.startswith("nothing fits under 100.00 MiB: the smallest candidate (")
     assert "raise --max-vram to at least" in last
+
+
+def test_plan_under_max_ram_shows_the_host_ram_and_says_when_nothing_fits_it(capsys):
+    """Every weight passes through RAM: the plan's host column, and the ceiling that keeps
+    everything out when only --max-ram does."""
+    run = cli(capsys, "plan", "--model", "builtin:tiny-sd", "--device", "cuda", "--max-vram", "2GB",
+              "--max-ram", "1MB")
+    assert run.code == 0, run.err
+    assert "--max-ram 1.00 MiB (1048576 bytes): 0 of " in run.err and "host RAM" in run.out
+    last = run.out.strip().splitlines()[-1]
+    assert last.startswith("nothing fits under --max-ram 1.00 MiB: the candidate needing the least host RAM (")
+    assert "raise --max-ram to at least" in last
+    plans = json.loads(cli(capsys, "plan", "--model", "builtin:tiny-sd", "--device", "cuda", "--max-ram", "1GB",
+                           "--json").out)["plans"]
+    assert plans and all(p["fits"] and p["host_bytes"] > 0 for p in plans)
