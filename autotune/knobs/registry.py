@@ -153,6 +153,11 @@ class Knob:
             return f"the pipeline has no {' or '.join(self.requires_components)} component"
         return self.unavailable_reason(value, ctx)
 
+    def loads_differently(self, value: Value) -> bool:
+        """Whether `value` changes how the weights are loaded (then its narrower storage, if any,
+        is what loading itself produces: a quantizer that works while loading)."""
+        return self.load_kwargs is not _no_load_kwargs and value != self.default
+
     def is_lossy(self, value: Value) -> bool:
         return value in self.lossy
 
@@ -251,9 +256,10 @@ def load_kwargs(settings: Mapping[str, Value]) -> dict[str, Any]:
 
 
 def load_key(settings: Mapping[str, Value]) -> tuple[tuple[str, Value], ...]:
-    """The knob values that decide how weights are loaded: settings with equal keys share weights."""
-    return tuple((k.name, settings.get(k.name, k.default)) for k in all_knobs()
-                 if k.load_kwargs is not _no_load_kwargs)
+    """The knob values that decide how weights are loaded: settings with equal keys share weights.
+    A knob whose value adds no load argument (bitsandbytes off) is left out."""
+    return tuple((k.name, value) for k in all_knobs() if k.load_kwargs is not _no_load_kwargs
+                 for value in (settings.get(k.name, k.default),) if value != k.default or k.load_kwargs(value))
 
 
 def compiles(settings: Mapping[str, Value]) -> bool:

@@ -46,10 +46,13 @@ class HostWeights:
             pipe = build_pipeline(model, **knobs.load_kwargs(settings))
             phases.load_weights_s = time.perf_counter() - start
             size = weight_bytes(pipe)
-            if not self._worth_keeping(size):
+            # One copy at a time (a search tunes one model): the last one goes either way. A
+            # pipeline loaded onto the device (bitsandbytes quantizes as it loads, on the GPU) is
+            # not kept: a copy of it would hold device memory through every trial.
+            if not self._worth_keeping(size) or not on_host(pipe):
                 self._pristine, self.pristine_bytes = {}, 0
                 return pipe
-            self._pristine, self.pristine_bytes = {key: pipe}, size  # one model at a time: a search tunes one
+            self._pristine, self.pristine_bytes = {key: pipe}, size
         start = time.perf_counter()
         fresh = copy.deepcopy(self._pristine[key])
         phases.copy_weights_s = time.perf_counter() - start
@@ -60,6 +63,14 @@ class HostWeights:
 
         ram = total_ram_bytes()
         return ram is None or size < self.max_fraction * ram
+
+
+def on_host(pipe: Any) -> bool:
+    """Whether every weight of the pipeline's modules is in host memory."""
+    import torch
+
+    return all(t.device.type == "cpu" for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+               for t in (*m.parameters(), *m.buffers()))
 
 
 def weight_bytes(pipe: Any) -> int:

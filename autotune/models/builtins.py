@@ -171,7 +171,10 @@ def builtin_cache_path(model: str, torch_dtype: Any = None, root: Path | None = 
     return (root or cache_root()) / "builtin" / f"{model[len(BUILTIN_PREFIX):]}-{digest}-{dtype}"
 
 
-def load_cached_builtin(model: str, torch_dtype: Any, root: Path | None = None) -> Any:
+def load_cached_builtin(model: str, torch_dtype: Any, root: Path | None = None,
+                        quantization_config: Any = None) -> Any:
+    """The built-in saved once per dtype and loaded with `from_pretrained`, as a hub folder is
+    (with `quantization_config`, quantized while it loads: bitsandbytes)."""
     from diffusers import DiffusionPipeline
 
     path = builtin_cache_path(model, torch_dtype, root)
@@ -186,7 +189,8 @@ def load_cached_builtin(model: str, torch_dtype: Any, root: Path | None = None) 
             if not (path / "model_index.json").exists():
                 raise
         log.info("cached %s at %s", model, path)
-    pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype)
+    extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, **extra)
     pipe.register_to_config(_name_or_path=model)
     pipe.set_progress_bar_config(disable=True)
     return pipe

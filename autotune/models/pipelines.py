@@ -196,15 +196,18 @@ def model_info(model: str) -> ModelInfo:
     return _info_from_configs(model, load_configs(model, names=(*DENOISER_NAMES, "vae")))
 
 
-def build_pipeline(model: str, torch_dtype: Any = None) -> Any:
-    """Build the pipeline on CPU in `torch_dtype` (placement is the offload knob's job)."""
+def build_pipeline(model: str, torch_dtype: Any = None, quantization_config: Any = None) -> Any:
+    """Build the pipeline on CPU in `torch_dtype` (placement is the offload knob's job). With
+    diffusers' `quantization_config`, through `from_pretrained` (a built-in is saved first): a
+    load-time quantizer (bitsandbytes) quantizes as it loads, onto the GPU."""
     if model.startswith(BUILTIN_PREFIX):
-        if model[len(BUILTIN_PREFIX):] in CACHED_BUILTINS:
-            return load_cached_builtin(model, torch_dtype)
+        if model[len(BUILTIN_PREFIX):] in CACHED_BUILTINS or quantization_config is not None:
+            return load_cached_builtin(model, torch_dtype, quantization_config=quantization_config)
         return build_builtin(model, torch_dtype)
     from diffusers import DiffusionPipeline
 
     model_info(model)  # one-line error if it cannot be found
-    pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype)
+    extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -10,6 +10,7 @@ space plans in seconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -144,9 +145,16 @@ class Planner:
         if key not in self._stats:
             module = self._module(component, assignment)
             storage: dict[str, float] = {}
+            at_load: dict[str, float] = {}  # narrowed while loading (bitsandbytes), not after it
             for knob, value in storing:
-                storage.update(knob.plan.storage(module, value))
-            self._stats[key] = weight_stats(module, storage=storage)
+                narrowed = knob.plan.storage(module, value)
+                storage.update(narrowed)
+                if knob.loads_differently(value):
+                    at_load.update(narrowed)
+            stats = weight_stats(module, storage=storage)
+            if at_load:
+                stats = dataclasses.replace(stats, as_loaded=weight_stats(module, storage=at_load).total)
+            self._stats[key] = stats
         return self._stats[key]
 
     def _workspace_factor(self, assignment: Assignment) -> float:

@@ -70,7 +70,7 @@ SPEED = {"cuda": {NONE: 0, "float8-weight-only": 1, "int8-weight-only": 1, "int8
          "cpu": {NONE: 0, "int8-weight-only": 1, "float8-weight-only": 1, "int8-dynamic": 2, "int4-weight-only": 3}}
 
 
-def _linear_layers(module: Any) -> list[tuple[str, Any]]:
+def linear_layers(module: Any) -> list[tuple[str, Any]]:
     import torch
 
     return [(name, sub) for name, sub in module.named_modules()
@@ -94,7 +94,7 @@ def storage(module: Any, value: Value) -> Mapping[str, float]:
     if value == NONE:
         return {}
     scheme = SCHEMES[value]
-    return {f"{name}.weight": scheme.bytes_per_weight(layer.in_features) for name, layer in _linear_layers(module)}
+    return {f"{name}.weight": scheme.bytes_per_weight(layer.in_features) for name, layer in linear_layers(module)}
 
 
 def unavailable_reason(value: Value, ctx: Context) -> str | None:

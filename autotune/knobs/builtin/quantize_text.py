@@ -3,10 +3,10 @@ the denoiser's `quantize` knob and chosen apart from it.
 
 Why its own knob: the text encoders run once per prompt, not once per step, so quantizing them
 costs little time, and they are much of what the big pipelines keep in memory (Flux's T5-XXL
-encoder holds about 4.7 billion parameters, 9.5 GB in bf16, beside the transformer's 12 billion),
-while a user may want the denoiser left in full precision. Lossy, and judged on the final image: the per-call
-replay feeds the denoiser the reference's own prompt embeddings, so a text encoder's error never
-reaches the calls it replays (`Knob.judged_end_to_end`).
+encoder holds about 4.7 billion parameters, 9.5 GB in bf16, beside the transformer's 12
+billion), while a user may want the denoiser left in full precision. Lossy, and judged on the
+final image: the per-call replay feeds the denoiser the reference's own prompt embeddings, so a
+text encoder's error never reaches the calls it replays (`Knob.judged_end_to_end`).
 """
 from __future__ import annotations
 
