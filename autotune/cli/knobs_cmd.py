@@ -31,13 +31,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([{"knob": s.knob, "value": s.value, "state": s.state, "reason": s.reason,
                      "stage": knobs.get(s.knob).stage.name.lower(),
-                     "lossy": knobs.get(s.knob).is_lossy(s.value)} for s in space.statuses])
+                     "lossy": knobs.get(s.knob).is_lossy(s.value),
+                     "judged_on_image": knobs.get(s.knob).is_judged_end_to_end(s.value)} for s in space.statuses])
         return 0
     print(f"knobs for {model} on {device}\n")
     rows = []
     for s in space.statuses:
         knob = knobs.get(s.knob)
-        rows.append((s.knob, s.value, knob.stage.name.lower(), "lossy" if knob.is_lossy(s.value) else "exact",
-                     s.state, s.reason or ""))
+        rows.append((s.knob, s.value, knob.stage.name.lower(), _numerics(knob, s.value), s.state, s.reason or ""))
     print(table(["knob", "value", "stage", "numerics", "state", "reason"], rows))
+    print("\nlossy: judged per call against the reference; lossy (image): on the final image, where one call "
+          "cannot show the error")
     return 0
+
+
+def _numerics(knob: Any, value: Any) -> str:
+    if knob.is_judged_end_to_end(value):
+        return "lossy (image)"
+    return "lossy" if knob.is_lossy(value) else "exact"

@@ -35,6 +35,10 @@ def test_knobs_follows_the_default_rule(monkeypatch, capsys):
     rows = json.loads(cli(capsys, "knobs", "--device", "cpu", "--json").out)
     offload = [r for r in rows if r["knob"] == "offload" and r["value"] == "model"][0]
     assert offload["state"] == "unavailable" and "accelerator" in offload["reason"]
+    judged = {(r["knob"], r["lossy"], r["judged_on_image"]) for r in rows if r["value"] != "none"}
+    assert ("quantize_text", True, True) in judged and ("quantize", True, False) in judged
+    table = cli(capsys, "knobs", "--device", "cpu").out
+    assert "lossy (image)" in table and "on the final image" in table
 
 
 # -- env -----------------------------------------------------------------------------------------
