@@ -258,8 +258,12 @@ def load_kwargs(settings: Mapping[str, Value]) -> dict[str, Any]:
 def load_key(settings: Mapping[str, Value]) -> tuple[tuple[str, Value], ...]:
     """The knob values that decide how weights are loaded: settings with equal keys share weights.
     A knob whose value adds no load argument (bitsandbytes off) is left out."""
-    return tuple((k.name, value) for k in all_knobs() if k.load_kwargs is not _no_load_kwargs
-                 for value in (settings.get(k.name, k.default),) if value != k.default or k.load_kwargs(value))
+    key = []
+    for knob in all_knobs():
+        value = settings.get(knob.name, knob.default)
+        if knob.load_kwargs is not _no_load_kwargs and (value != knob.default or knob.load_kwargs(value)):
+            key.append((knob.name, value))
+    return tuple(key)
 
 
 def compiles(settings: Mapping[str, Value]) -> bool:

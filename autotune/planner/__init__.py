@@ -175,11 +175,11 @@ class Planner:
         peak = max(phases, key=lambda p: p.total)
         allocator = runtime = 0
         host = self._host(stats, assignment)
-        if not on_gpu:  # what the CPU runs on lives in RAM: at least loading's, at most the run's peak
-            host = max(host, peak.total)
         if on_gpu:
             allocator = int((peak.activations + peak.workspace) * calibration.ALLOCATOR_CACHED_FRACTION)
             runtime = calibration.CUDA_RUNTIME_BYTES
+        else:  # what the CPU runs on lives in RAM: loading's peak, or the run's if that is higher
+            host = max(host, peak.total)
         return Prediction(
             total_bytes=peak.total + allocator + runtime, peak_phase=PHASE_LABELS.get(peak.component, peak.component),
             resident_weights_bytes=peak.resident_weights, activation_bytes=peak.activations,

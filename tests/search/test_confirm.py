@@ -8,11 +8,7 @@ from autotune.search import confirm
 from autotune.search.confirm import decide, holm
 from autotune.search.confirm_plan import Candidate
 
-MiB = 2**20
-A = Candidate(1, {"dtype": "fp16"}, latency_s=1.00, peak_bytes=800 * MiB, load_s=20.0)
-B = Candidate(2, {"dtype": "bf16"}, latency_s=1.05, peak_bytes=600 * MiB, load_s=20.0)
-C = Candidate(3, {"dtype": "fp32"}, latency_s=1.50, peak_bytes=900 * MiB, load_s=20.0)
-D = Candidate(4, {"dtype": "fp16", "vae_slicing": True}, latency_s=1.06, peak_bytes=700 * MiB, load_s=20.0)
+from search.test_confirm_plan import A, B, C, D, MiB  # the arms both modules compare
 
 
 def test_a_consistent_difference_is_significant():

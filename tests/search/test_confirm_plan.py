@@ -10,6 +10,7 @@ from autotune.search import confirm_plan
 from autotune.search.confirm_plan import Candidate, pick_candidates, plan
 
 MiB = 2**20
+#: Four arms, three within 10% of the fastest (test_confirm.py decides between the same).
 A = Candidate(1, {"dtype": "fp16"}, latency_s=1.00, peak_bytes=800 * MiB, load_s=20.0)
 B = Candidate(2, {"dtype": "bf16"}, latency_s=1.05, peak_bytes=600 * MiB, load_s=20.0)
 C = Candidate(3, {"dtype": "fp32"}, latency_s=1.50, peak_bytes=900 * MiB, load_s=20.0)
