@@ -186,7 +186,7 @@ def main() -> int:
     meta = {
         "trained_by": "scripts/train_tiny_sd_shapes.py",
         "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
-        "scaling_factor": scaling,
+        "scaling_factor": scaling, "image_size": IMAGE_SIZE,
         "torch": torch.__version__, "numpy": np.__version__,
         "sha256": {name: save(module, args.out / f"{name}.safetensors") for name, module in (("unet", unet), ("vae", vae))},
     }

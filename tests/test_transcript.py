@@ -17,12 +17,12 @@ COMMAND = "autotune search --max-vram 2GB --trials 8 --out profiles/example-cpu.
 # settings, a path with another stamp, fewer trials, a failed one, a confirmation with the
 # speed-up over the defaults, and the wrapping that moves with the numbers.
 NOISY_RUN = """\
-target: builtin:tiny-sd 128x128 batch 1, 20 steps, ceiling 2.00 GiB (2147483648 bytes) on cpu
+target: builtin:tiny-sd-shapes 64x64 batch 1, 20 steps, ceiling 2.00 GiB (2147483648 bytes) on cpu
 space: 96 valid combinations of dtype, layerwise_fp8, channels_last, attention, vae_slicing,
   vae_tiling
   not searched: fuse_qkv=True: fused projections pay off with torch.compile on CUDA; add --includ...
   not searched: compile=full: cold torch.compile takes ~50 s per trial on CPU; add --include comp...
-trial logs: .autotune/logs/builtin-tiny-sd-128x128-b1-0123abcd-20261203T101010000001/
+trial logs: .autotune/logs/builtin-tiny-sd-shapes-64x64-b1-0123abcd-20261203T101010000001/
 note: on CPU, memory is the peak of live tensors in RAM, not VRAM
 trial  outcome         latency      ±       peak  predicted   psnr  settings
     0  feasible        0.338 s   1.2%  11.23 MiB  11.16 MiB    100  defaults

@@ -1,8 +1,9 @@
 """The one default rule every command follows: which device, and which model for it.
 
 `--device auto` (the default everywhere) means cuda when torch can use a GPU, else cpu; the
-default model is the real SD 1.5 architecture on cuda and the tiny one on cpu, where SD 1.5 would
-take minutes per trial. `plan --device cuda` still works without a GPU: choosing the device is not
+default model is the real SD 1.5 architecture on cuda and the tiny one trained on shapes on cpu,
+where SD 1.5 would take minutes per trial (trained, so that a newcomer's first image is smooth
+shapes, not the coloured noise of random weights). `plan --device cuda` still works without a GPU: choosing the device is not
 the same as requiring it (`search` checks for the GPU itself).
 """
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
-MODEL_FOR_DEVICE = {"cuda": "builtin:sd15", "cpu": "builtin:tiny-sd"}
-MODEL_DEFAULT_HELP = "builtin:sd15 on cuda, builtin:tiny-sd on cpu"
+MODEL_FOR_DEVICE = {"cuda": "builtin:sd15", "cpu": "builtin:tiny-sd-shapes"}
+MODEL_DEFAULT_HELP = "builtin:sd15 on cuda, builtin:tiny-sd-shapes on cpu"
 
 
 def resolve_device(arg: str | None) -> str:

@@ -72,11 +72,15 @@ def _packaged_configs(name: str) -> dict[str, dict[str, Any]]:
 
 
 def _shapes_configs() -> dict[str, dict[str, Any]]:
-    """tiny-sd's architecture; the VAE's scaling factor is the one its trained latents need."""
+    """tiny-sd's architecture; the VAE's scaling factor is the one its trained latents need, and
+    its native size is the 64 px it was trained on (its images lose their structure at 128 px)."""
     from autotune.models.trained import weights_meta
 
+    meta = weights_meta("tiny-sd-shapes")
     configs = _tiny_configs()
-    configs["vae"]["scaling_factor"] = weights_meta("tiny-sd-shapes")["scaling_factor"]
+    configs["vae"]["scaling_factor"] = meta["scaling_factor"]
+    configs["vae"]["sample_size"] = meta["image_size"]
+    configs["unet"]["sample_size"] = meta["image_size"] // 8  # the VAE downsamples 8x
     return configs
 
 

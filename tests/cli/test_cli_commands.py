@@ -17,7 +17,7 @@ FAKE_GPU = hardware.GpuInfo(index=0, name="NVIDIA H200", total_bytes=141 * 2**30
 
 # -- one default rule ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("has_gpu, device, model", [(True, "cuda", "builtin:sd15"), (False, "cpu", "builtin:tiny-sd")])
+@pytest.mark.parametrize("has_gpu, device, model", [(True, "cuda", "builtin:sd15"), (False, "cpu", "builtin:tiny-sd-shapes")])
 def test_auto_device_and_its_default_model(monkeypatch, has_gpu, device, model):
     monkeypatch.setattr(hardware, "torch_has_cuda", lambda: has_gpu)
     assert defaults.resolve_device("auto") == defaults.resolve_device(None) == device
@@ -31,7 +31,7 @@ def test_knobs_follows_the_default_rule(monkeypatch, capsys):
     monkeypatch.setattr(hardware, "torch_has_cuda", lambda: True)
     assert cli(capsys, "knobs").out.startswith("knobs for builtin:sd15 on cuda")
     monkeypatch.setattr(hardware, "torch_has_cuda", lambda: False)
-    assert cli(capsys, "knobs").out.startswith("knobs for builtin:tiny-sd on cpu")
+    assert cli(capsys, "knobs").out.startswith("knobs for builtin:tiny-sd-shapes on cpu")
     rows = json.loads(cli(capsys, "knobs", "--device", "cpu", "--json").out)
     offload = [r for r in rows if r["knob"] == "offload" and r["value"] == "model"][0]
     assert offload["state"] == "unavailable" and "accelerator" in offload["reason"]

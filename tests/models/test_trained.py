@@ -27,12 +27,12 @@ def test_files_match_their_checksums_and_are_small():
         data = (folder / f"{component}.safetensors").read_bytes()
         assert hashlib.sha256(data).hexdigest() == meta["sha256"][component]
         assert len(data) < 3 * 2**20
-    assert meta["scaling_factor"] > 0
+    assert meta["scaling_factor"] > 0 and meta["image_size"] == 64
 
 
 def test_builds_as_tiny_sd_with_the_trained_weights():
     info = model_info(SHAPES)
-    assert info.pipeline_class == "StableDiffusionPipeline" and info.native_height == 128
+    assert info.pipeline_class == "StableDiffusionPipeline" and info.native_height == 64  # trained at 64 px
     pipe, random = build_pipeline(SHAPES), build_pipeline("builtin:tiny-sd")
     assert pipe.vae.config.scaling_factor == trained.weights_meta("tiny-sd-shapes")["scaling_factor"]
     shipped, noise = pipe.unet.state_dict(), random.unet.state_dict()
