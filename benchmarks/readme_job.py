@@ -79,7 +79,9 @@ def one_run(index: int, work: Path, log_path: Path, extra: list[str]) -> dict[st
     row: dict[str, Any] = {"run": index, "exit_code": done.returncode, "wall_s": round(wall, 1),
                            "import_before_s": round(import_before, 2), "import_after_s": round(import_after, 2),
                            "load_1m_before": round(load_before, 2), "load_1m_after": round(os.getloadavg()[0], 2),
-                           "log": log_path.name}
+                           "log": log_path.name,
+                           "target": next((line.removeprefix("target: ") for line in done.stderr.splitlines()
+                                           if line.startswith("target: ")), None)}
     imports = (import_before + import_after) / 2
     row["ratio_to_import"] = round(wall / imports, 1)
     if done.returncode != 0 or not out.exists():
@@ -111,9 +113,11 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     v = report["verdict"]
+    targets = sorted({r["target"] for r in report["rows"] if r.get("target")})
     lines = [f"# The README's main job on {report['device']}, {report['date']}", "",
-             f"`autotune {' '.join(JOB)}` (builtin:tiny-sd, 128 px, 20 steps, CPU), {len(report['rows'])} runs in "
-             "fresh run directories, each between two fresh-process `import torch, diffusers`.", "",
+             f"`autotune {' '.join(JOB)}` ({'; '.join(targets) or 'no target line printed'}), "
+             f"{len(report['rows'])} runs in fresh run directories, each between two fresh-process "
+             "`import torch, diffusers`.", "",
              f"- device: {report['device']} ({report['cores']} cores), shared with other engineers' jobs: "
              "see the load average per run", f"- commit: {report['commit']}",
              f"- torch {report['torch']}, diffusers {report['diffusers']}, Python {report['python']}",
