@@ -3,6 +3,7 @@ README is stale (a renamed label, a new column, a removed line) and not when a r
 settings, trial count or confirmation differ."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,8 @@ def test_a_line_the_readme_lacks_is_a_difference(documented):
 
 
 def test_a_trial_line_short_of_a_column_is_a_difference(documented):
-    short = documented.replace("11.16 MiB    100  defaults", "11.16 MiB  defaults", 1)
+    short = re.sub(r"MiB +100  defaults", "MiB  defaults", documented, count=1)  # the psnr column gone
+    assert short != documented
     assert any("does not have the 8 columns" in p for p in differences(parse(short), run(NOISY_RUN)))
 
 

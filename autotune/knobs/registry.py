@@ -65,6 +65,9 @@ class PlanEffect:
     #: Changes the module's weights (fuses or adds parameters): called on a fresh fake module,
     #: built for this value alone, before its weights are counted and its activations traced.
     modify: Callable[[Any, Value], None] | None = None
+    #: The dtype the module's weights and activations are in where the knob sets it apart from
+    #: the one it loads in (a VAE upcast to fp32), or None: the module is built in it.
+    own_dtype: Callable[[Value], Any] | None = None
     #: Changes how the module runs but not its weights (slicing, tiling): called on the shared
     #: fake module before each trace, for the default value too (it must undo the others).
     configure: Callable[[Any, Value], None] | None = None

@@ -72,11 +72,15 @@ class Planner:
                 if getattr(k.plan, hook) is not None and role is not None and k.plan.touches(role)]
 
     def _torch_dtype(self, component: str, assignment: Assignment) -> torch.dtype:
-        """The dtype a component runs in: the one its weights load in, except that SDXL pipelines
-        upcast an fp16 VAE with `force_upcast` to fp32 for the decode (its fp16 activations
-        overflow), doubling the decode's memory."""
+        """The dtype a component runs in: the one a knob sets for it (vae_dtype), else the one its
+        weights load in, except that SDXL pipelines upcast an fp16 VAE with `force_upcast` to
+        fp32 for the decode (its fp16 activations overflow), doubling the decode's memory."""
         import torch
 
+        for knob, value in self._with("own_dtype", component, assignment):
+            own = knob.plan.own_dtype(value)
+            if own is not None:
+                return own
         dtype = knobs.load_kwargs(assignment).get("torch_dtype", torch.float32)
         if component == "vae" and dtype == torch.float16 and self._vae_upcasts_fp16:
             return torch.float32

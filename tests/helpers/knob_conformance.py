@@ -7,7 +7,9 @@
 
 For every value of the knob: either it says why it cannot run on cpu (and applying it is refused),
 or it applies to the tiny pipeline, `check` sees its effect, the pipeline still runs, and an exact
-(not lossy) value gives the baseline images to float reordering. A value excluded from the search
+(not lossy) value gives the baseline images to float reordering. A value that conflicts with
+another knob's default (vae_dtype=fp32 with dtype=fp32) is applied with that knob's first value
+it does not conflict with (dtype=fp16), and compared with the baseline only if that one is exact. A value excluded from the search
 by default must say why, and is applied all the same unless it is in `slow` (cold compiles: the
 slow tier runs those).
 """
@@ -47,6 +49,18 @@ def baseline_images() -> np.ndarray:
     return run(build_pipeline("builtin:tiny-sd"))
 
 
+def partners(name: str, value: Any) -> dict[str, Any]:
+    """The other knobs' values `value` needs: for each conflict with a default, the other knob's
+    first choice outside the conflict."""
+    defaults = {k.name: k.default for k in knobs.all_knobs()}
+    needed: dict[str, Any] = {}
+    for conflict in knobs.iter_conflicts({**defaults, name: value}):
+        other, values = ((conflict.knob_b, conflict.values_b) if conflict.knob_a == name
+                         else (conflict.knob_a, conflict.values_a))
+        needed[other] = next(v for v in knobs.get(other).choices if v not in values)
+    return needed
+
+
 def conformance(name: str, check: Callable[[Any, Any], None], slow: frozenset[Any] = frozenset()) -> Callable[..., None]:
     """The parametrized conformance test of knob `name` (assign it to a `test_*` name)."""
     knob = knobs.get(name)
@@ -68,7 +82,8 @@ def conformance(name: str, check: Callable[[Any, Any], None], slow: frozenset[An
         if value in slow:
             return
 
-        applied = apply_settings(tiny_pipe, {name: value}, device="cpu")
+        needed = partners(name, value)
+        applied = apply_settings(tiny_pipe, {name: value, **needed}, device="cpu")
         assert dict(applied)[name] == value
         assert [n for n, _ in applied] == [k.name for k in knobs.all_knobs()]
         check(tiny_pipe, value)
@@ -76,7 +91,7 @@ def conformance(name: str, check: Callable[[Any, Any], None], slow: frozenset[An
         images = run(tiny_pipe)
         assert images.shape == (1, 64, 64, 3)
         assert np.isfinite(images).all()
-        if not knob.is_lossy(value):
+        if not knob.is_lossy(value) and not any(knobs.get(k).is_lossy(v) for k, v in needed.items()):
             # exact knobs change only float summation order, not the result
             np.testing.assert_allclose(images, baseline_images, atol=1e-3, rtol=0)
 

@@ -242,6 +242,23 @@ ZOO_CLASSES = {"sd": "StableDiffusionPipeline", "sd-img2img": "StableDiffusionIm
                "flux": "FluxPipeline"}
 
 
+#: What each pipeline needs beyond the prompt to run once (the worker derives this on its own).
+CALL = {
+    "sd-img2img": lambda: {"image": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))},
+    "sd-inpaint": lambda: {"image": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                           "mask_image": torch.ones(1, 1, 32, 32)},
+    "pixart": lambda: {"use_resolution_binning": False},
+    "wan": lambda: {"num_frames": 5},
+}
+
+
+def run(pipe: Any, name: str) -> Any:
+    """One seeded 32x32, 2-step call of zoo pipeline `name`: its images (frames for wan), as numpy."""
+    out = pipe("a red fox", height=32, width=32, num_inference_steps=2, output_type="np",
+               generator=torch.Generator("cpu").manual_seed(0), **CALL.get(name, dict)())
+    return out.frames if name == "wan" else out.images
+
+
 def build(name: str) -> Any:
     """The in-memory pipeline `name` (fp32, eval, progress bar off), without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):

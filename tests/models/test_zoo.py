@@ -6,23 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers.zoo import ZOO_CLASSES, ZOO_NAMES, build, t5_tokenizer, zoo  # noqa: F401  (zoo: fixture)
-
-#: What each pipeline needs beyond the prompt to run once (the worker derives this on its own).
-CALL = {
-    "sd-img2img": lambda: {"image": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))},
-    "sd-inpaint": lambda: {"image": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
-                           "mask_image": torch.ones(1, 1, 32, 32)},
-    "pixart": lambda: {"use_resolution_binning": False},
-    "wan": lambda: {"num_frames": 5},
-}
-
-
-def run(pipe, name):
-    out = pipe("a red fox", height=32, width=32, num_inference_steps=2, output_type="np",
-               generator=torch.Generator("cpu").manual_seed(0), **CALL.get(name, dict)())
-    return out.frames if name == "wan" else out.images
-
+from helpers.zoo import ZOO_CLASSES, ZOO_NAMES, build, run, t5_tokenizer, zoo  # noqa: F401  (zoo: fixture)
 
 def test_zoo_has_the_five_kinds_the_issue_asks_for():
     classes = set(ZOO_CLASSES.values())

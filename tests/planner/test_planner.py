@@ -146,7 +146,7 @@ class StubPlanner:
 
 def test_search_prunes_predicted_infeasible_and_stores_predictions(tmp_path):
     ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
-    space = SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling"])
+    space = SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling", "vae_dtype"])
     fake = FakeMeasurer(lambda a: (1.0 if a["dtype"] == "fp32" else 2.0, 1 * MiB))
     search = Search(tiny(ceiling=6 * MiB), space, fake, storage=tmp_path / "s.journal", planner=StubPlanner())
     result = search.run(10)

@@ -72,7 +72,7 @@ def _target() -> Target:
 
 def _space() -> SearchSpace:
     ctx = Context(device="cpu", components=frozenset({"unet", "vae", "text_encoder"}))
-    return SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling"])
+    return SearchSpace(ctx, exclude=["layerwise_fp8", "channels_last", "attention", "vae_tiling", "vae_dtype"])
 
 
 def _cost(a):
