@@ -122,14 +122,14 @@ SEARCH_ARGS = ["search", "--model", "builtin:tiny-sd", "--height", "64", "--widt
 
 
 def _workers_marked(marker: str) -> list[int]:
-    """PIDs of live `autotune.measure.worker` processes whose environment carries `marker`."""
+    """PIDs of live `autotune.measure.serve` processes whose environment carries `marker`."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if b"autotune.measure.worker" not in cmdline or marker.encode() not in (proc / "environ").read_bytes():
+            if b"autotune.measure.serve" not in cmdline or marker.encode() not in (proc / "environ").read_bytes():
                 continue
             if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
                 continue  # a zombie waiting for its reaper is dead already

@@ -1,7 +1,7 @@
 """Judging a trial's output: the reference trial saves its own, every other trial is scored
 against it end to end (quality.py) and, where the reference kept them, per call: its denoiser's
 calls (denoiser_calls.py) and its VAE decode (decode_calls.py). Runs in the worker, on the first
-plain run's output."""
+plain run's output (`TrialJudge` says which run that is, and in what math it computes)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from autotune.measure import decode_calls, denoiser_calls, quality
+from autotune.measure.backends import math_flags
 from autotune.measure.quality import Reference
-from autotune.measure.records import QualityScores, TrialJob
+from autotune.measure.records import Measurement, QualityScores, TrialJob
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,44 @@ def score(pipe: Any, job: TrialJob, output: Any, captured: list[Any],
         scores,
         denoiser_sqnr_db=_per_call("denoiser", denoiser_calls.replay_sqnr, pipe, recorders.denoiser, reference),
         decode_sqnr_db=_per_call("VAE decode", decode_calls.replay_sqnr, pipe, recorders.decode, reference))
+
+
+class TrialJudge:
+    """The judging of one worker's trials: a trial with a reference to save or to meet has the
+    output of its first plain run judged (never a run under a memory tracker: a dispatch mode
+    may pick other kernels); the references it loads are kept for the next trials."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._references: dict[str, Reference] = {}
+
+    def start(self, job: TrialJob) -> None:
+        """A new trial: its first plain run will be judged if it has a reference to save or meet."""
+        self.pending = bool(job.save_reference or job.reference)
+
+    def recording(self, pipe: Any, job: TrialJob) -> Any:
+        """While the judged run runs: the denoiser calls and the VAE decode it makes."""
+        if not self.pending or pipe is None:
+            return contextlib.nullcontext(None)
+        return recording(pipe, keep=bool(job.save_reference), steps=job.target.steps)
+
+    @contextlib.contextmanager
+    def exact_math(self, job: TrialJob, result: Measurement | None) -> Iterator[None]:
+        """The run whose output becomes the reference computes in true fp32 (no TF32: cuDNN
+        convolutions use it by default on Ampere and later); every other run, timed ones
+        included, keeps the flags production gets."""
+        if not (job.save_reference and self.pending):
+            yield
+            return
+        with math_flags.exact_math() as exact:
+            if result is not None:
+                result.device_info.reference_math_flags = exact
+            yield
+
+    def judge(self, pipe: Any, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
+              recorders: Recorders | None = None) -> None:
+        """The judged run's output: saved as the reference, or scored against it, once a trial."""
+        if not self.pending:
+            return
+        self.pending = False
+        result.quality = score(pipe, job, output, captured, recorders, self._references)

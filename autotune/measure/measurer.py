@@ -44,7 +44,7 @@ class Measurer(Protocol):
 
 
 #: The worker's command; the answer pipe's file descriptor is appended.
-WORKER_COMMAND = (sys.executable, "-m", "autotune.measure.worker")
+WORKER_COMMAND = (sys.executable, "-m", "autotune.measure.serve")
 
 
 def leaves_process_state(assignment: dict[str, Value]) -> bool:

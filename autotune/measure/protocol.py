@@ -1,4 +1,4 @@
-"""The typed pipe between `SubprocessMeasurer` and its worker (`python -m autotune.measure.worker`).
+"""The typed pipe between `SubprocessMeasurer` and its worker (`python -m autotune.measure.serve`).
 
 Requests go one JSON line each to the worker's stdin, answers one JSON line each on a pipe of
 their own. Both sides use only the dataclasses here; `encode`/`decode_request`/`decode_answer`

@@ -1,44 +1,27 @@
-"""The trial worker: a process that measures trials on request, one after another.
+"""The trial worker's state and its one job: measure a trial (build from the host weights, apply
+the knobs, warm up, time, release), and hold a confirmation's candidates side by side. The
+process around it, requests in and answers out, is serve.py; `measure` runs one trial in this
+process (tests, benchmarks).
 
-Run as `python -m autotune.measure.worker FD` by `autotune.measure.process.WorkerProcess`:
-requests (protocol.py) arrive as JSON lines on stdin, answers leave as JSON lines on file
-descriptor FD, and stdout/stderr go to the log of the trial being measured. Why a warm process: a fresh Python pays 3-5 s importing
-torch and diffusers, and a fresh build pays loading the weights; here both are paid once, and
-every trial starts from a pristine copy of the weights kept in host memory. Why it is still
-safe: a trial's pipeline is a copy, dropped after the trial, and the parent replaces the process
-after anything that leaves state behind in it (a compiled model, an out-of-memory error, a
-crash) — see `SubprocessMeasurer`.
-
-The worker catches only the device's out-of-memory error (a measured outcome). Any other
-exception is answered as a failure with its last line, logged with its traceback, and ends the
-process.
+Only the device's out-of-memory error is caught here (a measured outcome); anything else goes up
+to serve.py, which answers it as a failure and ends the process.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import gc
-import logging
-import os
-import sys
 import time
-import traceback
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-from autotune.errors import InvalidTargetError
 from autotune.measure import protocol
 from autotune.measure.backends import DeviceBackend, MemoryReading, math_flags
 from autotune.measure.records import Measurement, TrialJob
 from autotune.measure.timing import StoppingRule, timing_stats
 from autotune.measure.weights import HostWeights, run_pipeline
 
-if TYPE_CHECKING:  # numpy: only where a trial is judged
-    from autotune.measure.quality import Reference
+__all__ = ["HostWeights", "Worker", "measure", "run_pipeline"]
 
-__all__ = ["HostWeights", "Worker", "measure", "run_pipeline", "serve"]
-
-log = logging.getLogger("autotune.worker")
 
 #: Steps of the run that measures CPU memory (the tracked warm-up, or its own run after a
 #: compiled trial's timed runs): every denoising step allocates the same shapes, so two steps
@@ -59,8 +42,9 @@ class Worker:
         self.job: TrialJob | None = None
         self.result: Measurement | None = None
         self._tracked_warmup = False
-        self._to_judge = False
-        self._references: dict[str, Reference] = {}
+        from autotune.measure.judge import TrialJudge  # numpy: only in a process that measures
+
+        self.judging = TrialJudge()
         #: A confirmation's candidates, loaded side by side in this process (`hold`, `select`).
         self._held: dict[int, tuple[Any, TrialJob, Measurement]] = {}
 
@@ -121,7 +105,7 @@ class Worker:
         runs every kernel the timed runs will, and an untimed run of the full steps would buy
         nothing but time (on a CPU without native half precision: 6 s of a bf16 trial)."""
         self._tracked_warmup = False
-        self._to_judge = bool(job.save_reference or job.reference)
+        self.judging.start(job)
         for i in range(max(1, job.warmup)):
             track = i == 0 and not self.backend.track_timed_runs and not _compiles(job)
             start = time.perf_counter()
@@ -133,46 +117,14 @@ class Worker:
                 self._tracked_warmup = True
             else:
                 latents: list[Any] = []
-                with self._judged_math(job), self._recording(job) as recorder:
-                    output = run_pipeline(self.pipe, job, capture_latents=latents if self._to_judge else None)
+                with self.judging.exact_math(job, result), self.judging.recording(self.pipe, job) as recorder:
+                    output = run_pipeline(self.pipe, job, capture_latents=latents if self.judging.pending else None)
                     self.backend.synchronize()
-                self._judge_output(job, result, output, latents, recorder)
+                self.judging.judge(self.pipe, job, result, output, latents, recorder)
             if i == 0:
                 result.phases.first_run_s = time.perf_counter() - start
             else:
                 result.phases.warmup_s += (time.perf_counter() - start,)
-
-    def _recording(self, job: TrialJob) -> Any:
-        """While the judged run runs: the denoiser calls and the VAE decode it makes (judge.py)."""
-
-        from autotune.measure import judge
-
-        if not self._to_judge or self.pipe is None:
-            return contextlib.nullcontext(None)
-        return judge.recording(self.pipe, keep=bool(job.save_reference), steps=job.target.steps)
-
-    def _judge_output(self, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
-                      recorder: Any = None) -> None:
-        """The first plain run's output: saved as the reference, or compared with it (judge.py)."""
-        from autotune.measure import judge
-
-        if not self._to_judge:
-            return
-        self._to_judge = False
-        result.quality = judge.score(self.pipe, job, output, captured, recorder, self._references)
-
-    @contextlib.contextmanager
-    def _judged_math(self, job: TrialJob) -> Iterator[None]:
-        """The run whose output becomes the reference computes in true fp32 (no TF32: cuDNN
-        convolutions use it by default on Ampere and later); every other run, timed ones
-        included, keeps the flags production gets."""
-        if not (job.save_reference and self._to_judge):
-            yield
-            return
-        with math_flags.exact_math() as exact:
-            if self.result is not None:
-                self.result.device_info.reference_math_flags = exact
-            yield
 
     def time(self, rule: StoppingRule) -> Measurement:
         """Timed runs until `rule` is satisfied; memory too, where that is free (CUDA)."""
@@ -223,18 +175,18 @@ class Worker:
                 # warm-up ran under the memory tracker); keeping a reference costs nothing.
                 captured: list[Any] = []
                 first = judged is None  # the run whose output is judged, where none was yet
-                with self._judged_math(self.job) if first else contextlib.nullcontext(), \
-                        self._recording(self.job) if first else contextlib.nullcontext(None) as recorder:
+                with self.judging.exact_math(self.job, self.result) if first else contextlib.nullcontext(), \
+                        self.judging.recording(self.pipe, self.job) if first else contextlib.nullcontext(None) as recorder:
                     t0 = time.perf_counter()
-                    output = run_pipeline(self.pipe, self.job, capture_latents=captured if self._to_judge else None)
+                    output = run_pipeline(self.pipe, self.job, capture_latents=captured if self.judging.pending else None)
                     self.backend.synchronize()
                     latencies.append(time.perf_counter() - t0)
-                if self._to_judge and judged is None:
+                if self.judging.pending and judged is None:
                     judged = (output, captured, recorder)
         finally:
             gc.enable()
         if judged is not None and self.result is not None:
-            self._judge_output(self.job, self.result, *judged)
+            self.judging.judge(self.pipe, self.job, self.result, *judged)
         return latencies
 
     def release(self) -> protocol.Released:
@@ -294,117 +246,3 @@ def measure(job: TrialJob, backend: DeviceBackend | None = None) -> Measurement:
     backend = backend or get_backend(job.target.device, job.target.max_vram)
     backend.setup()
     return Worker(backend).trial(job)
-
-
-# ---- the process ---------------------------------------------------------------------------------
-
-def _redirect_output(log_path: str | None) -> None:
-    """Send this process's stdout/stderr (and so its log lines) to the trial's log file."""
-    if not log_path:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def _answer(channel: IO[bytes], answer: protocol.Answer) -> None:
-    channel.write(protocol.encode(answer))
-    channel.flush()
-
-
-def _setup(request: protocol.Setup) -> tuple[Worker, protocol.Ready]:
-    from autotune.measure.backends import get_backend
-
-    start = time.perf_counter()
-    backend = get_backend(request.device, request.ceiling)
-    backend.setup()
-    return Worker(backend), protocol.Ready(setup_s=time.perf_counter() - start, import_s=_IMPORT_S,
-                                           pid=os.getpid(),
-                                           device_baseline_bytes=backend.info.nvml_baseline_used_bytes)
-
-
-def handle(worker: Worker, request: protocol.Request) -> protocol.Answer:
-    """The answer to one request after setup."""
-    if isinstance(request, (protocol.Trial, protocol.Load)):
-        _redirect_output(request.log)
-        if isinstance(request, protocol.Load):
-            return protocol.Measured(worker.hold(request.slot, request.job))
-        log.info("trial %s on %s", request.job.assignment, request.job.target.device)
-        result = worker.trial(request.job)
-        log.info("done: %s", result.status)
-        return protocol.Measured(result)
-    if isinstance(request, protocol.Runs):  # a block of an interleaved comparison of loaded candidates
-        worker.select(request.slot)
-        return protocol.Latencies(worker.timed_runs(request.rule))
-    if isinstance(request, protocol.Release):
-        return worker.release()
-    raise protocol.ProtocolError(f"unexpected request {request.op.value!r}")
-
-
-def serve(channel: IO[bytes], requests: IO[bytes] | IO[str]) -> int:
-    """Answer requests until 'exit' or the parent closes stdin (it died: so do we)."""
-    worker: Worker | None = None
-    for line in requests:
-        try:
-            request = protocol.decode_request(line)
-            if isinstance(request, protocol.Exit):
-                return 0
-            if isinstance(request, protocol.Setup):
-                worker, ready = _setup(request)
-                _answer(channel, ready)
-            elif worker is None:
-                raise RuntimeError(f"request {request.op.value!r} before setup")
-            else:
-                _answer(channel, handle(worker, request))
-        except InvalidTargetError as exc:  # no trial of this target can run here: say so once
-            log.error("%s", exc)
-            _answer(channel, protocol.Unrunnable(str(exc)))
-            return 0
-        except BaseException as exc:
-            traceback.print_exc()
-            _answer(channel, protocol.Failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]))
-            return 1
-    return 0
-
-
-_IMPORT_S = 0.0
-
-
-def _die_with_parent() -> None:
-    """Linux: be killed (SIGKILL) when the search process dies, even by `kill -9`, instead of
-    finishing a trial nobody will read. Elsewhere the closed stdin ends the worker after its trial."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def main(argv: list[str]) -> int:
-    global _IMPORT_S
-    _die_with_parent()
-    start = time.perf_counter()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
-    import diffusers  # noqa: F401  (paid once per process; timed as import_s)
-    import torch  # noqa: F401
-
-    import autotune.knobs.settings  # noqa: F401
-    import autotune.models.pipelines  # noqa: F401
-
-    _IMPORT_S = time.perf_counter() - start
-    channel = os.fdopen(int(argv[0]), "wb")
-    return serve(channel, sys.stdin.buffer)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

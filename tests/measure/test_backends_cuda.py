@@ -504,6 +504,8 @@ def test_setup_measures_the_context_whatever_nvml_refuses(failing):
 def test_the_reference_output_is_made_without_tf32_and_every_trial_records_its_flags(monkeypatch, tmp_path):
     import torch
 
+    from autotune.measure.judge import TrialJudge
+
     seen = []
     b, _, _ = backend()
 
@@ -512,7 +514,7 @@ def test_the_reference_output_is_made_without_tf32_and_every_trial_records_its_f
 
     monkeypatch.setattr(_worker, "run_pipeline", run)
     # Judged once, as the real one does, without writing an image file.
-    monkeypatch.setattr(_worker.Worker, "_judge_output", lambda self, *args: setattr(self, "_to_judge", False))
+    monkeypatch.setattr(TrialJudge, "judge", lambda self, *args: setattr(self, "pending", False))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # PyTorch's default
     job = TrialJob(_tiny_target(), {}, runs=2, max_runs=2, save_reference=str(tmp_path / "ref.npz"))
     result = _worker.measure(job, backend=b)
