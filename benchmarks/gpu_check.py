@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--run-dir", type=Path, help="studies and trial logs (default: a temp dir)")
     p.add_argument("--exclude", action="append", default=[], help="passed to the searches, e.g. compile=full")
+    p.add_argument("--include", action="append", default=[], help="passed to the searches, e.g. quantize_bnb")
     p.add_argument("--smoke", action="store_true", help="tiny sizes for a CPU smoke test: 64 px, 2 steps, 2 trials")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         hand_wall = time.monotonic() - share_start
         search_budget = max(0.0, share - hand_wall)
         log.info("search under %s: %d trials, %.0f s", ceiling, args.trials, search_budget)
-        result: TuneResult = tune(target, trials=args.trials, run_dir=run_dir, seed=0, exclude=args.exclude,
+        result: TuneResult = tune(target, trials=args.trials, run_dir=run_dir, seed=0, exclude=args.exclude, include=args.include,
                                   measurer=search_measurer, runs=args.runs, time_cap_s=args.max_run_time,
                                   confirm=not args.smoke, time_budget_s=search_budget)
         s = result.search

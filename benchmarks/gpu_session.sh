@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the open issues, in two parts that each fit one lent-machine command (at most
-# 8.5 minutes on an H100/H200, the wheel install included; see BUDGET below).
+# The GPU checks of the open issues, in three parts that each fit one lent-machine command (at
+# most 8.5 minutes on an H100/H200, the wheel install included; see BUDGET below).
 #
 # How to run it (next session): fetch the wheels once, here, with
 #   bash ../shared/scripts/device-wheels.sh        # -> .whl/ (git-ignored)
@@ -11,6 +11,9 @@
 # and part2 in the next, unless more time is left):
 #   run(command="bash benchmarks/gpu_session.sh part1", carry=[".whl"], timeout_s=540)
 #   run(command="bash benchmarks/gpu_session.sh part2", carry=[".whl"], timeout_s=540)
+#   run(command="bash benchmarks/gpu_session.sh part3", carry=[".whl"], timeout_s=540)
+# (part3 needs torchao and bitsandbytes among the wheels:
+#   bash ../shared/scripts/device-wheels.sh torchao==0.18.0 bitsandbytes==0.50.2)
 # and give_back right after. Everything comes back from $OUT (at most 8 files, under files_at):
 # copy them into benchmarks/results/ and commit them raw; a non-zero rc names the failed steps in
 # the last line of the output and in the session file. Without OUT the files go to
@@ -22,6 +25,10 @@
 #   part2: the seed ladder (fp32 -> fp16 -> channels_last -> compile), the 4GB search with its
 #          hand choice, and, if the 4GB winner compiles, `autotune warmup` (first call cold vs
 #          with the artifacts).
+#   part3 (issue 22): builtin:sdxl 1024x1024 at 8GB with torchao's and bitsandbytes'
+#          quantization included, against the hand choice (fp16 + model offload there); then
+#          builtin:sd15 at 8GB with compile limited to CUDA graphs (the other modes excluded),
+#          against the hand choice (fp16), in the same run.
 # Each part starts with benchmarks/preflight.py (imports, NVML by PID, one sd15 step, one tiny
 # compile; stops in seconds on failure). Every step writes its results as it goes and has its own
 # `timeout`; a failed step does not stop the later ones, but the script then exits 1. The session
@@ -41,18 +48,21 @@ cd "$(dirname "$0")/.." || exit 1
 # BUDGET, seconds per step (each is that step's `timeout`); the sum must stay <= 510 (8.5 min).
 #   part1: install 30 + preflight 60 + search_cost 170 + search_8gb 210 + pack 10        = 480
 #   part2: install 30 + preflight 60 + ladder 130 + search_4gb 140 + warmup 130 + pack 10 = 500
+#   part3: install 30 + preflight 60 + quant_sdxl_8gb 240 + graphs_8gb 170 + pack 10      = 510
 # The Python steps get inner budgets 10-20 s under their timeout, to write their files and end.
 # Why these sizes (H100 run of 2026-11-27): a trial without compile is ~20-35 s in a fresh worker
 # (weights 12-25 s), a few s in a warm one; a cold compile=full is 52-78 s; warmup is a cold
 # compile in a fresh process (~95 s) plus a process that loads the artifacts (~25 s).
 T_INSTALL=30 T_PREFLIGHT=60 T_SEARCH_COST=170 T_SEARCH_8GB=210 T_LADDER=130 T_SEARCH_4GB=140 T_WARMUP=130 T_PACK=10
+T_QUANT=240 T_GRAPHS=170
 LIMIT=510
 
 part=${1:-}
 case "$part" in
     part1) budget=$((T_INSTALL + T_PREFLIGHT + T_SEARCH_COST + T_SEARCH_8GB + T_PACK)) ;;
     part2) budget=$((T_INSTALL + T_PREFLIGHT + T_LADDER + T_SEARCH_4GB + T_WARMUP + T_PACK)) ;;
-    *) echo "usage: bash benchmarks/gpu_session.sh part1|part2" >&2; exit 2 ;;
+    part3) budget=$((T_INSTALL + T_PREFLIGHT + T_QUANT + T_GRAPHS + T_PACK)) ;;
+    *) echo "usage: bash benchmarks/gpu_session.sh part1|part2|part3" >&2; exit 2 ;;
 esac
 if [ "$budget" -gt "$LIMIT" ]; then echo "budget of $part is $budget s, over $LIMIT s" >&2; exit 2; fi
 
@@ -72,6 +82,8 @@ if [ "$rehearsal" = 1 ]; then
     size=(--height 64 --width 64) steps=2
     cost_args=(--trials 2 --repeat 2 --max-run-time 1)
     check_args=(--smoke) ladder_args=(--smoke)
+    # the same steps without what cannot run on a CPU (bitsandbytes, CUDA graphs)
+    sdxl_model=$model sdxl_size=("${size[@]}") quant_args=() graphs_args=()
     device_name=$("$py" -c 'from autotune.hardware import cpu_name; print(cpu_name())' 2>/dev/null || echo cpu)
 else
     export PYTHONPATH="/tmp/site:$PWD"
@@ -80,6 +92,9 @@ else
     cost_args=(--trials 6 --repeat 5 --max-run-time 6)
     check_args=(--max-run-time 5 --trial-timeout 100)
     ladder_args=(--max-run-time 3 --ladder-timeout 100)  # short runs: the compile row must fit
+    sdxl_model=builtin:sdxl sdxl_size=(--height 1024 --width 1024)
+    quant_args=(--include quantize --include quantize_bnb --exclude compile --trials 5)
+    graphs_args=(--exclude compile=full --exclude compile=full-max-autotune --exclude compile=regional --trials 3)
     device_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 fi
 slug=$(printf '%s' "${device_name:-unknown device}" | tr 'A-Z' 'a-z' | sed -E 's/\((r|tm)\)//g; s/[^a-z0-9]+/-/g; s/^-+|-+$//g')
@@ -173,6 +188,12 @@ if [ "$part" = part1 ]; then
         --no-regret --exclude compile --time-budget "$(within 90)" --budget-s "$(within T_SEARCH_COST-15)" --run-dir "$run/search-cost"
     step search_8gb "$T_SEARCH_8GB" "$py" benchmarks/gpu_check.py "${common[@]}" "${check_args[@]}" \
         --no-ladder --no-preflight --ceilings 8GB --tag part1 --budget-s "$(within T_SEARCH_8GB-20)" --run-dir "$run/gpu-check"
+elif [ "$part" = part3 ]; then
+    step quant_sdxl_8gb "$T_QUANT" "$py" benchmarks/gpu_check.py --device "$device" --model "$sdxl_model" \
+        "${sdxl_size[@]}" --steps "$steps" --out-dir "$out" "${check_args[@]}" "${quant_args[@]}" \
+        --no-ladder --no-preflight --ceilings 8GB --tag part3-quant --budget-s "$(within T_QUANT-20)" --run-dir "$run/quant"
+    step graphs_8gb "$T_GRAPHS" "$py" benchmarks/gpu_check.py "${common[@]}" "${check_args[@]}" "${graphs_args[@]}" \
+        --no-ladder --no-preflight --ceilings 8GB --tag part3-graphs --budget-s "$(within T_GRAPHS-15)" --run-dir "$run/graphs"
 else
     step ladder "$T_LADDER" "$py" benchmarks/gpu_check.py "${common[@]}" "${ladder_args[@]}" \
         --ceilings --no-preflight --tag part2-ladder --budget-s "$(within T_LADDER-10)" --run-dir "$run/gpu-check-ladder"

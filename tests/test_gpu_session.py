@@ -102,7 +102,11 @@ def test_a_failed_preflight_stops_the_part(tmp_path, stub_python):
     assert "gpu_check.py" not in calls.read_text()
 
 
-@pytest.mark.parametrize("part", ["part1", "part2"])
+STEPS = {"part1": ["preflight", "search_cost", "search_8gb"], "part2": ["preflight", "ladder", "search_4gb"],
+         "part3": ["preflight", "quant_sdxl_8gb", "graphs_8gb"]}
+
+
+@pytest.mark.parametrize("part", sorted(STEPS))
 def test_each_part_budgets_at_most_a_loan_and_passes_when_its_steps_do(tmp_path, stub_python, part):
     python, calls = stub_python
     proc = run_session(part, tmp_path / "out", tmp_path / "run", python)
@@ -111,8 +115,7 @@ def test_each_part_budgets_at_most_a_loan_and_passes_when_its_steps_do(tmp_path,
     budget = int(re.search(r"budget: (\d+) s of 510 s", text).group(1))
     assert budget <= LOAN_S
     steps = re.findall(r"^- (\w+): ok in \d+ s of its (\d+) s", text, re.M)
-    assert [name for name, _ in steps] == (["preflight", "search_cost", "search_8gb"] if part == "part1"
-                                          else ["preflight", "ladder", "search_4gb"])
+    assert [name for name, _ in steps] == STEPS[part]
     assert sum(int(limit) for _, limit in steps) < budget  # install and packing are the rest
     assert f"{part} passed" in text
     assert len(list((tmp_path / "out").iterdir())) <= MAX_FILES
@@ -121,7 +124,7 @@ def test_each_part_budgets_at_most_a_loan_and_passes_when_its_steps_do(tmp_path,
 
 
 def test_an_unknown_part_is_refused(tmp_path):
-    assert run_session("part3", tmp_path / "out", tmp_path / "run").returncode == 2
+    assert run_session("part4", tmp_path / "out", tmp_path / "run").returncode == 2
 
 
 # -- the dress rehearsal: the real steps on CPU ---------------------------------------------------
@@ -139,6 +142,11 @@ def part1(tmp_path_factory):
 @pytest.fixture(scope="module")
 def part2(tmp_path_factory):
     return _rehearse(tmp_path_factory, "part2")
+
+
+@pytest.fixture(scope="module")
+def part3(tmp_path_factory):
+    return _rehearse(tmp_path_factory, "part3")
 
 
 def _one(out: Path, pattern: str) -> Path:
@@ -203,3 +211,18 @@ def test_rehearsal_with_a_model_that_does_not_exist_stops_at_the_preflight(tmp_p
     text = session_text(tmp_path / "out", "part1")
     assert "unknown built-in model 'builtin:nope'" in text and "- preflight: **FAILED** (exit 1)" in text
     assert "search_cost" not in text and not list((tmp_path / "out").glob("*search-cost*"))
+
+
+@pytest.mark.slow
+def test_rehearsal_of_part3(part3):
+    """On CPU without bitsandbytes or CUDA graphs: the two searches against their hand choices."""
+    proc, out = part3
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list(out.iterdir())) <= MAX_FILES
+    text = session_text(out, "part3")
+    assert "- quant_sdxl_8gb: ok" in text and "- graphs_8gb: ok" in text
+    for tag in ("part3-quant", "part3-graphs"):
+        _one(out, f"*-{tag}.md")
+        search = json.loads(_one(out, f"*-{tag}.json").read_text())["searches"][0]
+        assert search["hand_choice"]["measurement"]["status"] == "ok"
+    _logs_without_caches(out, "part3")
