@@ -321,6 +321,9 @@ class SimMeasurer:
 
     def compare(self, jobs: Sequence[Any], rounds: int, runs_per_round: int, deadline: float,
                 groups: Sequence[Sequence[int]] | None = None) -> tuple[dict[int, list[float]], str]:
+        """As `SubprocessMeasurer.compare`, on the simulated device (its rotation and pairing)."""
+        from autotune.measure.measurer import complete_rounds, round_order
+
         device = self.device
         groups = [[i] for i in range(len(jobs))] if groups is None else groups
         workers: dict[int, _Worker] = {}
@@ -347,16 +350,14 @@ class SimMeasurer:
                 if device.clock.now >= deadline:
                     notes.append(f"time budget reached after {r} of {rounds} rounds")
                     break
-                rotated = order[r % len(order):] + order[:r % len(order)] if order else []
-                for i in rotated:
+                for i in round_order(order, r):
                     block = [device.run(workers[i], jobs[i].assignment, deadline, copies[i])
                              for _ in range(runs_per_round)]
                     self.confirm_runs += runs_per_round
                     medians[i].append(statistics.median(block))
         except Deadline:
             notes.append("a worker stopped during the rounds (time budget)")
-        complete = min((len(v) for i, v in medians.items() if i in workers), default=0)
-        return {i: v[:complete] for i, v in medians.items() if i in workers and complete}, "; ".join(notes)
+        return complete_rounds(medians, workers), "; ".join(notes)
 
 
 def new_worker_warmup() -> int:

@@ -3,8 +3,8 @@
 `--device auto` (the default everywhere) means cuda when torch can use a GPU, else cpu; the
 default model is the real SD 1.5 architecture on cuda and the tiny one trained on shapes on cpu,
 where SD 1.5 would take minutes per trial (trained, so that a newcomer's first image is smooth
-shapes, not the coloured noise of random weights). `plan --device cuda` still works without a GPU: choosing the device is not
-the same as requiring it (`search` checks for the GPU itself).
+shapes, not the coloured noise of random weights). `plan --device cuda` still works without a
+GPU: choosing the device is not the same as requiring it (`search` checks for the GPU itself).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,6 +53,22 @@ def leaves_process_state(assignment: dict[str, Value]) -> bool:
     from autotune import knobs
 
     return any(assignment.get(k.name, k.default) in k.process_state for k in knobs.all_knobs())
+
+
+def round_order(order: Sequence[int], r: int) -> list[int]:
+    """The arms of round `r` of an interleaved comparison: `order` rotated by `r`, so that each
+    arm runs first, and after each other arm, equally often over a multiple of len(order) rounds."""
+    if not order:
+        return []
+    shift = r % len(order)
+    return [*order[shift:], *order[:shift]]
+
+
+def complete_rounds(medians: dict[int, list[float]], loaded: Container[int]) -> dict[int, list[float]]:
+    """The block medians of the loaded arms, cut to the rounds every one of them completed (a
+    round cut short by a deadline or a failure is dropped for all, so the arms stay paired)."""
+    complete = min((len(v) for i, v in medians.items() if i in loaded), default=0)
+    return {i: v[:complete] for i, v in medians.items() if i in loaded and complete}
 
 
 class SubprocessMeasurer:
@@ -205,8 +221,7 @@ class SubprocessMeasurer:
                 if time.monotonic() >= deadline:
                     notes.append(f"time budget reached after {r} of {rounds} rounds")
                     break
-                rotated = order[r % len(order):] + order[:r % len(order)] if order else []
-                for i in rotated:
+                for i in round_order(order, r):
                     answer = owner[i].request(protocol.Runs(block, slot=i), deadline)
                     if not isinstance(answer, protocol.Latencies):
                         raise WorkerGone(f"the worker answered a block of runs with {_message(answer)}")
@@ -216,8 +231,7 @@ class SubprocessMeasurer:
         finally:
             for worker in started:
                 worker.close()
-        complete = min((len(v) for i, v in medians.items() if i in owner), default=0)
-        return {i: v[:complete] for i, v in medians.items() if i in owner and complete}, "; ".join(notes)
+        return complete_rounds(medians, owner), "; ".join(notes)
 
     def _load_group(self, jobs: Sequence[TrialJob], group: Sequence[int], deadline: float,
                     owner: dict[int, WorkerProcess], notes: list[str]) -> list[WorkerProcess]:

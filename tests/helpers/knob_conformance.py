@@ -9,9 +9,9 @@ For every value of the knob: either it says why it cannot run on cpu (and applyi
 or it applies to the tiny pipeline, `check` sees its effect, the pipeline still runs, and an exact
 (not lossy) value gives the baseline images to float reordering. A value that conflicts with
 another knob's default (vae_dtype=fp32 with dtype=fp32) is applied with that knob's first value
-it does not conflict with (dtype=fp16), and compared with the baseline only if that one is exact. A value excluded from the search
-by default must say why, and is applied all the same unless it is in `slow` (cold compiles: the
-slow tier runs those).
+it does not conflict with (dtype=fp16), and compared with the baseline only if that one is
+exact. A value excluded from the search by default must say why, and is applied all the same
+unless it is in `slow` (cold compiles: the slow tier runs those).
 """
 from __future__ import annotations
 

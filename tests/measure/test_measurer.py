@@ -215,3 +215,14 @@ def test_a_candidate_that_cannot_load_in_a_shared_worker(job, second):
         assert medians == {0: [0.1, 0.1]} and note == "trial 2 could not be reloaded (oom)"
     else:
         assert medians == {} and note == "trial 2 could not be reloaded (ValueError: boom)"
+
+
+def test_each_arm_leads_a_round_in_turn_and_only_complete_rounds_are_kept():
+    from autotune.measure.measurer import complete_rounds, round_order
+
+    orders = [round_order([4, 7, 9], r) for r in range(3)]
+    assert orders == [[4, 7, 9], [7, 9, 4], [9, 4, 7]]
+    assert [o[0] for o in orders] == [4, 7, 9] and round_order([], 2) == []
+    kept = complete_rounds({4: [1.0, 1.1, 1.2], 7: [2.0, 2.1], 9: [3.0]}, loaded={4, 7})
+    assert kept == {4: [1.0, 1.1], 7: [2.0, 2.1]}  # 9 never loaded; 4's third round unpaired
+    assert complete_rounds({4: [1.0], 7: []}, loaded={4, 7}) == {}

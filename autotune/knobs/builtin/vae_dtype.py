@@ -29,7 +29,7 @@ CHOICES = ("same", "fp32")
 
 
 class VaeWithoutCodersError(ValueError):
-    """The VAE has no `encoder`/`decoder` submodules whose inputs the upcast could cast."""
+    """The VAE has no `decoder` submodule whose inputs the upcast could cast to fp32."""
 
 
 def _cast_inputs(dtype: Any) -> Any:
