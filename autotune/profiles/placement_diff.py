@@ -42,6 +42,10 @@ def placement_changes(before: Placement, after: Placement) -> list[str]:
 def warn_upcast(before: Placement, after: Placement, settings: dict[str, Value]) -> None:
     """A user's half-precision pipeline turned into float32 by the profile costs twice the memory:
     say so (naming the settings that decide how weights are stored), and how to keep it."""
+    import torch
+
+    if knobs.load_kwargs(settings).get("torch_dtype", torch.float32) != torch.float32:
+        return  # a component in float32 under a half-precision profile is a knob's choice (vae_dtype)
     upcast = sorted(name for name in set(before) & set(after)
                     if before[name][0] in _HALF and after[name][0] == "float32")
     if upcast:

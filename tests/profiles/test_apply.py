@@ -304,6 +304,10 @@ def test_a_half_precision_pipeline_turned_to_fp32_warns(tiny_pipe):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fp32 -> bf16 is what the profile asks: no warning
         apply_profile(tiny_pipe, make_profile({"dtype": "bf16"}))
+        # nor is the VAE in fp32 under a bf16 profile: vae_dtype asks for it
+        upcast = apply_profile(build_pipeline("builtin:tiny-sd", torch_dtype=torch.bfloat16),
+                               make_profile({"dtype": "bf16", "vae_dtype": "fp32"}))
+    assert upcast.changes == ("vae: dtype bfloat16 -> float32",)
 
 
 def test_auto_discovery_says_why_it_chose_the_profile(tmp_path, tiny_pipe, caplog):
