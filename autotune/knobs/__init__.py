@@ -21,6 +21,7 @@ from autotune.knobs.registry import (
     conflicts,
     get,
     iter_conflicts,
+    load_dtype,
     load_key,
     load_kwargs,
     register,
@@ -33,6 +34,6 @@ check_conflicts()
 
 __all__ = [
     "ApplyContext", "Conflict", "Context", "Knob", "ModuleFacts", "PlanEffect", "SLOW", "SpeedPrior", "Stage", "Value",
-    "all_knobs", "compiles", "conflicts", "get", "iter_conflicts", "load_key", "load_kwargs", "register",
+    "all_knobs", "compiles", "conflicts", "get", "iter_conflicts", "load_dtype", "load_key", "load_kwargs", "register",
     "register_conflict",
 ]

@@ -258,6 +258,13 @@ def load_kwargs(settings: Mapping[str, Value]) -> dict[str, Any]:
     return kwargs
 
 
+def load_dtype(settings: Mapping[str, Value]) -> Any:
+    """The torch dtype these settings load the weights in (float32 unless a knob says otherwise)."""
+    import torch
+
+    return load_kwargs(settings).get("torch_dtype", torch.float32)
+
+
 def load_key(settings: Mapping[str, Value]) -> tuple[tuple[str, Value], ...]:
     """The knob values that decide how weights are loaded: settings with equal keys share weights.
     A knob whose value adds no load argument (bitsandbytes off) is left out."""

@@ -103,6 +103,12 @@ class TrialJudge:
                 result.device_info.reference_math_flags = exact
             yield
 
+    @contextlib.contextmanager
+    def judged_run(self, pipe: Any, job: TrialJob, result: Measurement | None) -> Iterator[Recorders | None]:
+        """Around a run whose output may be judged: its math, and what it records (None: nothing)."""
+        with self.exact_math(job, result), self.recording(pipe, job) as recorders:
+            yield recorders
+
     def judge(self, pipe: Any, job: TrialJob, result: Measurement, output: Any, captured: list[Any],
               recorders: Recorders | None = None) -> None:
         """The judged run's output: saved as the reference, or scored against it, once a trial."""

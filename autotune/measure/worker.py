@@ -117,7 +117,7 @@ class Worker:
                 self._tracked_warmup = True
             else:
                 latents: list[Any] = []
-                with self.judging.exact_math(job, result), self.judging.recording(self.pipe, job) as recorder:
+                with self.judging.judged_run(self.pipe, job, result) as recorder:
                     output = run_pipeline(self.pipe, job, capture_latents=latents if self.judging.pending else None)
                     self.backend.synchronize()
                 self.judging.judge(self.pipe, job, result, output, latents, recorder)
@@ -175,8 +175,8 @@ class Worker:
                 # warm-up ran under the memory tracker); keeping a reference costs nothing.
                 captured: list[Any] = []
                 first = judged is None  # the run whose output is judged, where none was yet
-                with self.judging.exact_math(self.job, self.result) if first else contextlib.nullcontext(), \
-                        self.judging.recording(self.pipe, self.job) if first else contextlib.nullcontext(None) as recorder:
+                around = self.judging.judged_run(self.pipe, self.job, self.result) if first else contextlib.nullcontext(None)
+                with around as recorder:
                     t0 = time.perf_counter()
                     output = run_pipeline(self.pipe, self.job, capture_latents=captured if self.judging.pending else None)
                     self.backend.synchronize()

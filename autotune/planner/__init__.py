@@ -81,7 +81,7 @@ class Planner:
             own = knob.plan.own_dtype(value)
             if own is not None:
                 return own
-        dtype = knobs.load_kwargs(assignment).get("torch_dtype", torch.float32)
+        dtype = knobs.load_dtype(assignment)
         if component == "vae" and dtype == torch.float16 and self._vae_upcasts_fp16:
             return torch.float32
         return dtype

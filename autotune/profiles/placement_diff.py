@@ -44,7 +44,7 @@ def warn_upcast(before: Placement, after: Placement, settings: dict[str, Value])
     say so (naming the settings that decide how weights are stored), and how to keep it."""
     import torch
 
-    if knobs.load_kwargs(settings).get("torch_dtype", torch.float32) != torch.float32:
+    if knobs.load_dtype(settings) != torch.float32:
         return  # a component in float32 under a half-precision profile is a knob's choice (vae_dtype)
     upcast = sorted(name for name in set(before) & set(after)
                     if before[name][0] in _HALF and after[name][0] == "float32")
