@@ -54,9 +54,10 @@ class ModuleFacts:
     tiling: bool = False
     #: Block classes `compile_repeated_blocks` compiles (`_repeated_blocks`).
     repeated_blocks: tuple[str, ...] = ()
-    #: VAEs whose tiling and slicing rules are known (AutoencoderKL: SD, SDXL, SD3, Flux): the
-    #: largest (height, width) in pixels it decodes whole with tiling on (its `_decode` tiles only
-    #: a latent larger than its tile), and that slicing splits only a batch of more than one.
+    #: VAEs whose tiling and slicing rules are known (AutoencoderKL: SD, SDXL, SD3, Flux; and
+    #: AutoencoderKLWan): the largest (height, width) in pixels it decodes whole with tiling on
+    #: (its `_decode` tiles only a latent larger than its tile), and that slicing splits only a
+    #: batch of more than one.
     untiled_up_to: tuple[int, int] | None = None
     slices_batch: bool = False
 

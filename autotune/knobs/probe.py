@@ -26,7 +26,6 @@ ComponentClasses = Mapping[str, tuple[str, str]]
 def module_facts(module: Any) -> ModuleFacts:
     """What the knobs need to know of one module (real or on the meta device)."""
     import torch
-    from diffusers import AutoencoderKL
     from diffusers.models.attention import AttentionModuleMixin
     from diffusers.models.attention_processor import Attention, MochiAttention
 
@@ -40,7 +39,7 @@ def module_facts(module: Any) -> ModuleFacts:
             dispatch = dispatch or hasattr(getattr(sub, "processor", None), "_attention_backend")
     ranks = [t.dim() for t in itertools.chain(module.parameters(), module.buffers())]
     cls = type(module)
-    known_vae = isinstance(module, AutoencoderKL) and isinstance(getattr(module, "tile_sample_min_size", None), int)
+    untiled_up_to = _untiled_up_to(module)
     return ModuleFacts(
         class_name=cls.__name__,
         conv_dims=frozenset(conv_dims),
@@ -50,9 +49,26 @@ def module_facts(module: Any) -> ModuleFacts:
         slicing=callable(getattr(cls, "enable_slicing", None)),
         tiling=callable(getattr(cls, "enable_tiling", None)),
         repeated_blocks=tuple(getattr(cls, "_repeated_blocks", None) or ()),
-        untiled_up_to=(module.tile_sample_min_size,) * 2 if known_vae else None,
-        slices_batch=known_vae,
+        untiled_up_to=untiled_up_to,
+        slices_batch=untiled_up_to is not None,
     )
+
+
+def _untiled_up_to(module: Any) -> tuple[int, int] | None:
+    """The largest (height, width) in pixels a VAE whose rules were read in diffusers' source
+    decodes whole with tiling on; None for any other module. AutoencoderKL (SD, SDXL, SD3, Flux)
+    tiles a latent larger than `tile_sample_min_size` either way, AutoencoderKLWan one wider than
+    `tile_sample_min_width` or taller than `tile_sample_min_height` (frame by frame either way);
+    both slice only a batch of more than one."""
+    from diffusers import AutoencoderKL, AutoencoderKLWan
+
+    if isinstance(module, AutoencoderKL) and isinstance(getattr(module, "tile_sample_min_size", None), int):
+        return (module.tile_sample_min_size,) * 2
+    if isinstance(module, AutoencoderKLWan):
+        height, width = getattr(module, "tile_sample_min_height", None), getattr(module, "tile_sample_min_width", None)
+        if isinstance(height, int) and isinstance(width, int):
+            return height, width
+    return None
 
 
 def pipeline_context(pipe: Any, device: str) -> Context:

@@ -224,13 +224,22 @@ def get(name: str) -> Knob:
         ) from None
 
 
+#: The last order computed, with the identities of the knobs it was computed from: the planner
+#: asks for it per module per candidate (a Wan space: 10^5 calls, half of its planning time).
+_ORDER: tuple[tuple[int, ...], tuple[Knob, ...]] = ((), ())
+
+
 def all_knobs() -> list[Knob]:
     """Knobs in canonical apply order: by stage; inside a stage, each after the knobs it names in
     `after` and before those in `before`, else in registration order."""
-    ordered: list[Knob] = []
-    for stage in sorted({k.stage for k in _KNOBS.values()}):
-        ordered += _stage_order([k for k in _KNOBS.values() if k.stage == stage])
-    return ordered
+    global _ORDER
+    registered = tuple(map(id, _KNOBS.values()))  # the cache holds the knobs: no id is reused
+    if _ORDER[0] != registered:
+        ordered: list[Knob] = []
+        for stage in sorted({k.stage for k in _KNOBS.values()}):
+            ordered += _stage_order([k for k in _KNOBS.values() if k.stage == stage])
+        _ORDER = (registered, tuple(ordered))
+    return list(_ORDER[1])
 
 
 def _stage_order(stage: list[Knob]) -> list[Knob]:

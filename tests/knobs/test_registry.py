@@ -129,6 +129,17 @@ def test_all_knobs_in_stage_order_and_each_after_what_it_names():
         assert all(position[b] > position[knob.name] for b in knob.before if b in position)
 
 
+def test_all_knobs_sees_a_knob_replaced_or_removed_after_it_was_ordered(monkeypatch):
+    from autotune.knobs import registry
+
+    before = knobs.all_knobs()
+    swapped = dataclasses.replace(registry.get("vae_tiling"), help="swapped")
+    monkeypatch.setitem(registry._KNOBS, "vae_tiling", swapped)
+    assert any(k is swapped for k in knobs.all_knobs())
+    monkeypatch.delitem(registry._KNOBS, "vae_tiling")
+    assert [k.name for k in knobs.all_knobs()] == [k.name for k in before if k.name != "vae_tiling"]
+
+
 def test_an_ordering_cycle_is_refused():
     from autotune.knobs import registry
 

@@ -55,3 +55,32 @@ def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch):
         "does nothing at batch 1: vae (AutoencoderKL) slices a batch into single images")
     assert knob.excluded_by_default(True, dataclasses.replace(ctx, batch=2)) is None
     assert knob.excluded_by_default(True, ctx) is None  # no batch known: any batch
+
+
+def test_wan_s_video_vae_is_left_out_at_batch_1_too(monkeypatch):
+    """Against diffusers' own AutoencoderKLWan: sliced, one video decodes in one call; two in two."""
+    import dataclasses
+
+    import torch
+    from helpers.zoo import build
+
+    from autotune.knobs.probe import pipeline_context
+
+    pipe = build("wan")
+    vae, knob = pipe.vae, knobs.get("vae_slicing")
+    calls: list[int] = []
+    real = vae._decode
+    monkeypatch.setattr(vae, "_decode", lambda z, *a, **kw: calls.append(z.shape[0]) or real(z, *a, **kw))
+
+    def decode_calls(batch: int, sliced: bool) -> list[int]:
+        calls.clear()
+        (vae.enable_slicing if sliced else vae.disable_slicing)()
+        with torch.no_grad():
+            vae.decode(torch.zeros(batch, vae.config.z_dim, 2, 4, 4))
+        return list(calls)
+
+    assert decode_calls(1, sliced=True) == decode_calls(1, sliced=False) == [1]
+    assert decode_calls(2, sliced=True) == [1, 1] and decode_calls(2, sliced=False) == [2]
+    ctx = pipeline_context(pipe, "cpu")
+    assert knob.excluded_by_default(True, dataclasses.replace(ctx, batch=1)) == (
+        "does nothing at batch 1: vae (AutoencoderKLWan) slices a batch into single images")
