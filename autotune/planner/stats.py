@@ -13,9 +13,19 @@ from collections.abc import Callable, Mapping
 import torch
 
 
-def _own_bytes(module: torch.nn.Module, size: Callable[[str, torch.Tensor], int], prefix: str) -> int:
-    return sum(size(f"{prefix}{n}", t) for n, t in [*module.named_parameters(recurse=False),
-                                                   *module.named_buffers(recurse=False)])
+def _own_bytes(module: torch.nn.Module, size: Callable[[str, torch.Tensor], int], prefix: str,
+               seen: set[int] | None = None) -> int:
+    """Bytes of the tensors `module` holds itself; with `seen`, each tensor once over a pass: a
+    tied weight (T5's `shared` and `encoder.embed_tokens`, two modules holding one Parameter)
+    is one tensor in memory."""
+    total = 0
+    for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+        if seen is not None:
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+        total += size(f"{prefix}{name}", tensor)
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,19 +70,23 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
         return round(tensor.numel() * storage.get(name, tensor.element_size()))
 
     total = largest_leaf = non_leaf = loaded = 0
+    counted: set[int] = set()
+    loaded_counted: set[int] = set()
     for name, sub in module.named_modules():
-        own = _own_bytes(sub, size, f"{name}." if name else "")
+        own = _own_bytes(sub, size, f"{name}." if name else "", counted)
         total += own
-        loaded += _own_bytes(sub, lambda _, t: t.numel() * t.element_size(), "")
+        loaded += _own_bytes(sub, lambda _, t: t.numel() * t.element_size(), "", loaded_counted)
         if any(True for _ in sub.children()):
             non_leaf += own
         else:
             largest_leaf = max(largest_leaf, own)
 
-    def subtree(sub: torch.nn.Module, prefix: str) -> int:
-        return sum(_own_bytes(m, size, f"{prefix}{n}." if n else prefix) for n, m in sub.named_modules())
+    grouped: set[int] = set()  # a tensor tied across groups is counted in the first that holds it
 
-    unmatched = _own_bytes(module, size, "")
+    def subtree(sub: torch.nn.Module, prefix: str) -> int:
+        return sum(_own_bytes(m, size, f"{prefix}{n}." if n else prefix, grouped) for n, m in sub.named_modules())
+
+    unmatched = _own_bytes(module, size, "", grouped)
     block_sizes: list[tuple[int, ...]] = []
     for name, child in module.named_children():
         if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):

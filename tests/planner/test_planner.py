@@ -293,3 +293,22 @@ def test_block_offload_groups_a_transformer_as_diffusers_does(zoo):  # noqa: F81
     # while the transformer runs, block offload keeps its unmatched modules and one block, nothing else
     assert (none.phases["denoiser step"] - block.phases["denoiser step"]
             == none.resident_weights_bytes - (stats.block_unmatched + stats.largest_block))
+
+
+@pytest.mark.parametrize("name, component", [("flux", "text_encoder_2"), ("wan", "text_encoder")])
+def test_a_tied_weight_counts_once_as_in_the_loaded_model(zoo, name, component):  # noqa: F811
+    """T5's and UMT5's encoders hold one embedding under two modules (`shared` and
+    `encoder.embed_tokens`): the loaded model keeps one tensor, and so must the weight count
+    (for Wan's UMT5-XXL the second copy would be 2 GiB in 16-bit)."""
+    from diffusers import DiffusionPipeline
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from autotune.planner.fake import fake_components
+
+    real = getattr(DiffusionPipeline.from_pretrained(zoo[name]), component)
+    assert real.shared.weight is real.encoder.embed_tokens.weight
+    fake = fake_components(str(zoo[name]), torch.float32, FakeTensorMode(allow_non_fake_inputs=True))[component]
+    nbytes = sum(t.numel() * t.element_size() for t in [*real.parameters(), *real.buffers()])
+    stats = weight_stats(fake)
+    assert stats.total == stats.loaded_bytes == nbytes
+    assert stats.block_unmatched + sum(map(sum, stats.block_sizes)) == nbytes
