@@ -62,9 +62,28 @@ def test_apply_rejects_an_unknown_mode(tiny_pipe):
 
 
 def test_group_offload_values_parse_into_diffusers_arguments():
-    assert Offload.parse("group-block-4-stream").group_offload_kwargs("cuda") == {
-        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": True,
+    assert Offload.parse("group-block-4").group_offload_kwargs("cuda") == {
+        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": False,
         "num_blocks_per_group": 4}
+    assert Offload.parse("group-block-1-stream").group_offload_kwargs("cuda") == {
+        "onload_device": "cuda", "offload_device": "cpu", "offload_type": "block_level", "use_stream": True,
+        "num_blocks_per_group": 1}
+
+
+def test_a_streamed_group_of_several_blocks_is_refused_as_diffusers_makes_it_one():
+    """diffusers' block-level group offload sets num_blocks_per_group=1 whenever it has a stream
+    (warning "Using streams is only supported for num_blocks_per_group=1"): such a value would be
+    group-block-1-stream under another name, planned with four blocks it never moves together."""
+    import inspect
+
+    from diffusers.hooks import group_offloading
+
+    source = inspect.getsource(group_offloading._apply_group_offloading_block_level)
+    assert "config.stream is not None and config.num_blocks_per_group != 1" in source
+    with pytest.raises(ValueError, match="use group-block-1-stream"):
+        Offload.parse("group-block-4-stream")
+    assert not any(v.startswith("group-block-") and v.endswith("-stream") and v != "group-block-1-stream"
+                   for v in knobs.get("offload").choices)
 
 
 def test_lowmem_group_offload_pins_each_group_as_it_moves():
@@ -86,7 +105,7 @@ def test_host_ram_per_offload_mode_counts_weights_as_loaded():
              "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
                                 largest_block=0, largest_upcast_layer=0)}
     expected = {"none": 1100, "model": 1100, "sequential": 1100, "group-block-1": 1100, "group-leaf": 1100,
-                "group-block-1-stream": 2200, "group-leaf-stream": 2200, "group-block-4-stream": 2200,
+                "group-block-1-stream": 2200, "group-leaf-stream": 2200,
                 "group-block-1-stream-lowmem": 1100 + 300}
     assert {v: host_bytes(v, stats) for v in expected} == expected
     assert knobs.get("offload").plan.host is host_bytes
@@ -106,7 +125,7 @@ def test_resident_weights_per_offload_mode():
              "vae": WeightStats(total=100, largest_leaf=20, non_leaf=0, block_unmatched=100,
                                 largest_block=0, largest_upcast_layer=0)}
     expected = {"none": 1100, "model": 1000, "sequential": 50, "group-block-1": 500, "group-block-1-stream": 800,
-                "group-block-4": 200 + 550, "group-block-4-stream": 200 + 2 * 550,  # blocks 0-3 move together
+                "group-block-4": 200 + 550,  # blocks 0-3 move together
                 "group-leaf": 60, "group-leaf-stream": 110}
     assert {v: resident_bytes(v, "unet", stats) for v in expected} == expected
     assert knobs.get("offload").plan.resident is resident_bytes

@@ -52,6 +52,9 @@ class Offload:
         stream = lowmem or parts[-1] == "stream"
         body = parts[1:len(parts) - stream - lowmem]
         if parts[0] == "group" and body[:1] == ["block"] and len(body) == 2 and body[1].isdigit():
+            if stream and body[1] != "1":
+                raise ValueError(f"offload mode {value!r}: with a stream diffusers moves one block at a time "
+                                 "(it sets num_blocks_per_group=1, hooks/group_offloading.py); use group-block-1-stream")
             return cls("group", "block_level", int(body[1]), stream, lowmem)
         if parts[0] == "group" and body == ["leaf"]:
             return cls("group", "leaf_level", None, stream, lowmem)
@@ -68,15 +71,15 @@ class Offload:
         return kwargs
 
 
+#: No "group-block-4-stream": with a stream, diffusers 0.42 warns and groups one block anyway.
 CHOICES = ("none", "model", "sequential", "group-block-1", "group-block-1-stream", "group-block-1-stream-lowmem",
-           "group-block-4", "group-block-4-stream", "group-leaf", "group-leaf-stream")
+           "group-block-4", "group-leaf", "group-leaf-stream")
 #: Usually fastest first: weights kept on the device beat any offload; a streamed block group
 #: hides its copies behind compute, and larger groups make fewer, larger copies (more memory);
 #: pinning each group's copy as it moves costs time the stream was there to hide; per-layer
 #: copies (sequential) are slowest.
-SPEED = {"none": 0, "group-block-4-stream": 1, "group-block-1-stream": 2, "model": 3, "group-block-4": 4,
-         "group-block-1": 5, "group-block-1-stream-lowmem": 6, "group-leaf-stream": 7, "group-leaf": 8,
-         "sequential": 9}
+SPEED = {"none": 0, "group-block-1-stream": 1, "model": 2, "group-block-4": 3, "group-block-1": 4,
+         "group-block-1-stream-lowmem": 5, "group-leaf-stream": 6, "group-leaf": 7, "sequential": 8}
 
 
 def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
@@ -149,8 +152,9 @@ def _largest_group(mode: Offload, stats: Any) -> int:
 register(Knob(
     name="offload", choices=CHOICES, default="none", stage=Stage.PLACE,
     help="keep weights in CPU RAM and move them to the GPU when needed: per model, per leaf "
-         "layer (sequential) or per group of 1 or 4 blocks (group offload, optionally on a CUDA "
-         "stream; -lowmem pins one group at a time: less RAM, slower)",
+         "layer (sequential) or per group of 1 or 4 blocks or per leaf (group offload; one block or "
+         "leaf at a time can overlap its copies on a CUDA stream; -lowmem pins one group at a time: "
+         "less RAM, slower)",
     apply=_apply, unavailable_reason=_reason,
     plan=PlanEffect(resident=resident_bytes, host=host_bytes),
     speed=SpeedPrior(order=0, rank=lambda value, device: SPEED[value], spread=True),
