@@ -29,7 +29,9 @@ def add_target_arguments(p: argparse.ArgumentParser, *, model_default_help: str,
                          ceiling_required: bool = True) -> None:
     """Add the target flags. With `ceiling_required=False` (`autotune plan`), `--max-vram` may be
     left out: `target_from_args` then uses the ceiling its caller passes, or none at all."""
-    p.add_argument("--model", help="builtin:tiny-sd | builtin:sd15 | builtin:sdxl, a hub id or a diffusers "
+    from autotune.models.builtins import builtin_names
+
+    p.add_argument("--model", help=f"{' | '.join(builtin_names())}, a hub id or a diffusers "
                                    f"folder (default: {model_default_help})")
     p.add_argument("--height", type=int, help="image height in pixels, a multiple of 8 (default: the model's native size)")
     p.add_argument("--width", type=int, help="image width in pixels, a multiple of 8 (default: the model's native size)")

@@ -130,3 +130,13 @@ def test_help_and_version_exit_zero(capsys):
     assert run.code == 0 and run.out.startswith("usage: autotune search")
     run = cli(capsys, "--version")
     assert run.code == 0 and run.out.strip() == f"autotune {__import__('autotune').__version__}"
+
+
+@pytest.mark.parametrize("command", ["search", "plan"])
+def test_help_names_every_built_in_model(command, capsys):
+    from autotune.cli.main import main
+    from autotune.models.builtins import builtin_names
+
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert " | ".join(builtin_names()) in text
