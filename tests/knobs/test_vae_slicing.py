@@ -1,6 +1,7 @@
 """vae_slicing (autotune/knobs/builtin/vae_slicing.py)."""
 from __future__ import annotations
 
+import pytest
 from helpers.knob_conformance import baseline_images, conformance  # noqa: F401  (fixture)
 
 from autotune import knobs
@@ -24,9 +25,15 @@ def test_the_planner_traces_the_vae_sliced():
     assert not vae.use_slicing
 
 
-def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch):
-    """Against diffusers' own AutoencoderKL: sliced, a batch of one decodes in one call, as
-    unsliced; a batch of two in two."""
+#: A zoo pipeline and the shape of one latent (batch left out) its VAE decodes.
+LATENTS = {"sd": lambda vae: (vae.config.latent_channels, 8, 8),                  # AutoencoderKL
+           "wan": lambda vae: (vae.config.z_dim, 2, 4, 4)}                        # AutoencoderKLWan: frames
+
+
+@pytest.mark.parametrize("name, vae_class", [("sd", "AutoencoderKL"), ("wan", "AutoencoderKLWan")])
+def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch, name, vae_class):
+    """Against diffusers' own VAEs: sliced, a batch of one (image or video) decodes in one call,
+    as unsliced; a batch of two in two."""
     import dataclasses
 
     import torch
@@ -34,7 +41,7 @@ def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch):
 
     from autotune.knobs.probe import pipeline_context
 
-    pipe = build("sd")
+    pipe = build(name)
     vae, knob = pipe.vae, knobs.get("vae_slicing")
     calls: list[int] = []
     real = vae._decode
@@ -44,7 +51,7 @@ def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch):
         calls.clear()
         (vae.enable_slicing if sliced else vae.disable_slicing)()
         with torch.no_grad():
-            vae.decode(torch.zeros(batch, vae.config.latent_channels, 8, 8))
+            vae.decode(torch.zeros(batch, *LATENTS[name](vae)))
         return list(calls)
 
     assert decode_calls(1, sliced=True) == decode_calls(1, sliced=False) == [1]
@@ -52,35 +59,6 @@ def test_it_is_left_out_at_batch_1_where_there_is_nothing_to_slice(monkeypatch):
 
     ctx = pipeline_context(pipe, "cpu")
     assert knob.excluded_by_default(True, dataclasses.replace(ctx, batch=1)) == (
-        "does nothing at batch 1: vae (AutoencoderKL) slices a batch into single images")
+        f"does nothing at batch 1: vae ({vae_class}) slices a batch into single images")
     assert knob.excluded_by_default(True, dataclasses.replace(ctx, batch=2)) is None
     assert knob.excluded_by_default(True, ctx) is None  # no batch known: any batch
-
-
-def test_wan_s_video_vae_is_left_out_at_batch_1_too(monkeypatch):
-    """Against diffusers' own AutoencoderKLWan: sliced, one video decodes in one call; two in two."""
-    import dataclasses
-
-    import torch
-    from helpers.zoo import build
-
-    from autotune.knobs.probe import pipeline_context
-
-    pipe = build("wan")
-    vae, knob = pipe.vae, knobs.get("vae_slicing")
-    calls: list[int] = []
-    real = vae._decode
-    monkeypatch.setattr(vae, "_decode", lambda z, *a, **kw: calls.append(z.shape[0]) or real(z, *a, **kw))
-
-    def decode_calls(batch: int, sliced: bool) -> list[int]:
-        calls.clear()
-        (vae.enable_slicing if sliced else vae.disable_slicing)()
-        with torch.no_grad():
-            vae.decode(torch.zeros(batch, vae.config.z_dim, 2, 4, 4))
-        return list(calls)
-
-    assert decode_calls(1, sliced=True) == decode_calls(1, sliced=False) == [1]
-    assert decode_calls(2, sliced=True) == [1, 1] and decode_calls(2, sliced=False) == [2]
-    ctx = pipeline_context(pipe, "cpu")
-    assert knob.excluded_by_default(True, dataclasses.replace(ctx, batch=1)) == (
-        "does nothing at batch 1: vae (AutoencoderKLWan) slices a batch into single images")
