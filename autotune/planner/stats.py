@@ -8,6 +8,7 @@ stays on the device for the whole forward; leaf level makes a group of each leaf
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 
 import torch
@@ -69,13 +70,13 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
     def size(name: str, tensor: torch.Tensor) -> int:
         return round(tensor.numel() * storage.get(name, tensor.element_size()))
 
-    total = largest_leaf = non_leaf = loaded = 0
+    # as loaded: every tensor at its own width; parameters() and buffers() yield a tied one once
+    loaded = sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
+    total = largest_leaf = non_leaf = 0
     counted: set[int] = set()
-    loaded_counted: set[int] = set()
     for name, sub in module.named_modules():
         own = _own_bytes(sub, size, f"{name}." if name else "", counted)
         total += own
-        loaded += _own_bytes(sub, lambda _, t: t.numel() * t.element_size(), "", loaded_counted)
         if any(True for _ in sub.children()):
             non_leaf += own
         else:
