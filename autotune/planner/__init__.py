@@ -20,7 +20,7 @@ from autotune.knobs import Value
 from autotune.knobs.context import DENOISERS, role_of
 from autotune.knobs.space import Assignment
 from autotune.planner import calibration
-from autotune.planner.placement import PHASE_LABELS, PhaseCost
+from autotune.planner.placement import PHASE_LABELS, PhaseCost, peak_phase
 from autotune.planner.prediction import Prediction
 from autotune.target import Target
 
@@ -176,13 +176,10 @@ class Planner:
             activations = self._activation(component, assignment) + stats[component].largest_upcast_layer
             workspace = int(activations * self._workspace_factor(assignment)) if on_gpu and component == "vae" else 0
             phases.append(PhaseCost(component, self._resident(component, stats, assignment), activations, workspace))
-        peak = max(phases, key=lambda p: p.total)
-        allocator = runtime = 0
+        peak, allocator = peak_phase(phases, calibration.ALLOCATOR_CACHED_FRACTION if on_gpu else 0.0)
+        runtime = calibration.CUDA_RUNTIME_BYTES if on_gpu else 0
         host = self._host(stats, assignment)
-        if on_gpu:
-            allocator = int((peak.activations + peak.workspace) * calibration.ALLOCATOR_CACHED_FRACTION)
-            runtime = calibration.CUDA_RUNTIME_BYTES
-        else:  # what the CPU runs on lives in RAM: loading's peak, or the run's if that is higher
+        if not on_gpu:  # what the CPU runs on lives in RAM: loading's peak, or the run's if that is higher
             host = max(host, peak.total)
         return Prediction(
             total_bytes=peak.total + allocator + runtime, peak_phase=PHASE_LABELS.get(peak.component, peak.component),
