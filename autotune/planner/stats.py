@@ -2,8 +2,9 @@
 weights a knob stores narrower (a `PlanEffect.storage`, e.g. layerwise fp8 casting).
 
 Mirrors how diffusers groups modules (hooks/group_offloading.py): block level groups the items of
-each top-level ModuleList/Sequential, every other top-level child is one "unmatched" group that
-stays on the device for the whole forward; leaf level makes a group of each leaf module.
+each top-level ModuleList/Sequential and recurses into the children named as block modules
+(`offload_block_modules`); every other child is one "unmatched" group of its level, on the
+device while that level runs; leaf level makes a group of each leaf module.
 """
 from __future__ import annotations
 
@@ -29,18 +30,43 @@ def _own_bytes(module: torch.nn.Module, size: Callable[[str, torch.Tensor], int]
     return total
 
 
+def offload_block_modules(module: torch.nn.Module) -> frozenset[str]:
+    """The children block-level group offload recurses into, as the offload knob passes them to
+    diffusers: a diffusers model's own `_group_offload_block_modules` (AutoencoderKL's encoder and
+    decoder; none for a UNet or a transformer); for any other module, such as a transformers text
+    encoder, which diffusers would otherwise move whole (T5-XXL: 9 GiB in bf16, its blocks one
+    level down under `encoder`), the names of the children on the way down to its block lists."""
+    if hasattr(module, "enable_group_offload"):
+        return frozenset(getattr(module, "_group_offload_block_modules", None) or ())
+    names: set[str] = set()
+
+    def holds_blocks(parent: torch.nn.Module) -> bool:
+        found = False
+        for name, child in parent.named_children():
+            if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+                found = True
+            elif holds_blocks(child):
+                names.add(name)
+                found = True
+        return found
+
+    holds_blocks(module)
+    return frozenset(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightStats:
     total: int
     largest_leaf: int
     #: Bytes of parameters owned by modules that have children (onloaded with their parent).
     non_leaf: int
+    #: Bytes of the unmatched groups of every level block-level offload recurses into.
     block_unmatched: int
     largest_block: int
     #: The largest layer with narrower-stored weights, upcast to the compute dtype while it runs.
     largest_upcast_layer: int
-    #: Bytes of each item of each top-level ModuleList/Sequential, in order: what group offload
-    #: with N blocks per group moves together (`largest_group`).
+    #: Bytes of each item of each ModuleList/Sequential block-level offload groups, in order:
+    #: what group offload with N blocks per group moves together (`largest_group`).
     block_sizes: tuple[tuple[int, ...], ...] = ()
     #: Bytes of all weights as loaded, before a knob stores some narrower (None: as `total`).
     as_loaded: int | None = None
@@ -87,13 +113,22 @@ def weight_stats(module: torch.nn.Module, blocks_per_group: int = 1,
     def subtree(sub: torch.nn.Module, prefix: str) -> int:
         return sum(_own_bytes(m, size, f"{prefix}{n}." if n else prefix, grouped) for n, m in sub.named_modules())
 
-    unmatched = _own_bytes(module, size, "", grouped)
+    recurse_into = offload_block_modules(module)
     block_sizes: list[tuple[int, ...]] = []
-    for name, child in module.named_children():
-        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
-            block_sizes.append(tuple(subtree(m, f"{name}.{n}.") for n, m in child.named_children()))
-        else:
-            unmatched += subtree(child, f"{name}.")
+
+    def unmatched_bytes(level: torch.nn.Module, prefix: str) -> int:
+        """The level's own tensors and unmatched children; its block lists go to block_sizes."""
+        unmatched = _own_bytes(level, size, prefix, grouped)
+        for name, child in level.named_children():
+            if name in recurse_into:  # before the list check, as diffusers does
+                unmatched += unmatched_bytes(child, f"{prefix}{name}.")
+            elif isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+                block_sizes.append(tuple(subtree(m, f"{prefix}{name}.{n}.") for n, m in child.named_children()))
+            else:
+                unmatched += subtree(child, f"{prefix}{name}.")
+        return unmatched
+
+    unmatched = unmatched_bytes(module, "")
     upcast = max((sum(p.numel() * p.element_size() for p in module.get_submodule(layer).parameters(recurse=False))
                   for layer in cast), default=0)
     largest_block = max((sum(sizes[i:i + blocks_per_group]) for sizes in block_sizes

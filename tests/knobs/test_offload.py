@@ -33,6 +33,20 @@ def test_group_offload_applies_mechanically_on_cpu(tiny_pipe, baseline_images, v
     np.testing.assert_allclose(run(tiny_pipe), baseline_images, atol=1e-3, rtol=0)
 
 
+def test_block_offload_moves_a_t5_encoder_block_by_block_and_changes_no_number():
+    """diffusers' pipeline-level group offload moves a transformers text encoder whole (T5-XXL:
+    9 GiB, over an 8 GB card by itself); the knob groups its blocks like the denoiser's."""
+    from helpers.zoo import build, run as run_zoo
+
+    pipe = build("flux")
+    before = run_zoo(pipe, "flux")
+    knobs.get("offload").apply(pipe, "group-block-1", ApplyContext("cpu"))
+    hooked = hooked_modules(pipe)
+    assert {"text_encoder_2.encoder.block.0", "text_encoder_2.encoder.block.1"} <= set(hooked)
+    assert "text_encoder.encoder.layers.0" in hooked and "transformer.transformer_blocks.0" in hooked
+    np.testing.assert_array_equal(run_zoo(pipe, "flux"), before)
+
+
 def test_group_leaf_hooks_more_modules_than_block(tiny_pipe):
     from autotune.models.pipelines import build_pipeline
 

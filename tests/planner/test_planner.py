@@ -295,6 +295,51 @@ def test_block_offload_groups_a_transformer_as_diffusers_does(zoo):  # noqa: F81
             == none.resident_weights_bytes - (stats.block_unmatched + stats.largest_block))
 
 
+def _offload_groups(component: torch.nn.Module) -> tuple[list[int], int]:
+    """The groups diffusers' group offload hooks hold on `component`: the bytes of each block
+    group, sorted, and of its unmatched groups together (a tensor in two of them once)."""
+    groups = {}
+    for module in component.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook in (registry.hooks.values() if registry is not None else ()):
+            if getattr(hook, "group", None) is not None:
+                groups[id(hook.group)] = hook.group
+
+    def tensors(group) -> dict[int, torch.Tensor]:
+        held = [t for m in group.modules for t in [*m.parameters(), *m.buffers()]] + [*group.parameters, *group.buffers]
+        return {id(t): t for t in held}
+
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts.values())  # noqa: E731
+    blocks = sorted(nbytes(tensors(g)) for g in groups.values() if g.offload_leader in g.modules)
+    unmatched: dict[int, torch.Tensor] = {}
+    for g in groups.values():
+        if g.offload_leader not in g.modules:  # led by the level it belongs to, not by a block
+            unmatched.update(tensors(g))
+    return blocks, nbytes(unmatched)
+
+
+@pytest.mark.parametrize("name", ["flux", "sdxl", "wan"])
+def test_block_offload_groups_every_component_as_diffusers_hooks_it(name):
+    """The planner's groups against the hooks diffusers installs for the offload knob's
+    group-block-1 (cpu to cpu), component by component: the VAE's encoder and decoder split by
+    their own `_group_offload_block_modules`, the text encoders (CLIP, CLIP with projection, T5,
+    UMT5) by their layers, which diffusers alone would move whole."""
+    from helpers.zoo import build
+
+    from autotune.knobs import ApplyContext, get
+
+    pipe = build(name)
+    modules = {n: c for n, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+    stats = {n: weight_stats(c) for n, c in modules.items()}
+    get("offload").apply(pipe, "group-block-1", ApplyContext("cpu"))
+    for component, module in modules.items():
+        blocks, unmatched = _offload_groups(module)
+        assert blocks == sorted(b for sizes in stats[component].block_sizes for b in sizes), component
+        assert unmatched == stats[component].block_unmatched, component
+        if component.startswith("text_encoder"):  # in blocks: its largest group is far below the whole
+            assert stats[component].largest_group(1) + unmatched < stats[component].total
+
+
 @pytest.mark.parametrize("name, component", [("flux", "text_encoder_2"), ("wan", "text_encoder")])
 def test_a_tied_weight_counts_once_as_in_the_loaded_model(zoo, name, component):  # noqa: F811
     """T5's and UMT5's encoders hold one embedding under two modules (`shared` and

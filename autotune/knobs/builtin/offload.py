@@ -91,7 +91,27 @@ def _apply(pipe: Any, value: Value, ctx: ApplyContext) -> None:
     elif mode.kind == "sequential":
         pipe.enable_sequential_cpu_offload(device=ctx.device)
     else:
-        pipe.enable_group_offload(**mode.group_offload_kwargs(ctx.device))
+        _group_offload(pipe, mode.group_offload_kwargs(ctx.device))
+
+
+def _group_offload(pipe: Any, kwargs: dict[str, Any]) -> None:
+    """`DiffusionPipeline.enable_group_offload`, component by component as it does it, except
+    that at block level a component diffusers does not know (a transformers text encoder) is
+    grouped by its blocks too (planner.stats.offload_block_modules), not moved whole."""
+    import torch
+    from diffusers.hooks import apply_group_offloading
+
+    from autotune.planner.stats import offload_block_modules
+
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        if hasattr(component, "enable_group_offload"):
+            component.enable_group_offload(**kwargs)
+        elif kwargs["offload_type"] == "block_level":
+            apply_group_offloading(component, block_modules=sorted(offload_block_modules(component)) or None, **kwargs)
+        else:
+            apply_group_offloading(component, **kwargs)
 
 
 def _reason(value: Value, ctx: Context) -> str | None:
