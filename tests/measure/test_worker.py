@@ -65,3 +65,21 @@ def test_held_candidates_stay_loaded_side_by_side_until_the_release(target):
     worker.release()
     with pytest.raises(RuntimeError, match="slot 1, which holds no candidate"):
         worker.select(1)
+
+
+def test_a_loaded_pipeline_is_kept_out_of_the_collectors_scans_until_its_release(target):
+    """The collection before each block of timed runs scans what the runs made, not the loaded
+    pipeline (it is frozen: gc.freeze); the release unfreezes it, so a pipeline dropped with a
+    reference cycle is still collected."""
+    import gc
+    import weakref
+
+    worker = _worker()
+    assert worker.load(TrialJob(target, {"dtype": "fp32"}, warmup=1)).status == "ok"
+    pipe = worker.pipe
+    assert gc.get_freeze_count() > 0 and not any(obj is pipe.unet for obj in gc.get_objects())  # frozen
+    pipe.cycle = pipe  # a cycle only the collector can free
+    dropped = weakref.ref(pipe)
+    del pipe
+    worker.release()
+    assert gc.get_freeze_count() == 0 and dropped() is None
