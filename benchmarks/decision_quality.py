@@ -330,13 +330,17 @@ class SimMeasurer:
         copies: dict[int, float] = {}
         medians: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         notes: list[str] = []
-        for group in groups:
-            try:
-                device.spend(device.noise.spawn_s, deadline)
-            except Deadline:
-                notes.extend(f"trial {jobs[i].number} could not be reloaded (time budget)" for i in group)
-                continue
-            worker = _Worker(device.rng, device.noise)
+        for n, group in enumerate(groups):
+            warm = self._take_warm([jobs[i] for i in group]) if n == 0 else None
+            if warm is not None:  # the search's warm worker, as SubprocessMeasurer._take_warm hands it over
+                worker = warm
+            else:
+                try:
+                    device.spend(device.noise.spawn_s, deadline)
+                except Deadline:
+                    notes.extend(f"trial {jobs[i].number} could not be reloaded (time budget)" for i in group)
+                    continue
+                worker = _Worker(device.rng, device.noise)
             for i in group:
                 try:
                     device.load(worker, jobs[i].assignment, deadline)
@@ -358,6 +362,19 @@ class SimMeasurer:
         except Deadline:
             notes.append("a worker stopped during the rounds (time budget)")
         return complete_rounds(medians, workers), "; ".join(notes)
+
+
+    def _take_warm(self, jobs: Sequence[Any]) -> _Worker | None:
+        """The warm worker for a comparison's first group where the code under test hands it
+        over (a baseline commit without `SubprocessMeasurer._take_warm` starts a new one)."""
+        from autotune.measure import measurer
+
+        if not hasattr(measurer.SubprocessMeasurer, "_take_warm") or self.worker is None or self.worker.tainted:
+            return None
+        if any(measurer.leaves_process_state(job.assignment) for job in jobs):
+            return None
+        worker, self.worker = self.worker, None
+        return worker
 
 
 def new_worker_warmup() -> int:

@@ -126,15 +126,15 @@ def side_by_side(target: Target, short: dict[str, Any], long: dict[str, Any], se
             confirm_plan.Candidate(1, long["assignment"], long["latency_median_s"], long.get("peak_bytes") or 0)]
     jobs = {a.number: TrialJob(target, dict(a.settings), number=a.number, time_cap_s=time_cap_s) for a in arms}
     deadline = time.monotonic() + timeout_s
+    rounds, runs = confirm_plan.rounds(target.device), confirm_plan.runs_per_round(target.device)
     timed: list[dict[int, list[float]]] = []
     notes: list[str] = []
     for s in range(sessions):
         order = [0, 1] if s % 2 == 0 else [1, 0]  # new workers, the other order
         session_measurer = measurer or SubprocessMeasurer(log_dir=log_dir / f"session-{s}")
         try:
-            medians, note = session_measurer.compare([jobs[n] for n in order],
-                                                     confirm_plan.ROUNDS + confirm_plan.WARMUP_ROUNDS,
-                                                     confirm_plan.RUNS_PER_ROUND, deadline)
+            medians, note = session_measurer.compare([jobs[n] for n in order], rounds + confirm_plan.WARMUP_ROUNDS,
+                                                     runs, deadline)
         finally:
             if measurer is None:
                 session_measurer.close()
@@ -146,9 +146,9 @@ def side_by_side(target: Target, short: dict[str, Any], long: dict[str, Any], se
         timed.append(session)
     logs = confirm.session_log_ratios(0, 1, timed)
     interval = mean_interval(logs)
-    decided = confirm.decide(arms, timed, confirm_plan.RUNS_PER_ROUND, "; ".join(notes)) if timed else None
-    return {"same_settings": False, "sessions": len(timed), "rounds_per_session": confirm_plan.ROUNDS,
-            "runs_per_round": confirm_plan.RUNS_PER_ROUND, "session_log_ratios": logs,
+    decided = confirm.decide(arms, timed, runs, "; ".join(notes)) if timed else None
+    return {"same_settings": False, "sessions": len(timed), "rounds_per_session": rounds,
+            "runs_per_round": runs, "session_log_ratios": logs,
             "regret": math.exp(statistics.fmean(logs)) - 1 if logs else None,
             "regret_ci": [math.exp(interval[1]) - 1, math.exp(interval[2]) - 1] if interval else None,
             "note": "; ".join(notes), "confirmation": decided.to_dict() if decided else None}

@@ -140,8 +140,9 @@ def timing_stats(samples: Sequence[float]) -> TimingStats:
 #: `SearchOptions` (the search's flags), `TrialJob` and `SubprocessMeasurer` read them here.
 WARMUP = 1
 #: ... and in a newly started worker this many more: a new worker's first runs read slow, and a
-#: compiled trial always starts one; the confirmation discards as many, its warm-up round
-#: (confirm.WARMUP_ROUNDS x RUNS_PER_ROUND), so both time a new worker alike. The defaults, first
+#: compiled trial always starts one; the confirmation discards as many on a GPU, its warm-up
+#: round (confirm_plan.WARMUP_ROUNDS x RUNS_PER_ROUND; one run on CPU, where a round is one run),
+#: so both time a new worker alike. The defaults, first
 #: in their worker, read 6-22% slower than the winner after them in the README job of 0a53d18;
 #: on an idle machine, alternating in one warm worker, they read 1.05-1.16x wherever they ran, as
 #: in the search (benchmarks/results/2026-12-02-readme-job-cpu-8ae324f-idle.md): that slowness

@@ -31,6 +31,11 @@ ROUNDS = 6
 #: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the
 #: 6 pooled rounds can still reach p < 0.05).
 MIN_ROUNDS = 3
+#: ... except on CPU, where one run barely differs from the next (a block of three runs of
+#: builtin:tiny-sd-shapes spread 0.5% over a session's rounds here, where a round took 0.4 s and a
+#: session of two arms 9 s, most of the README job's confirmation): three rounds of one run each.
+ROUNDS_BY_DEVICE = {"cpu": MIN_ROUNDS}
+RUNS_PER_ROUND_BY_DEVICE = {"cpu": 1}
 #: Rounds discarded at the start of every worker (its first runs read slow).
 WARMUP_ROUNDS = 1
 #: Sessions always run: each loads every arm in a fresh worker and times the rounds. A session
@@ -51,7 +56,10 @@ MAX_SESSIONS_BY_DEVICE = {"cpu": DECIDING_SESSIONS}
 #: a session that outlasts it leaves a single session to decide (simulated, under a 400 s
 #: budget: 1 in 20 searches decided on one session, up to 18% off the truly fastest).
 PLAN_MARGIN = 1.25
+#: Runs per round: the round's block median is what the arms are compared on.
 RUNS_PER_ROUND = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     number: int
@@ -80,6 +88,7 @@ class Plan:
     skipped: str | None = None
     #: The bytes one worker may hold (`worker_groups`); None: no limit.
     room: int | None = None
+    runs_per_round: int = RUNS_PER_ROUND
 
     @property
     def arms(self) -> list[Candidate]:
@@ -89,6 +98,16 @@ class Plan:
 def max_sessions(device: str) -> int:
     """The most sessions a confirmation runs on `device`."""
     return MAX_SESSIONS_BY_DEVICE.get(device, MAX_SESSIONS)
+
+
+def rounds(device: str) -> int:
+    """Timed rounds per session on `device`, before the plan shrinks them to the time left."""
+    return ROUNDS_BY_DEVICE.get(device, ROUNDS)
+
+
+def runs_per_round(device: str) -> int:
+    """Runs per round on `device`."""
+    return RUNS_PER_ROUND_BY_DEVICE.get(device, RUNS_PER_ROUND)
 
 
 def window(device: str) -> float:
@@ -150,23 +169,25 @@ def plan_cost_s(arms: Sequence[Candidate], sessions: int, rounds: int,
 
 def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candidate | None = None,
          sessions: int = SESSIONS, rounds: int = ROUNDS, min_rounds: int = MIN_ROUNDS,
-         within: float | None = None, room: int | None = None) -> Plan:
+         within: float | None = None, room: int | None = None, runs_per_round: int = RUNS_PER_ROUND) -> Plan:
     """The largest confirmation that fits in `seconds_left`: the reference arm goes first, then
     the slowest candidates (down to two), then rounds (down to `min_rounds`). `within` is the
     window the candidates were picked in (named when there is only one); `room` what one worker
     may hold (`worker_groups`)."""
+    min_rounds = min(min_rounds, rounds)
     picked = sorted(candidates, key=lambda c: (c.latency_s, c.number))
     if reference is not None and any(c.number == reference.number for c in picked):
         reference = None  # the defaults are a candidate already
     dropped: list[int] = []
     if len(picked) < 2:
-        return Plan(picked, reference, sessions, rounds, 0.0, room=room, skipped="no other candidate within "
+        return Plan(picked, reference, sessions, rounds, 0.0, room=room, runs_per_round=runs_per_round,
+                    skipped="no other candidate within "
                     f"{100 * (WITHIN if within is None else within):.0f}% of the winner: nothing to re-measure")
     while True:
         arms = picked + ([reference] if reference is not None else [])
-        cost = plan_cost_s(arms, sessions, rounds, room=room)
+        cost = plan_cost_s(arms, sessions, rounds, runs_per_round, room=room)
         if cost * PLAN_MARGIN <= seconds_left:
-            return Plan(picked, reference, sessions, rounds, cost, dropped, room=room)
+            return Plan(picked, reference, sessions, rounds, cost, dropped, room=room, runs_per_round=runs_per_round)
         if reference is not None:
             dropped.append(reference.number)
             reference = None
@@ -175,8 +196,8 @@ def plan(candidates: Sequence[Candidate], seconds_left: float, reference: Candid
         elif rounds > min_rounds:
             rounds -= 1
         elif cost <= seconds_left:  # no margin left: a cut re-measurement decides nothing, as a skip
-            return Plan(picked, None, sessions, rounds, cost, dropped, room=room)
+            return Plan(picked, None, sessions, rounds, cost, dropped, room=room, runs_per_round=runs_per_round)
         else:
-            return Plan(picked, None, sessions, rounds, cost, dropped, room=room, skipped=(
+            return Plan(picked, None, sessions, rounds, cost, dropped, room=room, runs_per_round=runs_per_round, skipped=(
                 f"no time to confirm: {len(picked)} candidates x {sessions} sessions x {rounds} rounds "
                 f"need ~{cost:.0f} s, {max(0.0, seconds_left):.0f} s were left"))

@@ -100,8 +100,10 @@ def confirm(search: Search, deadline: float) -> Decision | None:
     picked = pick(search)
     if math.isinf(deadline):
         deadline = clock.now() + search.options.confirm_timeout_s
+    device = search.target.device
     plan = confirm_plan.plan(picked, deadline - clock.now(), _reference_arm(search, picked),
-                           within=confirm_plan.window(search.target.device), room=worker_room(search))
+                           rounds=confirm_plan.rounds(device), within=confirm_plan.window(device),
+                           room=worker_room(search), runs_per_round=confirm_plan.runs_per_round(device))
     if plan.skipped:
         return Decision(skipped=plan.skipped, warn=len(picked) >= 2)
     if plan.dropped:
@@ -111,7 +113,7 @@ def confirm(search: Search, deadline: float) -> Decision | None:
         done = f"{len(sessions)} of {confirm_plan.SESSIONS} sessions completed"
         return Decision(skipped=f"the re-measurement did not complete ({done}): " + ("; ".join(notes) or "no rounds were timed"))
     reference = plan.reference.number if plan.reference is not None else None
-    return Decision(confirmation=confirming.decide(plan.candidates, sessions, confirm_plan.RUNS_PER_ROUND,
+    return Decision(confirmation=confirming.decide(plan.candidates, sessions, plan.runs_per_round,
                                                    "; ".join(notes), reference=reference))
 
 
@@ -127,7 +129,7 @@ def _sessions(search: Search, compare: Callable, plan: confirm_plan.Plan, deadli
     while arms:
         order = arms if len(sessions) % 2 == 0 else arms[::-1]  # new workers, the other order
         jobs = [make_job(search, a.settings, a.number) for a in order]
-        medians, note = compare(jobs, plan.rounds + confirm_plan.WARMUP_ROUNDS, confirm_plan.RUNS_PER_ROUND, deadline,
+        medians, note = compare(jobs, plan.rounds + confirm_plan.WARMUP_ROUNDS, plan.runs_per_round, deadline,
                                 groups=confirm_plan.worker_groups(order, plan.room))
         if note:
             notes.append(note)
@@ -141,7 +143,7 @@ def _sessions(search: Search, compare: Callable, plan: confirm_plan.Plan, deadli
         if len(sessions) >= confirm_plan.max_sessions(search.target.device):
             break
         arms = _still_open(arms, candidates, sessions, plan)
-        if arms and confirm_plan.plan_cost_s(arms, 1, plan.rounds, room=plan.room) > deadline - clock.now():
+        if arms and confirm_plan.plan_cost_s(arms, 1, plan.rounds, plan.runs_per_round, room=plan.room) > deadline - clock.now():
             notes.append(f"{len(arms)} candidates still undecided after {len(sessions)} sessions: no time for more")
             break
     return sessions, notes

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+import types
 
 import pytest
 
@@ -163,6 +164,28 @@ def test_compare_times_loaded_candidates_in_rounds(job, tmp_path, monkeypatch):
         jobs, rounds=2, runs_per_round=1, deadline=time.monotonic() + 300, groups=[[0, 1]])
     assert note == "" and sorted(medians) == [0, 1] and all(len(v) == 2 for v in medians.values())
     assert started == [1]
+    # after a trial, the first group takes the search's warm worker (no start), which the
+    # comparison closes: the next one runs in a process of its own
+    warm = SubprocessMeasurer(log_dir=tmp_path / "warm")
+    trial = warm(dataclasses.replace(job, number=0))
+    started.clear()
+    medians, note = warm.compare(jobs, rounds=2, runs_per_round=1, deadline=time.monotonic() + 300, groups=[[0, 1]])
+    assert note == "" and sorted(medians) == [0, 1] and started == [] and warm._worker is None
+    warm.compare(jobs, rounds=1, runs_per_round=1, deadline=time.monotonic() + 300, groups=[[0, 1]])
+    assert started == [1] and trial.device_info.worker_pid is not None
+
+
+def test_a_comparison_never_takes_a_warm_worker_its_arm_would_leave_state_in(job, monkeypatch):
+    from autotune.measure import measurer as measure_module
+
+    measure = SubprocessMeasurer()
+    fake = types.SimpleNamespace(tainted=False, alive=True)
+    measure._worker, measure._worker_key = fake, (job.target.device, job.target.max_vram)
+    monkeypatch.setattr(measure_module, "leaves_process_state", lambda a: a.get("dtype") == "bf16")
+    assert measure._take_warm([dataclasses.replace(job, assignment={"dtype": "bf16"})]) is None
+    assert measure._worker is fake
+    assert measure._take_warm([job]) is fake and measure._worker is None  # handed over once
+    assert measure._take_warm([job]) is None
 
 
 def test_the_in_process_measurer_keeps_its_worker_warm(job):
