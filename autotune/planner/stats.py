@@ -2,9 +2,9 @@
 weights a knob stores narrower (a `PlanEffect.storage`, e.g. layerwise fp8 casting).
 
 Mirrors how diffusers groups modules (hooks/group_offloading.py): block level groups the items of
-each top-level ModuleList/Sequential and recurses into the children named as block modules
-(`offload_block_modules`); every other child is one "unmatched" group of its level, on the
-device while that level runs; leaf level makes a group of each leaf module.
+each ModuleList/Sequential of the top level and of every child it recurses into (those named as
+block modules, `offload_block_modules`); every other child is in its level's "unmatched" group,
+on the device while that level runs; leaf level makes a group of each leaf module.
 """
 from __future__ import annotations
 

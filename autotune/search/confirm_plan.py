@@ -31,9 +31,9 @@ ROUNDS = 6
 #: The fewest timed rounds per session a plan may shrink to (2 sessions x 3: a sign test over the
 #: 6 pooled rounds can still reach p < 0.05).
 MIN_ROUNDS = 3
-#: ... except on CPU, where one run barely differs from the next (a block of three runs of
-#: builtin:tiny-sd-shapes spread 0.5% over a session's rounds here, where a round took 0.4 s and a
-#: session of two arms 9 s, most of the README job's confirmation): three rounds of one run each.
+#: On CPU, where one run barely differs from the next (the block medians of three runs of
+#: builtin:tiny-sd-shapes spread 0.5% over a session's rounds here, a session of two arms took
+#: 9-11 s, most of the README job's confirmation), a session times three rounds of one run each.
 ROUNDS_BY_DEVICE = {"cpu": MIN_ROUNDS}
 RUNS_PER_ROUND_BY_DEVICE = {"cpu": 1}
 #: Rounds discarded at the start of every worker (its first runs read slow).
