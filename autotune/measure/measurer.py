@@ -122,12 +122,18 @@ class SubprocessMeasurer:
         worker.device_baseline_bytes = answer.device_baseline_bytes
         return worker, time.monotonic() - start
 
-    def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, Phases]:
-        key = (job.target.device, job.target.max_vram)
+    def _reusable(self, job: TrialJob) -> WorkerProcess | None:
+        """The warm worker if `job` may run in it; one that may not is closed."""
         worker = self._worker
-        if worker is not None and (not self.reuse or worker.tainted or not worker.alive or self._worker_key != key):
+        if worker is not None and (not self.reuse or worker.tainted or not worker.alive
+                                   or self._worker_key != (job.target.device, job.target.max_vram)):
             worker.close()
             worker = self._worker = None
+        return worker
+
+    def _worker_for(self, job: TrialJob, log_path: Path, deadline: float) -> tuple[WorkerProcess, Phases]:
+        key = (job.target.device, job.target.max_vram)
+        worker = self._reusable(job)
         if worker is not None:
             return worker, Phases()
         worker, spawn_s = self._start(job, log_path, deadline)
@@ -241,11 +247,9 @@ class SubprocessMeasurer:
         could have run in it and no job leaves state in its process: it saves a worker's start
         (on this CPU 1.8 s of a 4.4 s session of the README job's confirmation), and a process
         that has run trials is as much a process of its own as a new one."""
-        worker, key = self._worker, (jobs[0].target.device, jobs[0].target.max_vram)
-        if (worker is None or not self.reuse or worker.tainted or not worker.alive or self._worker_key != key
-                or any(leaves_process_state(job.assignment) for job in jobs)):
+        if any(leaves_process_state(job.assignment) for job in jobs):
             return None
-        self._worker = None
+        worker, self._worker = self._reusable(jobs[0]), None
         return worker
 
     def _load_group(self, jobs: Sequence[TrialJob], group: Sequence[int], deadline: float,
